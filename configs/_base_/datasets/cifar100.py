@@ -1,0 +1,36 @@
+# CIFAR-100 through mmpretrain's own dataset class, which downloads the official files into data_root.
+dataset_type = 'CIFAR100'
+data_root = 'data/cifar100'
+
+data_preprocessor = dict(
+    num_classes=100,
+    # RGB, 0-255 scale (mmpretrain's CIFAR datasets yield RGB arrays)
+    mean=[129.304, 124.070, 112.434],
+    std=[68.170, 65.392, 70.418],
+    to_rgb=False,
+)
+
+train_pipeline = [
+    dict(type='RandomCrop', crop_size=32, padding=4),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [dict(type='PackInputs')]
+
+train_dataloader = dict(
+    batch_size=64,
+    num_workers=4,
+    persistent_workers=True,
+    dataset=dict(type=dataset_type, data_root=data_root, split='train', pipeline=train_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=True),
+)
+val_dataloader = dict(
+    batch_size=256,
+    num_workers=4,
+    persistent_workers=True,
+    dataset=dict(type=dataset_type, data_root=data_root, split='test', pipeline=test_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+)
+val_evaluator = dict(type='Accuracy', topk=(1, 5))
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator

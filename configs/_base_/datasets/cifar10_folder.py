@@ -1,0 +1,41 @@
+# CIFAR-10 as image folders: <data_root>/train/<class>/*.jpg and <data_root>/test/<class>/*.jpg (the layout of
+# ../shared/data/cifar10; tools/prepare_data.py cifar10 unpacks it, or downloads the official files elsewhere).
+dataset_type = 'CustomDataset'
+data_root = 'data/cifar10'
+
+data_preprocessor = dict(
+    num_classes=10,
+    # RGB, 0-255 scale; images are read as BGR, hence to_rgb
+    mean=[125.307, 122.961, 113.8575],
+    std=[51.5865, 50.847, 51.255],
+    to_rgb=True,
+)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomCrop', crop_size=32, padding=4),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='PackInputs'),
+]
+
+train_dataloader = dict(
+    batch_size=64,
+    num_workers=2,
+    persistent_workers=True,
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train', pipeline=train_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=True),
+)
+val_dataloader = dict(
+    batch_size=256,
+    num_workers=2,
+    persistent_workers=True,
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='test', pipeline=test_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+)
+val_evaluator = dict(type='Accuracy', topk=(1, ))
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator

@@ -1,0 +1,7 @@
+# DKD + NormKD (003 Tables 2-5): t_norm = 2, alpha = 4.0, beta = 5.0, warm-up 20 epochs.
+_base_ = ['../_base_/models/resnet32x4_resnet8x4_cifar100.py', '../_base_/datasets/cifar100.py',
+          '../_base_/schedules/cifar_240e.py', '../_base_/distill_runtime.py']
+model = dict(
+    losses=dict(dkd=dict(type='DKDLoss', alpha=4.0, beta=5.0, t_norm=2.0)),
+)
+custom_hooks = [dict(type='kdplug.TeacherEvalHook'), dict(type='kdplug.LossWarmupHook', warmup=20, losses=['dkd'])]

@@ -1,0 +1,9 @@
+# resnet8x4 on cifar100, plain mmpretrain training with the CIFAR recipe (the student alone).
+_base_ = ['../_base_/datasets/cifar100.py', '../_base_/schedules/cifar_240e.py',
+          '../_base_/default_runtime.py']
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='kdplug.ResNet8x4'),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(type='LinearClsHead', num_classes=100, in_channels=256, loss=dict(type='CrossEntropyLoss')),
+)

@@ -1,0 +1,69 @@
+"""mmpretrain classifiers (``ImageClassifier`` and any classifier with ``extract_feat`` and a ``ClsHead``)."""
+import copy
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from mmengine.config import Config, ConfigDict
+from torch import Tensor, nn
+
+SCOPE = 'mmpretrain'
+DEFAULT_DATA_PREPROCESSOR = 'mmpretrain.ClsDataPreprocessor'
+
+
+def model_config(cfg: dict) -> dict:
+    """A classifier config, inline or ``dict(cfg_path='mmpretrain::resnet/resnet18_8xb32_in1k.py', **overrides)``."""
+    cfg = copy.deepcopy(dict(cfg))
+    cfg_path = cfg.pop('cfg_path', None)
+    if cfg_path is None:
+        return cfg
+    from mmengine.hub import get_config
+    base = get_config(cfg_path) if '::' in cfg_path else Config.fromfile(cfg_path)
+    merged = Config(dict(model=base.model))
+    merged.merge_from_dict(dict(model=cfg))
+    return merged.model.to_dict() if isinstance(merged.model, ConfigDict) else dict(merged.model)
+
+
+def build_classifier(cfg: dict) -> nn.Module:
+    """Build a classifier from mmpretrain's registry, whatever the default scope of the run."""
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+    cfg = model_config(cfg)
+    with DefaultScope.overwrite_default_scope(SCOPE):
+        return MODELS.build(cfg)
+
+
+def logits(classifier: nn.Module, inputs: Tensor) -> Tensor:
+    """Classification logits (N, C) of a preprocessed batch."""
+    return classifier.head(classifier.extract_feat(inputs))
+
+
+def logits_and_losses(classifier: nn.Module, inputs: Tensor, data_samples: List) -> Tuple[Tensor, Dict]:
+    """The student's logits and its own losses, from one forward pass (head.loss would run the head again)."""
+    cls_score = logits(classifier, inputs)
+    return cls_score, classifier.head._get_loss(cls_score, data_samples)
+
+
+def targets(data_samples: List) -> Tensor:
+    """Hard labels (N,), or the soft labels (N, C) that mixup / cutmix leave in ``gt_score``."""
+    if 'gt_score' in data_samples[0]:
+        return torch.stack([sample.gt_score for sample in data_samples])
+    return torch.cat([sample.gt_label for sample in data_samples])
+
+
+def num_classes(classifier: nn.Module) -> Optional[int]:
+    return getattr(getattr(classifier, 'head', None), 'num_classes', None)
+
+
+def predict(classifier: nn.Module, inputs: Tensor, data_samples: Optional[List]) -> List:
+    return classifier.predict(inputs, data_samples)
+
+
+def data_preprocessor_config(data_preprocessor: Optional[dict], student_cfg: dict) -> dict:
+    """The distiller's data preprocessor: the run's (or the student's), as a mmpretrain ClsDataPreprocessor."""
+    cfg = copy.deepcopy(dict(data_preprocessor or student_cfg.get('data_preprocessor') or {}))
+    cfg.setdefault('type', DEFAULT_DATA_PREPROCESSOR)
+    if cfg['type'] == 'ClsDataPreprocessor':
+        cfg['type'] = DEFAULT_DATA_PREPROCESSOR
+    if student_cfg.get('train_cfg'):
+        cfg.setdefault('batch_augments', student_cfg['train_cfg'])
+    return cfg

@@ -1,0 +1,35 @@
+"""Student-only export: a distillation run's checkpoint -> a checkpoint that plain mmpretrain / mmdet loads.
+
+The distiller's state dict holds ``student.*`` (the teacher is never saved) and, for some methods, extra training
+modules (e.g. USKD's weak head, under ``aux.*``), which are dropped: the export is exactly the student model.
+"""
+from typing import Any, Dict
+
+import torch
+
+import kdplug
+from kdplug.engine.checkpoint import load_checkpoint_file
+
+PREFIX = 'student.'
+
+
+def export_student(checkpoint: str, out: str) -> Dict[str, Any]:
+    """Write the student of ``checkpoint`` to ``out`` as ``{'state_dict', 'meta'}``; returns what was written."""
+    loaded = load_checkpoint_file(checkpoint, role='distillation run')
+    state_dict = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else None
+    if not isinstance(state_dict, dict) or not any(k.startswith(PREFIX) for k in state_dict):
+        raise ValueError(f'{checkpoint!r} holds no "student.*" weights: it is not a kdplug distillation checkpoint')
+    student = {key[len(PREFIX):]: value for key, value in state_dict.items() if key.startswith(PREFIX)}
+    meta = dict(loaded.get('meta') or {})
+    exported = {
+        'state_dict': student,
+        'meta': {
+            'dataset_meta': meta.get('dataset_meta'),
+            'epoch': meta.get('epoch'),
+            'iter': meta.get('iter'),
+            'exported_from': checkpoint,
+            'kdplug_version': kdplug.__version__,
+        },
+    }
+    torch.save(exported, out)
+    return exported

@@ -1,0 +1,10 @@
+"""kdplug's own mmengine hooks, contributed through the plugin hooks."""
+from typing import List
+
+from kdplug import hookimpl
+
+
+@hookimpl
+def kdplug_engine_hooks() -> List[type]:
+    from kdplug.engine.hooks import LossWarmupHook, TeacherEvalHook
+    return [LossWarmupHook, TeacherEvalHook]

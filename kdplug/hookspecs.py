@@ -1,0 +1,52 @@
+"""The plugin contract of kdplug: documented, empty hook functions.
+
+A plugin is a module (or object) with functions marked ``@kdplug.hookimpl`` whose names are those below. kdplug's
+own components come through these same hooks (see ``BUILTIN_PLUGINS`` in :mod:`kdplug.plugins`); a third-party
+package announces its plugin module in the entry-point group ``kdplug``::
+
+    # setup.cfg of the third-party package
+    [options.entry_points]
+    kdplug =
+        mykd = mykd.plugin
+
+    # mykd/plugin.py
+    from kdplug import hookimpl
+
+    @hookimpl
+    def kdplug_losses():
+        from mykd.loss import MyLoss   # import inside the hook: nothing heavy runs until kdplug asks
+        return [MyLoss]
+
+Every hook returns a list of classes, registered under their class names into the registries of
+:mod:`kdplug.registry` (scope ``kdplug``) the first time a kdplug component is looked up. A misspelled hook name
+(``kdplug_loss``) is an error at load time.
+"""
+from typing import List
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker('kdplug')
+
+
+@hookspec
+def kdplug_losses() -> List[type]:
+    """Loss classes (``torch.nn.Module``), registered into ``kdplug.registry.MODELS``.
+
+    A teacher-based logit loss follows ``forward(student_logits, teacher_logits, target=None)`` and returns a
+    scalar already multiplied by its ``loss_weight``.
+    """
+
+
+@hookspec
+def kdplug_distillers() -> List[type]:
+    """Distiller classes (mmengine ``BaseModel`` subclasses), registered into ``kdplug.registry.MODELS``."""
+
+
+@hookspec
+def kdplug_models() -> List[type]:
+    """Other model components (backbones, necks, heads, student-side layers), into ``kdplug.registry.MODELS``."""
+
+
+@hookspec
+def kdplug_engine_hooks() -> List[type]:
+    """mmengine ``Hook`` classes (loss warm-up, EMA teacher, export...), into ``kdplug.registry.HOOKS``."""

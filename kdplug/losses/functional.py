@@ -1,0 +1,171 @@
+"""Shared pieces of every logit loss: logit pre-transforms, the temperature, KL rows and the reduction.
+
+Conventions (../shared/notes/methods.md): logits are (N, C); every loss is computed in float32 whatever the input
+dtype; a loss first builds a per-sample tensor of shape (N,), then :func:`reduce_per_sample` turns it into the
+scalar. Gradients flow through the student's own statistics (mean, std, norm); the teacher arrives detached.
+"""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOGIT_NORMS = (None, 'zscore', 'l2')
+
+# Smallest variance / squared norm treated as non-zero. Clamping before the square root keeps the gradient of
+# std/norm finite for a constant row (d sqrt(v)/dv is infinite at v = 0, and 0 * inf = NaN in autograd).
+_TINY = 1e-20
+
+
+def row_std(x: Tensor) -> Tensor:
+    """Unbiased (C - 1) standard deviation of each row, (N, 1); exactly 0 for a constant row, finite gradient."""
+    if x.shape[-1] < 2:
+        raise ValueError(f'a per-sample std needs at least 2 classes, got logits of shape {tuple(x.shape)}')
+    if x.shape[0] == 0:
+        return x.new_zeros(0, 1)
+    var = x.var(dim=-1, unbiased=True, keepdim=True)
+    return torch.where(var > _TINY, var.clamp_min(_TINY).sqrt(), torch.zeros_like(var))
+
+
+def zscore(x: Tensor, eps: float = 1e-7) -> Tensor:
+    """Logit standardization (Sun et al., CVPR 2024): (x - mean) / (std + eps), unbiased std, eps on the std.
+
+    A constant row becomes all zeros (a uniform softmax).
+    """
+    return (x - x.mean(dim=-1, keepdim=True)) / (row_std(x) + eps)
+
+
+def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """L2-normalised logits (appendix of the ICCE paper, ../shared/papers/000): x / (||x||_2 + eps).
+
+    An all-zero row stays all zeros (a uniform softmax).
+    """
+    sq = x.pow(2).sum(dim=-1, keepdim=True)
+    norm = torch.where(sq > _TINY, sq.clamp_min(_TINY).sqrt(), torch.zeros_like(sq))
+    return x / (norm + eps)
+
+
+def apply_logit_norm(x: Tensor, logit_norm: Optional[str]) -> Tensor:
+    """The pre-transform every loss accepts: None, 'zscore' (logit standardization) or 'l2'."""
+    if logit_norm is None:
+        return x
+    if logit_norm == 'zscore':
+        return zscore(x)
+    if logit_norm == 'l2':
+        return l2_normalize(x)
+    raise ValueError(f'logit_norm={logit_norm!r} is not one of {LOGIT_NORMS}')
+
+
+TemperatureSpec = Union[float, Sequence[float]]
+
+
+class Temperature:
+    """The temperature of every loss of kdplug, fixed or per sample (NormKD).
+
+    * fixed: ``Temperature(4.0)`` gives T = 4 for every sample;
+    * NormKD (../shared/papers/003, eq. 6-7): ``Temperature(t_norm=2.0)`` gives each sample of each model its own
+      T_i = t_norm * std(x_i) (unbiased std, no centring, no eps);
+    * a set of temperatures (multi-temperature KD, 003 section 3.2): ``Temperature([1, 2, 4])``; with ``t_norm``
+      each temperature of the set is multiplied by the per-sample t_norm * std(x_i).
+
+    ``__call__`` returns the temperatures of a batch, (N, K) with K the size of the set (1 for a single value). The
+    loss weight that compensates the softening is the square of the teacher's largest temperature per sample
+    (T^2 in KD, (t_norm * std_t)^2 in NormKD, max(T)^2 in multi-temperature KD): :meth:`compensation`.
+
+    Constant logits (std 0): a constant row has the uniform softmax at any temperature, so its std is taken as 1
+    there; the row then takes part with T = t_norm (times the set's values) and stays finite.
+    """
+
+    def __init__(self, temperature: Optional[TemperatureSpec] = None, t_norm: Optional[float] = None,
+                 default: TemperatureSpec = 1.0) -> None:
+        if t_norm is not None and temperature is not None and not isinstance(temperature, (list, tuple)):
+            raise ValueError(
+                f'give either temperature={temperature} (a fixed temperature) or t_norm={t_norm} (NormKD\'s '
+                'per-sample temperature t_norm * std(logits)), not both')
+        if temperature is None:  # with t_norm the per-sample std is the temperature: no fixed factor on top
+            temperature = 1.0 if t_norm is not None else default
+        values = temperature
+        values = [float(v) for v in values] if isinstance(values, (list, tuple)) else [float(values)]
+        if not values or any(v <= 0 for v in values):
+            raise ValueError(f'temperatures must be positive, got {values}')
+        if t_norm is not None and t_norm <= 0:
+            raise ValueError(f't_norm must be positive, got {t_norm}')
+        self.values = tuple(values)
+        self.t_norm = None if t_norm is None else float(t_norm)
+
+    @property
+    def per_sample(self) -> bool:
+        return self.t_norm is not None
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        base = logits.new_tensor(self.values).unsqueeze(0)  # (1, K)
+        if self.t_norm is None:
+            return base.expand(logits.shape[0], -1)
+        std = row_std(logits)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        return self.t_norm * std * base  # (N, K)
+
+    def compensation(self, teacher_temperature: Tensor) -> Tensor:
+        """Per-sample weight (N,): the square of the teacher's largest temperature."""
+        return teacher_temperature.amax(dim=-1).pow(2)
+
+    def __repr__(self) -> str:
+        values = self.values[0] if len(self.values) == 1 else list(self.values)
+        return f'Temperature({values}, t_norm={self.t_norm})' if self.t_norm else f'Temperature({values})'
+
+
+def kl_rows(log_p_teacher: Tensor, log_p_student: Tensor) -> Tensor:
+    """KL(p_teacher || p_student) of each row, (N,); classes where p_teacher is 0 contribute exactly 0.
+
+    The difference of log-probabilities is taken first: near-identical distributions (small logits, high T) would
+    otherwise lose the KL to cancellation between two large sums in float32.
+    """
+    p_teacher = log_p_teacher.exp()
+    terms = p_teacher * (log_p_teacher - log_p_student)
+    return torch.where(p_teacher > 0, terms, torch.zeros_like(terms)).sum(dim=-1)
+
+
+def hard_labels(target: Optional[Tensor], num_samples: int, num_classes: int, method: str,
+                soft_ok: bool) -> Tensor:
+    """Class indices (N,) from hard labels (N,) or, where the method allows it, soft labels (N, C) by argmax."""
+    if target is None:
+        raise ValueError(f'{method} needs the ground-truth labels: call it as loss(student_logits, '
+                         'teacher_logits, target)')
+    if target.dim() == 2:
+        if not soft_ok:
+            raise ValueError(f'{method} needs hard labels (N,) to split target and non-target classes; got soft '
+                             f'labels of shape {tuple(target.shape)}. Turn off mixup/cutmix or use a loss that '
+                             'accepts soft labels (KD, NormKD, multi-temperature KD, NKD)')
+        if target.shape != (num_samples, num_classes):
+            raise ValueError(f'soft labels of shape {tuple(target.shape)} do not match logits '
+                             f'({num_samples}, {num_classes})')
+        return target.argmax(dim=-1)
+    if target.shape != (num_samples,):
+        raise ValueError(f'labels of shape {tuple(target.shape)} do not match {num_samples} samples')
+    target = target.long()
+    if num_samples and (target.min() < 0 or target.max() >= num_classes):
+        raise ValueError(f'labels must lie in [0, {num_classes}), got [{int(target.min())}, {int(target.max())}]')
+    return target
+
+
+def check_logits(student_logits: Tensor, teacher_logits: Tensor) -> Tuple[Tensor, Tensor]:
+    """Both as float32 (N, C), the teacher detached; a clear error for mismatched shapes."""
+    if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f'student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} must '
+            'both be (N, C) with the same number of classes: check num_classes of the two heads')
+    return student_logits.float(), teacher_logits.detach().float()
+
+
+def reduce_per_sample(per_sample: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    """The one reduction of kdplug: the (weighted) mean over samples of a per-sample loss (N,).
+
+    With ``weight`` (N,), the result is sum(w * loss) / sum(w). An empty batch, or all weights 0, gives 0 that
+    still belongs to the graph (documented: nothing to distil contributes nothing), never NaN.
+    """
+    if per_sample.dim() != 1:
+        raise ValueError(f'expected a per-sample loss of shape (N,), got {tuple(per_sample.shape)}')
+    if weight is None:
+        return per_sample.sum() / max(per_sample.numel(), 1)
+    weight = weight.to(per_sample)
+    return (weight * per_sample).sum() / weight.sum().clamp_min(1e-12)

@@ -1,0 +1,204 @@
+"""The plugin manager: kdplug's own plugins, then third-party ones from the entry-point group ``kdplug``.
+
+Loading happens once, on the first lookup in a kdplug registry (or an explicit :func:`load_plugins`):
+
+1. the builtin plugin modules (``BUILTIN_PLUGINS``), the same way as any other plugin;
+2. unless ``KDPLUG_DISABLE_PLUGIN_AUTOLOAD`` is set (to anything but ``0``/empty), every entry point of the group
+   ``kdplug``, each registered under its entry-point name;
+3. hook names are checked (a misspelled ``@hookimpl`` is an error) and every contribution is registered into the
+   registry of its hook (:data:`kdplug.registry.HOOK_REGISTRIES`) under its class name.
+
+``KDPLUG_BLOCK_PLUGINS=name1,name2`` skips named plugins (entry-point names, or builtin names such as
+``kdplug.losses``). Errors name the plugin, its distribution and the fix.
+"""
+import importlib
+import os
+import threading
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Dict, List, Optional
+
+import pluggy
+
+from . import hookspecs
+
+GROUP = 'kdplug'
+DISABLE_AUTOLOAD_ENV = 'KDPLUG_DISABLE_PLUGIN_AUTOLOAD'
+BLOCK_ENV = 'KDPLUG_BLOCK_PLUGINS'
+
+#: kdplug's own plugins: modules with ``@hookimpl`` functions, loaded by name like pytest's default plugins.
+BUILTIN_PLUGINS = (
+    'kdplug.losses.plugin',
+    'kdplug.distillers.plugin',
+    'kdplug.engine.plugin',
+    'kdplug.models.plugin',
+)
+
+
+class PluginError(RuntimeError):
+    """A plugin could not be loaded or clashes with another one; the message names it and the fix."""
+
+
+@dataclass
+class PluginInfo:
+    """One loaded plugin and what it contributed, hook name -> registered names."""
+    name: str
+    distribution: str
+    version: str
+    module: str
+    contributions: Dict[str, List[str]] = field(default_factory=dict)
+
+
+_lock = threading.RLock()
+_manager: Optional[pluggy.PluginManager] = None
+_infos: Dict[str, PluginInfo] = {}
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, '').strip() not in ('', '0', 'false', 'False')
+
+
+def blocked_plugins() -> set:
+    return {n.strip() for n in os.environ.get(BLOCK_ENV, '').split(',') if n.strip()}
+
+
+def _register(pm: pluggy.PluginManager, module: object, info: PluginInfo) -> None:
+    try:
+        pm.register(module, name=info.name)
+    except ValueError as err:
+        raise PluginError(f'plugin {info.name!r} ({info.distribution}) is registered twice: {err}. Two '
+                          f'distributions declare the entry point {info.name!r} in group "{GROUP}"; uninstall '
+                          f'one, or block it with {BLOCK_ENV}={info.name}') from err
+    _infos[info.name] = info
+
+
+def _load_builtins(pm: pluggy.PluginManager, blocked: set) -> None:
+    from . import __version__
+    for module_name in BUILTIN_PLUGINS:
+        if module_name in blocked:
+            continue
+        module = importlib.import_module(module_name)
+        _register(pm, module, PluginInfo(module_name, 'kdplug', __version__, module_name))
+
+
+def _load_entry_points(pm: pluggy.PluginManager, blocked: set) -> None:
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        if ep.name in blocked:
+            continue
+        dist = getattr(ep, 'dist', None)
+        dist_name = dist.metadata['Name'] if dist is not None else '?'
+        version = dist.version if dist is not None else '?'
+        try:
+            module = ep.load()
+        except Exception as err:  # any import error of a third-party package must name the package
+            raise PluginError(
+                f'kdplug plugin {ep.name!r} from the distribution {dist_name} {version} failed to import '
+                f'({ep.value}): {type(err).__name__}: {err}. Fix or reinstall that package, uninstall it '
+                f'(pip uninstall {dist_name}), block it with {BLOCK_ENV}={ep.name}, or turn off third-party '
+                f'plugins with {DISABLE_AUTOLOAD_ENV}=1') from err
+        _register(pm, module, PluginInfo(ep.name, dist_name, version, ep.value))
+
+
+def _check_hook_names(pm: pluggy.PluginManager) -> None:
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as err:
+        plugin_name = pm.get_name(err.plugin) if err.plugin is not None else '?'
+        info = _infos.get(plugin_name)
+        dist = f' ({info.distribution})' if info else ''
+        raise PluginError(f'kdplug plugin {plugin_name!r}{dist}: {err}. The hooks kdplug knows are '
+                          f'{", ".join(sorted(n for n in dir(hookspecs) if n.startswith("kdplug_")))}: '
+                          'rename the function to one of them') from err
+
+
+def _register_contributions(pm: pluggy.PluginManager) -> None:
+    from .registry import HOOK_REGISTRIES
+    owners: Dict[tuple, str] = {}  # (registry, class name) -> plugin name
+    for hook_name, registry in HOOK_REGISTRIES.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():  # in registration order
+            info = _infos[impl.plugin_name]
+            try:
+                contributed = impl.function()
+            except Exception as err:
+                raise PluginError(f'kdplug plugin {info.name!r} ({info.distribution}): its hook {hook_name}() '
+                                  f'raised {type(err).__name__}: {err}') from err
+            names = info.contributions.setdefault(hook_name, [])
+            for cls in contributed or []:
+                if not isinstance(cls, type):
+                    raise PluginError(f'kdplug plugin {info.name!r} ({info.distribution}): {hook_name}() must '
+                                      f'return classes, got {cls!r}')
+                name = cls.__name__
+                key = (registry.name, name)
+                if key in owners or name in registry._module_dict:
+                    other = owners.get(key, 'an earlier registration')
+                    raise PluginError(
+                        f'name clash in the kdplug::{registry.name} registry: {name!r} from plugin {info.name!r} '
+                        f'({info.distribution}) is already contributed by plugin {other!r}. Rename the class '
+                        f'in one of the two packages, or block one with {BLOCK_ENV}=<plugin name>')
+                registry.register_module(name=name, module=cls)
+                owners[key] = info.name
+                names.append(name)
+
+
+def load_plugins() -> pluggy.PluginManager:
+    """Load every plugin once and register what it contributes; returns the pluggy manager."""
+    global _manager
+    with _lock:
+        if _manager is not None:
+            return _manager
+        pm = pluggy.PluginManager(GROUP)
+        pm.add_hookspecs(hookspecs)
+        blocked = blocked_plugins()
+        for name in blocked:
+            pm.set_blocked(name)
+        try:
+            _load_builtins(pm, blocked)
+            if not _env_flag(DISABLE_AUTOLOAD_ENV):
+                _load_entry_points(pm, blocked)
+            _check_hook_names(pm)
+            _register_contributions(pm)
+        except BaseException:
+            _reset_registries()
+            raise
+        _manager = pm
+        return pm
+
+
+def plugin_infos() -> List[PluginInfo]:
+    """The loaded plugins, builtins first, with their contributions."""
+    load_plugins()
+    return list(_infos.values())
+
+
+def _reset_registries() -> None:
+    """Forget loaded plugins and empty the kdplug registries (tests; a failed load)."""
+    global _manager
+    from .registry import HOOK_REGISTRIES
+    with _lock:
+        for registry in set(HOOK_REGISTRIES.values()):
+            registry._module_dict.clear()
+            registry._imported = False
+        _infos.clear()
+        _manager = None
+
+
+def reload_plugins() -> pluggy.PluginManager:
+    """Load the plugins again, e.g. after ``pip install`` of a plugin package in a running process."""
+    _reset_registries()
+    importlib.invalidate_caches()
+    return load_plugins()
+
+
+def format_plugins() -> str:
+    """A table of every plugin: name, distribution, version and what it contributed."""
+    lines = []
+    for info in plugin_infos():
+        lines.append(f'{info.name}  [{info.distribution} {info.version}]  ({info.module})')
+        for hook_name, names in info.contributions.items():
+            if names:
+                lines.append(f'    {hook_name}: {", ".join(names)}')
+    return '\n'.join(lines)
+
+
+def main() -> None:
+    print(format_plugins())

@@ -1,0 +1,79 @@
+"""kdplug's mmengine registries (scope ``kdplug``), filled from the plugins on first lookup.
+
+``MODELS`` holds losses, distillers and model components; ``HOOKS`` holds mmengine hooks. Build from them
+directly, whatever the default scope of the run::
+
+    from kdplug.registry import MODELS
+    loss = MODELS.build(dict(type='NormKDLoss', t_norm=2.0))
+
+or from another OpenMMLab package's config with the scope prefix: ``dict(type='kdplug.NormKDLoss', t_norm=2.0)``
+(mmengine imports this module for the ``kdplug`` scope and finds these children of its root registries).
+
+Creating the registries registers nothing: :meth:`PluginRegistry.import_from_location`, which mmengine calls on
+every lookup, loads the plugins once (:func:`kdplug.plugins.load_plugins`).
+"""
+import difflib
+from typing import Any
+
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import Registry
+
+SCOPE = 'kdplug'
+
+
+class UnknownTypeError(KeyError):
+    """An unknown ``type`` in a kdplug registry (a KeyError, printed as plain text rather than as a repr)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class PluginRegistry(Registry):
+    """An mmengine Registry whose lazy import step loads kdplug's plugins, and whose build ignores the default
+    scope of the run (a kdplug registry always builds from itself, then its parent)."""
+
+    def import_from_location(self) -> None:
+        if not self._imported:
+            self._imported = True  # before loading: the plugins register into this registry
+            from .plugins import load_plugins
+            load_plugins()
+
+    def build(self, cfg: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(cfg, dict) or 'type' not in cfg:
+            raise TypeError(f'a {self.name} config must be a dict with a "type" key, got {cfg!r}')
+        cfg = dict(cfg)
+        obj_type = cfg.pop('type')
+        cfg.pop('_scope_', None)
+        if not isinstance(obj_type, str):
+            return obj_type(*args, **cfg, **kwargs)
+        obj_cls = self.get(obj_type)
+        if obj_cls is None:
+            names = sorted(self.all_names())
+            close = difflib.get_close_matches(obj_type.split('.')[-1], names, n=3)
+            hint = f' Did you mean {" or ".join(repr(c) for c in close)}?' if close else ''
+            raise UnknownTypeError(
+                f'{obj_type!r} is not in the kdplug::{self.name} registry.{hint} Registered: {", ".join(names)}. '
+                'A component of a third-party plugin appears once its package is installed (entry-point group '
+                '"kdplug"); run tools/list_plugins.py to see what each plugin contributed.')
+        try:
+            return obj_cls(*args, **cfg, **kwargs)
+        except TypeError as err:
+            raise TypeError(f'{obj_type}({", ".join(cfg)}): {err}. Check the keys of its config against '
+                            f'{obj_cls.__module__}.{obj_cls.__qualname__}') from err
+
+    def all_names(self) -> list:
+        self.import_from_location()
+        return list(self._module_dict)
+
+
+MODELS = PluginRegistry('model', parent=MMENGINE_MODELS, scope=SCOPE)
+HOOKS = PluginRegistry('hook', parent=MMENGINE_HOOKS, scope=SCOPE)
+
+#: Which registry each hook of :mod:`kdplug.hookspecs` fills.
+HOOK_REGISTRIES = {
+    'kdplug_losses': MODELS,
+    'kdplug_distillers': MODELS,
+    'kdplug_models': MODELS,
+    'kdplug_engine_hooks': HOOKS,
+}

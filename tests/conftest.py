@@ -1,0 +1,29 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get('KDPLUG_SHARED_DATA', REPO.parent / 'shared' / 'data'))
+
+
+def run_python(code: str, env: dict = None, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter of this environment (import-time and plugin-discovery behaviour)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith('KDPLUG_')}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, '-c', code], env=full_env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def python():
+    return run_python
+
+
+@pytest.fixture(scope='session')
+def cifar10_root(tmp_path_factory):
+    """Real CIFAR-10 images: 8 per class for training, 4 per class for testing."""
+    from cifar10_data import make_cifar10_subset
+    return make_cifar10_subset(tmp_path_factory.mktemp('cifar10'), {'train': 8, 'test': 4})

@@ -1,0 +1,213 @@
+"""The mmpretrain logit distiller through an mmengine Runner, on real CIFAR-10 images."""
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from conftest import REPO
+
+DEMO = REPO / 'configs' / 'demo'
+KD_CONFIG = DEMO / 'kd_resnet20_resnet8_4e_cifar10-10k.py'
+
+
+def classifier_cfg(backbone='ResNet8', num_classes=10):
+    return dict(type='ImageClassifier', backbone=dict(type=f'kdplug.{backbone}'),
+                neck=dict(type='GlobalAveragePooling'),
+                head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=64,
+                          loss=dict(type='CrossEntropyLoss')))
+
+
+def save_teacher(path: Path, backbone='ResNet20', num_classes=10, seed=0) -> str:
+    from kdplug.adapters.mmpretrain import build_classifier
+    torch.manual_seed(seed)
+    teacher = build_classifier(classifier_cfg(backbone, num_classes))
+    teacher.init_weights()
+    torch.save({'state_dict': teacher.state_dict(), 'meta': {'note': 'test teacher'}}, path)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def teacher_ckpt(tmp_path_factory):
+    return save_teacher(tmp_path_factory.mktemp('teacher') / 'teacher.pth')
+
+
+def run_config(cifar10_root, work_dir, teacher_ckpt, config=KD_CONFIG, max_iters=3, **overrides):
+    """The demo KD config on the real images, iteration-based and tiny, with a checkpoint every 2 iterations."""
+    cfg = Config.fromfile(str(config))
+    cfg.work_dir = str(work_dir)
+    if cfg.model.get('type') == 'kdplug.LogitDistiller':
+        cfg.model.teacher_ckpt = teacher_ckpt
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = str(cifar10_root)
+        cfg[loader].dataset.pop('ann_file', None)
+        cfg[loader].num_workers = 0
+        cfg[loader].persistent_workers = False
+        cfg[loader].batch_size = 8
+    cfg.train_cfg = dict(by_epoch=False, max_iters=max_iters, val_interval=max_iters)
+    cfg.param_scheduler = dict(type='ConstantLR', factor=1.0, by_epoch=False)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=2, by_epoch=False)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    cfg.log_processor = dict(by_epoch=False)
+    cfg.merge_from_dict(overrides)
+    return cfg
+
+
+def make_runner(cfg):
+    from mmengine.runner import Runner
+    from kdplug.engine.checkpoint import allow_mmengine_checkpoints
+    allow_mmengine_checkpoints()
+    return Runner.from_cfg(copy.deepcopy(cfg))
+
+
+def scalars(work_dir: Path) -> list:
+    logs = sorted(Path(work_dir).glob('*/vis_data/scalars.json'))
+    return [json.loads(line) for line in logs[-1].read_text().splitlines()]
+
+
+def test_distillation_steps_log_both_losses_and_leave_the_teacher_untouched(cifar10_root, tmp_path, teacher_ckpt):
+    runner = make_runner(run_config(cifar10_root, tmp_path, teacher_ckpt))
+    teacher = runner.model.teacher
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student_before = {k: v.clone() for k, v in runner.model.student.state_dict().items()}
+    runner.train()
+    after = teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), 'teacher weights or BN statistics moved'
+    assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
+    assert not any(k.startswith('teacher') for k in runner.model.state_dict())
+    moved = [k for k, v in runner.model.student.state_dict().items() if not torch.equal(student_before[k], v)]
+    assert moved, 'the student did not train'
+    records = scalars(tmp_path)
+    train = [r for r in records if 'distill.loss_kd' in r]
+    assert len(train) == 3
+    assert all(torch.isfinite(torch.tensor([r['student.loss'], r['distill.loss_kd'], r['loss']])).all()
+               for r in train)
+    assert all(abs(r['loss'] - r['student.loss'] - r['distill.loss_kd']) < 1e-3 for r in train)
+    assert any('teacher/accuracy/top1' in r for r in records), 'the teacher was not evaluated before training'
+    assert any('accuracy/top1' in r for r in records)
+
+
+def test_teacher_is_outside_the_optimizer_and_stays_in_eval_mode(cifar10_root, tmp_path, teacher_ckpt):
+    runner = make_runner(run_config(cifar10_root, tmp_path, teacher_ckpt))
+    model = runner.model
+    model.train()
+    assert model.student.training and not model.teacher.training
+    teacher_params = {id(p) for p in model.teacher.parameters()}
+    assert not teacher_params & {id(p) for p in model.parameters()}
+
+
+def test_export_loads_in_plain_mmpretrain(cifar10_root, tmp_path, teacher_ckpt):
+    from mmengine.runner import load_checkpoint
+    from mmpretrain.registry import MODELS
+    from mmengine.registry import DefaultScope
+    from kdplug.distillers.export import export_student
+    cfg = run_config(cifar10_root, tmp_path, teacher_ckpt, max_iters=2)
+    runner = make_runner(cfg)
+    runner.train()
+    exported = tmp_path / 'student.pth'
+    export_student(str(tmp_path / 'iter_2.pth'), str(exported))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        plain = MODELS.build(copy.deepcopy(cfg.model.student))
+    load_checkpoint(plain, str(exported), map_location='cpu', strict=True)  # torch's weights_only=True default
+    plain.eval()
+    runner.model.eval()
+    inputs = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(plain(inputs), runner.model(inputs))
+
+
+def test_resume_continues_at_the_same_iteration_with_the_same_state(cifar10_root, tmp_path, teacher_ckpt):
+    def config(work_dir, **overrides):
+        cfg = run_config(cifar10_root, work_dir, teacher_ckpt, max_iters=4, **overrides)
+        cfg.train_dataloader.dataset.pipeline = cfg.test_dataloader.dataset.pipeline  # no random augmentation
+        return cfg
+
+    straight = make_runner(config(tmp_path / 'straight'))
+    straight.train()
+    # a run stopped after iteration 2 (its checkpoint written), then resumed by a new Runner
+    first = make_runner(config(tmp_path / 'killed'))
+    first.train_loop._max_iters = 2
+    first.train()
+    resumed = make_runner(config(tmp_path / 'killed', resume=True))
+    resumed.train()
+    assert resumed.iter == 4
+    assert [r['iter'] for r in scalars(tmp_path / 'killed') if 'distill.loss_kd' in r] == [3, 4]
+    expected, got = straight.model.student.state_dict(), resumed.model.student.state_dict()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], msg=f'{key} differs after resume')
+
+
+def test_missing_checkpoint_names_the_file_and_the_fix(tmp_path):
+    from kdplug.registry import MODELS
+    cfg = dict(type='LogitDistiller', student=classifier_cfg(), teacher=classifier_cfg('ResNet20'),
+               teacher_ckpt=str(tmp_path / 'nope.pth'), losses=dict(kd=dict(type='KDLoss')))
+    with pytest.raises(FileNotFoundError, match=r"nope.pth' does not exist. Train the teacher first"):
+        MODELS.build(cfg)
+    with pytest.raises(ValueError, match='teacher_ckpt is missing'):
+        MODELS.build({**cfg, 'teacher_ckpt': None})
+
+
+def test_checkpoint_that_does_not_fit_the_teacher_config(tmp_path):
+    from kdplug.registry import MODELS
+    wrong = save_teacher(tmp_path / 'resnet8.pth', backbone='ResNet8')
+    cfg = dict(type='LogitDistiller', student=classifier_cfg(), teacher=classifier_cfg('ResNet20'),
+               teacher_ckpt=wrong, losses=dict(kd=dict(type='KDLoss')))
+    with pytest.raises(RuntimeError, match='does not fit the teacher config: missing keys: backbone'):
+        MODELS.build(cfg)
+
+
+def test_class_count_mismatch_is_an_error(tmp_path):
+    from kdplug.registry import MODELS
+    ckpt = save_teacher(tmp_path / 'teacher100.pth', num_classes=100)
+    cfg = dict(type='LogitDistiller', student=classifier_cfg(), teacher=classifier_cfg('ResNet20', 100),
+               teacher_ckpt=ckpt, losses=dict(kd=dict(type='KDLoss')))
+    with pytest.raises(ValueError, match='the teacher predicts 100 classes and the student 10'):
+        MODELS.build(cfg)
+
+
+def test_untrusted_pickle_is_refused(tmp_path):
+    from kdplug.registry import MODELS
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {}, 'payload': Path('/')}, path)  # an arbitrary object: not weights
+    cfg = dict(type='LogitDistiller', student=classifier_cfg(), teacher=classifier_cfg('ResNet20'),
+               teacher_ckpt=str(path), losses=dict(kd=dict(type='KDLoss')))
+    with pytest.raises(RuntimeError, match='weights_only=True'):
+        MODELS.build(cfg)
+
+
+def test_loss_warmup_hook_ramps_dkd_per_epoch():
+    from types import SimpleNamespace
+    from kdplug.engine.hooks import LossWarmupHook
+    model = SimpleNamespace(loss_scales={'dkd': 1.0, 'kd': 1.0})
+    hook = LossWarmupHook(warmup=20, losses=['dkd'])
+    for epoch, expected in ((0, 1 / 20), (9, 0.5), (19, 1.0), (30, 1.0)):
+        hook.before_train_iter(SimpleNamespace(model=model, epoch=epoch, iter=0), 0)
+        assert model.loss_scales == {'dkd': expected, 'kd': 1.0}
+    with pytest.raises(KeyError, match='no loss named'):
+        LossWarmupHook(warmup=2, losses=['nkd']).before_train_iter(SimpleNamespace(model=model, epoch=0, iter=0), 0)
+
+
+def all_configs():
+    return sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
+
+
+@pytest.mark.parametrize('config', all_configs(), ids=lambda p: str(p.relative_to(REPO / 'configs')))
+def test_every_config_parses_and_its_model_builds(config, tmp_path):
+    from mmengine.registry import DefaultScope, MODELS as ROOT
+    cfg = Config.fromfile(str(config))
+    model_cfg = copy.deepcopy(cfg.model)
+    if model_cfg.get('teacher_ckpt'):
+        from kdplug.adapters.mmpretrain import build_classifier
+        teacher = build_classifier(model_cfg.teacher)
+        model_cfg.teacher_ckpt = str(tmp_path / 'teacher.pth')
+        torch.save(teacher.state_dict(), model_cfg.teacher_ckpt)
+    if cfg.get('data_preprocessor'):
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = ROOT.build(model_cfg)
+    size = 64 if 'imagenet' in config.name and 'tiny' not in config.name else 32
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, size, size))
+    assert logits.shape == (2, model_cfg.get('student', model_cfg).get('head', {}).get('num_classes', logits.shape[1]))

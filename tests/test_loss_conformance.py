@@ -1,0 +1,63 @@
+"""One conformance test for every loss that any plugin registered (kdplug's own and third-party ones)."""
+import pytest
+import torch
+
+from kdplug.plugins import plugin_infos
+from kdplug.registry import MODELS
+
+
+def registered_losses():
+    return sorted(name for info in plugin_infos() for name in info.contributions.get('kdplug_losses', []))
+
+
+@pytest.fixture(params=registered_losses())
+def loss(request):
+    return MODELS.build(dict(type=request.param))
+
+
+def call(loss, s, t, y):
+    return loss(s, t, y)
+
+
+def student_and_teacher(n, c, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = (torch.randn(n, c, generator=g) * 3).to(dtype).requires_grad_()
+    t = (torch.randn(n, c, generator=g) * 3).to(dtype).requires_grad_()
+    return s, t, torch.randint(0, c, (n,), generator=g)
+
+
+def test_every_builtin_loss_is_registered():
+    assert {'KDLoss', 'DKDLoss', 'NKDLoss', 'NormKDLoss', 'MultiTempKDLoss'} <= set(registered_losses())
+
+
+@pytest.mark.parametrize('n,c', [(8, 10), (1, 10), (3, 1000)])
+def test_finite_scalar_and_gradient_reaches_the_student_only(loss, n, c):
+    s, t, y = student_and_teacher(n, c)
+    value = loss(s, t, y)
+    assert value.dim() == 0 and value.dtype == torch.float32 and torch.isfinite(value)
+    value.backward()
+    assert s.grad is not None and torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
+    assert t.grad is None
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_give_a_float32_finite_loss(loss, dtype):
+    s, t, y = student_and_teacher(16, 100, dtype)
+    s.data[0] = torch.linspace(-60, 60, 100).to(dtype)  # a confident row: log(0) traps in low precision
+    value = loss(s, t, y)
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+    value.backward()
+    assert torch.isfinite(s.grad.float()).all()
+
+
+@pytest.mark.parametrize('which', ['student', 'teacher', 'both'])
+def test_constant_logits_never_give_nan_or_inf(loss, which):
+    s, t, y = student_and_teacher(4, 10)
+    if which in ('student', 'both'):
+        s = torch.full((4, 10), 2.5, requires_grad=True)
+    if which in ('teacher', 'both'):
+        t = torch.zeros(4, 10)
+    value = loss(s, t, y)
+    assert torch.isfinite(value)
+    value.backward()
+    assert torch.isfinite(s.grad).all()

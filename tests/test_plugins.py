@@ -1,0 +1,134 @@
+"""The plugin system: entry points + pluggy hooks + mmengine registries, with clear errors."""
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+BUILD_KD = "from kdplug.registry import MODELS; print(type(MODELS.build(dict(type='KDLoss'))).__name__)"
+
+
+def fake_distribution(root: Path, name: str, module_code: str, entry_point: str = None) -> Path:
+    """A distribution on sys.path (dist-info + module) that declares a plugin in the entry-point group kdplug."""
+    module = f'{name}_plugin'
+    (root / f'{module}.py').write_text(textwrap.dedent(module_code))
+    info = root / f'{name}-1.0.dist-info'
+    info.mkdir()
+    (info / 'METADATA').write_text(f'Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n')
+    (info / 'entry_points.txt').write_text(f'[kdplug]\n{entry_point or name} = {module}\n')
+    return root
+
+
+def test_import_kdplug_is_cheap_and_registers_nothing(python):
+    result = python(textwrap.dedent('''
+        import sys, kdplug
+        heavy = [m for m in ('mmengine', 'mmpretrain', 'mmdet', 'mmcv') if m in sys.modules]
+        assert not heavy, heavy
+        import kdplug.registry, kdplug.losses
+        assert not kdplug.registry.MODELS._module_dict, 'registered at import'
+        assert not [m for m in ('mmpretrain', 'mmdet') if m in sys.modules]
+        from kdplug.registry import MODELS
+        MODELS.get('KDLoss')
+        assert 'KDLoss' in MODELS._module_dict
+        assert not [m for m in ('mmpretrain', 'mmdet') if m in sys.modules]
+        print('ok')'''))
+    assert result.stdout.strip() == 'ok', result.stderr
+
+
+def test_build_by_name_from_kdplug_and_from_other_scopes(python):
+    result = python(textwrap.dedent('''
+        from mmengine.config import Config
+        from mmengine.registry import DefaultScope, MODELS as ROOT
+        from kdplug.registry import MODELS
+        cfg = Config(dict(loss=dict(type='NormKDLoss', t_norm=2.0)))
+        print(MODELS.build(cfg.loss).temperature.t_norm)
+        with DefaultScope.overwrite_default_scope('mmengine'):
+            print(type(ROOT.build(dict(type='kdplug.DKDLoss', beta=2.0))).__name__)
+            print(type(MODELS.build(dict(type='NKDLoss'))).__name__)'''))
+    assert result.stdout.split() == ['2.0', 'DKDLoss', 'NKDLoss'], result.stderr
+
+
+def test_misspelled_type_suggests_the_right_name(python):
+    result = python("from kdplug.registry import MODELS; MODELS.build(dict(type='NormKdLoss'))")
+    assert "'NormKdLoss' is not in the kdplug::model registry" in result.stderr
+    assert "Did you mean 'NormKDLoss'" in result.stderr
+
+
+def test_wrong_config_key_names_the_class(python):
+    result = python("from kdplug.registry import MODELS; MODELS.build(dict(type='NormKDLoss', tnorm=2.0))")
+    assert 'NormKDLoss(tnorm)' in result.stderr and 'kdplug.losses.normkd.NormKDLoss' in result.stderr
+
+
+def test_name_clash_names_both_plugins(python, tmp_path):
+    fake_distribution(tmp_path, 'clashing', '''
+        from torch import nn
+        from kdplug import hookimpl
+        @hookimpl
+        def kdplug_losses():
+            return [type('KDLoss', (nn.Module,), {})]''')
+    result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
+    assert "'KDLoss' from plugin 'clashing' (clashing)" in result.stderr
+    assert "plugin 'kdplug.losses.plugin'" in result.stderr and 'Rename the class' in result.stderr
+
+
+def test_broken_plugin_names_its_distribution_and_the_fixes(python, tmp_path):
+    fake_distribution(tmp_path, 'broken', 'import not_a_module_anywhere')
+    env = {'PYTHONPATH': str(tmp_path)}
+    result = python(BUILD_KD, env=env)
+    assert "plugin 'broken' from the distribution broken 1.0 failed to import" in result.stderr
+    assert 'KDPLUG_BLOCK_PLUGINS=broken' in result.stderr and 'KDPLUG_DISABLE_PLUGIN_AUTOLOAD=1' in result.stderr
+    # the two switches, as pytest's PYTEST_DISABLE_PLUGIN_AUTOLOAD and -p no:NAME
+    assert python(BUILD_KD, env={**env, 'KDPLUG_DISABLE_PLUGIN_AUTOLOAD': '1'}).stdout.strip() == 'KDLoss'
+    assert python(BUILD_KD, env={**env, 'KDPLUG_BLOCK_PLUGINS': 'other,broken'}).stdout.strip() == 'KDLoss'
+
+
+def test_misspelled_hook_is_an_error_at_load(python, tmp_path):
+    fake_distribution(tmp_path, 'typo', '''
+        from kdplug import hookimpl
+        @hookimpl
+        def kdplug_loss():
+            return []''')
+    result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
+    assert "kdplug plugin 'typo' (typo)" in result.stderr
+    assert 'kdplug_loss' in result.stderr and 'kdplug_losses' in result.stderr
+
+
+def test_list_plugins_tool_shows_contributions(python):
+    result = subprocess.run([sys.executable, str(REPO / 'tools' / 'list_plugins.py')], capture_output=True,
+                            text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert 'kdplug.losses.plugin  [kdplug' in result.stdout
+    assert 'kdplug_losses: KDLoss, DKDLoss, NKDLoss, NormKDLoss, MultiTempKDLoss' in result.stdout
+
+
+@pytest.fixture
+def installed_example_plugin():
+    pip = [sys.executable, '-m', 'pip', '--disable-pip-version-check', '-q']
+    package = REPO / 'examples' / 'kdplug-example-plugin'
+    subprocess.run(pip + ['install', '--no-deps', '--no-build-isolation', '--no-index', str(package)], check=True)
+    yield
+    subprocess.run(pip + ['uninstall', '-y', 'kdplug-example-plugin'], check=True)
+
+
+def test_third_party_plugin_loss_builds_by_name_after_pip_install(python, installed_example_plugin, tmp_path):
+    config = tmp_path / 'reverse_kd.py'
+    config.write_text("losses = dict(rkd=dict(type='ReverseKDLoss', temperature=2.0, loss_weight=0.5))\n")
+    result = python(textwrap.dedent(f'''
+        import torch
+        from mmengine.config import Config
+        from mmengine.registry import MODELS as ROOT
+        from kdplug.registry import MODELS
+        from kdplug.plugins import format_plugins
+        cfg = Config.fromfile({str(config)!r})
+        loss = MODELS.build(cfg.losses.rkd)
+        x = torch.randn(4, 10)
+        print(type(loss).__module__, float(loss(x, x)), type(ROOT.build(dict(type='kdplug.ReverseKDLoss'))).__name__)
+        print(format_plugins())'''))
+    assert result.returncode == 0, result.stderr
+    first, *table = result.stdout.splitlines()
+    assert first == 'kdplug_example.reverse_kd 0.0 ReverseKDLoss'
+    assert 'example  [kdplug-example-plugin 0.1.0]  (kdplug_example.plugin)' in table
+    assert '    kdplug_losses: ReverseKDLoss' in table
