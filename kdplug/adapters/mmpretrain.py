@@ -67,3 +67,32 @@ def data_preprocessor_config(data_preprocessor: Optional[dict], student_cfg: dic
     if student_cfg.get('train_cfg'):
         cfg.setdefault('batch_augments', student_cfg['train_cfg'])
     return cfg
+
+
+def with_out_indices(cfg: dict, extra_stage: int) -> dict:
+    """The classifier config with its backbone also returning stage ``extra_stage`` (before the last one)."""
+    cfg = model_config(cfg)
+    backbone = cfg['backbone']
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+    with DefaultScope.overwrite_default_scope(SCOPE):
+        probe = MODELS.build(copy.deepcopy(backbone))
+    num_stages = len(probe.out_channels) if hasattr(probe, 'out_channels') else getattr(probe, 'num_stages', 4)
+    last = num_stages - 1
+    stage = extra_stage % num_stages
+    if stage == last:
+        raise ValueError(f'the extra stage {extra_stage} is the last stage of the backbone: pick a middle one')
+    backbone['out_indices'] = (stage, last)
+    return cfg
+
+
+@torch.no_grad()
+def feature_channels(classifier: nn.Module, size: int = 64) -> List[int]:
+    """Channels of each feature the classifier's backbone (+ neck) returns, from one probe forward in eval mode."""
+    was_training = classifier.training
+    classifier.eval()
+    try:
+        feats = classifier.extract_feat(torch.zeros(1, 3, size, size))
+    finally:
+        classifier.train(was_training)
+    return [f.shape[1] for f in feats]

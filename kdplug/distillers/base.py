@@ -35,7 +35,7 @@ class DistillerBase(BaseModel):
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
-        if self.teacher is not None:
+        if self.teacher is not None and 'teacher' not in self._modules:  # a registered teacher moved already
             self.teacher._apply(fn, *args, **kwargs)
         return self
 

@@ -6,5 +6,7 @@ from kdplug import hookimpl
 
 @hookimpl
 def kdplug_distillers() -> List[type]:
+    from kdplug.distillers.ema_distiller import EMADistiller
     from kdplug.distillers.logit_distiller import LogitDistiller
-    return [LogitDistiller]
+    from kdplug.distillers.uskd_distiller import USKDDistiller
+    return [LogitDistiller, USKDDistiller, EMADistiller]

@@ -64,3 +64,18 @@ class TeacherEvalHook(Hook):
         runner.message_hub.update_info('teacher_metrics', metrics)
         runner.visualizer.add_scalars({f'teacher/{key}': value for key, value in metrics.items()
                                        if isinstance(value, (int, float))}, step=runner.iter)
+
+
+class EMATeacherHook(Hook):
+    """Update an EMA self-teacher (``kdplug.EMADistiller``) after every optimizer step."""
+
+    priority = 'ABOVE_NORMAL'
+
+    def before_train(self, runner) -> None:
+        model = unwrap(runner.model)
+        if not hasattr(model, 'update_teacher'):
+            raise TypeError(f'EMATeacherHook works with kdplug.EMADistiller, not {type(model).__name__}')
+        model.hook_attached = True
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        unwrap(runner.model).update_teacher()

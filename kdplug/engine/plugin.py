@@ -6,5 +6,5 @@ from kdplug import hookimpl
 
 @hookimpl
 def kdplug_engine_hooks() -> List[type]:
-    from kdplug.engine.hooks import LossWarmupHook, TeacherEvalHook
-    return [LossWarmupHook, TeacherEvalHook]
+    from kdplug.engine.hooks import EMATeacherHook, LossWarmupHook, TeacherEvalHook
+    return [LossWarmupHook, TeacherEvalHook, EMATeacherHook]

@@ -5,5 +5,6 @@ from .kd import KDLoss
 from .multi_temp_kd import MultiTempKDLoss
 from .nkd import NKDLoss
 from .normkd import NormKDLoss
+from .uskd import USKDLoss
 
-__all__ = ['LogitLoss', 'KDLoss', 'DKDLoss', 'NKDLoss', 'NormKDLoss', 'MultiTempKDLoss']
+__all__ = ['LogitLoss', 'KDLoss', 'DKDLoss', 'NKDLoss', 'NormKDLoss', 'MultiTempKDLoss', 'USKDLoss']

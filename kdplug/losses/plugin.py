@@ -6,5 +6,5 @@ from kdplug import hookimpl
 
 @hookimpl
 def kdplug_losses() -> List[type]:
-    from kdplug.losses import DKDLoss, KDLoss, MultiTempKDLoss, NKDLoss, NormKDLoss
-    return [KDLoss, DKDLoss, NKDLoss, NormKDLoss, MultiTempKDLoss]
+    from kdplug.losses import DKDLoss, KDLoss, MultiTempKDLoss, NKDLoss, NormKDLoss, USKDLoss
+    return [KDLoss, DKDLoss, NKDLoss, NormKDLoss, MultiTempKDLoss, USKDLoss]

@@ -58,6 +58,8 @@ def uskd_per_sample(student_logits: Tensor, weak_logits: Tensor, target: Tensor,
 class USKDLoss(nn.Module):
     """Self-KD loss: ``forward(student_logits, weak_logits, target)``; the weak logits come from the middle stage."""
 
+    teacher_based = False  # its second input is trained too (the weak head), unlike a teacher's logits
+
     def __init__(self, alpha: float = 1.0, beta: float = 0.1, mu: float = 0.005, loss_weight: float = 1.0) -> None:
         super().__init__()
         self.alpha, self.beta, self.mu, self.loss_weight = float(alpha), float(beta), float(mu), float(loss_weight)

@@ -1,0 +1,6 @@
+# NKD, ImageNet CNN recipe: T = 1, gamma = 1.5, added to the full cross-entropy.
+_base_ = ['../_base_/models/resnet34_resnet18_in1k.py', 'mmpretrain::_base_/datasets/imagenet_bs32.py',
+          'mmpretrain::_base_/schedules/imagenet_bs256.py', '../_base_/distill_runtime.py']
+model = dict(
+    losses=dict(nkd=dict(type='NKDLoss', temperature=1.0, gamma=1.5)),
+)

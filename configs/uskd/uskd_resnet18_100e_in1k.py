@@ -1,0 +1,10 @@
+# USKD (001), ImageNet recipe: alpha = 1, beta = 0.1, mu = 0.005, added to the student's cross-entropy; mmpretrain's
+# ResNet-18 and its standard pipeline, weak head on stage 2 (of 4). No teacher.
+_base_ = ['mmpretrain::_base_/datasets/imagenet_bs32.py', 'mmpretrain::_base_/schedules/imagenet_bs256.py',
+          '../_base_/default_runtime.py']
+model = dict(
+    type='kdplug.USKDDistiller',
+    student=dict(cfg_path='mmpretrain::resnet/resnet18_8xb32_in1k.py'),
+    weak_stage=2,
+    losses=dict(uskd=dict(type='USKDLoss', alpha=1.0, beta=0.1, mu=0.005)),
+)

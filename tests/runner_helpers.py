@@ -1,0 +1,66 @@
+"""Helpers to run kdplug configs through an mmengine Runner on a few real images, fast."""
+import copy
+import json
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+
+from conftest import REPO
+
+DEMO = REPO / 'configs' / 'demo'
+KD_CONFIG = DEMO / 'kd_resnet20_resnet8_4e_cifar10-10k.py'
+
+
+def classifier_cfg(backbone='ResNet8', num_classes=10):
+    return dict(type='ImageClassifier', backbone=dict(type=f'kdplug.{backbone}'),
+                neck=dict(type='GlobalAveragePooling'),
+                head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=64,
+                          loss=dict(type='CrossEntropyLoss')))
+
+
+def save_teacher(path: Path, backbone='ResNet20', num_classes=10, seed=0) -> str:
+    from kdplug.adapters.mmpretrain import build_classifier
+    torch.manual_seed(seed)
+    teacher = build_classifier(classifier_cfg(backbone, num_classes))
+    teacher.init_weights()
+    torch.save({'state_dict': teacher.state_dict(), 'meta': {'note': 'test teacher'}}, path)
+    return str(path)
+
+
+def run_config(cifar10_root, work_dir, teacher_ckpt=None, config=KD_CONFIG, max_iters=3, model_from=None,
+               **overrides):
+    """The demo KD config on the real images, iteration-based and tiny, with a checkpoint every 2 iterations."""
+    cfg = Config.fromfile(str(config))
+    if model_from is not None:  # another config's model (and hooks) on the demo's CIFAR-10 data
+        other = Config.fromfile(str(model_from))
+        cfg.model = other.model
+        cfg.custom_hooks = other.get('custom_hooks', [])
+    cfg.work_dir = str(work_dir)
+    if cfg.model.get('type') == 'kdplug.LogitDistiller':
+        cfg.model.teacher_ckpt = teacher_ckpt
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = str(cifar10_root)
+        cfg[loader].dataset.pop('ann_file', None)
+        cfg[loader].num_workers = 0
+        cfg[loader].persistent_workers = False
+        cfg[loader].batch_size = 8
+    cfg.train_cfg = dict(by_epoch=False, max_iters=max_iters, val_interval=max_iters)
+    cfg.param_scheduler = dict(type='ConstantLR', factor=1.0, by_epoch=False)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=2, by_epoch=False)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    cfg.log_processor = dict(by_epoch=False)
+    cfg.merge_from_dict(overrides)
+    return cfg
+
+
+def make_runner(cfg):
+    from mmengine.runner import Runner
+    from kdplug.engine.checkpoint import allow_mmengine_checkpoints
+    allow_mmengine_checkpoints()
+    return Runner.from_cfg(copy.deepcopy(cfg))
+
+
+def scalars(work_dir: Path) -> list:
+    logs = sorted(Path(work_dir).glob('*/vis_data/scalars.json'))
+    return [json.loads(line) for line in logs[-1].read_text().splitlines()]

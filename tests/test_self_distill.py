@@ -1,0 +1,96 @@
+"""Self-distillation without a separate teacher: USKD's weak head and the EMA self-teacher, on real CIFAR-10."""
+import pytest
+import torch
+
+from conftest import REPO
+from runner_helpers import make_runner, run_config, scalars
+
+USKD_CONFIG = REPO / 'configs' / 'uskd' / 'uskd_resnet18_240e_cifar100.py'
+EMA_CONFIG = REPO / 'configs' / 'ema-l2' / 'ema-l2_resnet20_240e_cifar10.py'
+
+
+def uskd_runner(cifar10_root, work_dir, **overrides):
+    cfg = run_config(cifar10_root, work_dir, model_from=USKD_CONFIG, **overrides)
+    cfg.model.student.head.num_classes = 10
+    return make_runner(cfg)
+
+
+def test_uskd_trains_the_weak_head_and_exports_the_plain_student(cifar10_root, tmp_path):
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import load_checkpoint
+    from mmpretrain.registry import MODELS
+    from kdplug.distillers.export import export_student
+    runner = uskd_runner(cifar10_root, tmp_path, max_iters=2)
+    model = runner.model
+    assert model.student.backbone.out_indices == (2, 3) and model.weak_head.in_features == 256
+    weak_before = model.weak_head.weight.clone()
+    runner.train()
+    assert not torch.equal(weak_before, model.weak_head.weight), 'the weak head did not train'
+    train = [r for r in scalars(tmp_path) if 'distill.loss_uskd' in r]
+    assert len(train) == 2 and all(torch.isfinite(torch.tensor(r['distill.loss_uskd'])) for r in train)
+    export_student(str(tmp_path / 'iter_2.pth'), str(tmp_path / 'student.pth'))
+    student_cfg = run_config(cifar10_root, tmp_path, model_from=USKD_CONFIG).model.student
+    student_cfg.head.num_classes = 10
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        plain = MODELS.build(student_cfg)  # out_indices=(3,), no weak head: the exported student fits exactly
+    load_checkpoint(plain, str(tmp_path / 'student.pth'), strict=True)
+    plain.eval(), model.eval()
+    inputs = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(plain(inputs), model(inputs))
+
+
+def test_uskd_middle_stage_must_not_be_the_last(cifar10_root, tmp_path):
+    cfg = run_config(cifar10_root, tmp_path, model_from=USKD_CONFIG)
+    cfg.model.weak_stage = 3
+    with pytest.raises(ValueError, match='pick a middle one'):
+        make_runner(cfg)
+
+
+def test_ema_teacher_follows_the_student_and_survives_resume(cifar10_root, tmp_path):
+    runner = make_runner(run_config(cifar10_root, tmp_path, model_from=EMA_CONFIG, max_iters=2))
+    model = runner.model
+    runner.train()
+    assert not model.teacher.training and all(not p.requires_grad for p in model.teacher.parameters())
+    xi = model.xi
+    # after the copy at step 1 and one EMA update at step 2 (and the update after step 2):
+    # the teacher lies strictly between its start and the student
+    student = dict(model.student.named_parameters())
+    moved = [name for name, p in model.teacher.named_parameters() if not torch.equal(p, student[name])]
+    assert moved, 'the EMA teacher equals the student: no averaging happened'
+    assert any(k.startswith('teacher.') for k in model.state_dict()), 'the EMA teacher must be checkpointed'
+    train = [r for r in scalars(tmp_path) if 'distill.loss_kd' in r]
+    assert len(train) == 2 and all(torch.isfinite(torch.tensor(r['distill.loss_kd'])) for r in train)
+    resumed = make_runner(run_config(cifar10_root, tmp_path, model_from=EMA_CONFIG, max_iters=3, resume=True))
+    resumed.train_loop  # build the loop, then load the checkpoint as train() does
+    resumed.load_or_resume()
+    for (name, p), q in zip(model.teacher.state_dict().items(), resumed.model.teacher.state_dict().values()):
+        torch.testing.assert_close(q, p, msg=f'EMA teacher {name} not restored')
+    assert bool(resumed.model.ema_started) and resumed.model.xi == xi
+
+
+def test_ema_update_is_the_papers_formula(cifar10_root, tmp_path):
+    """theta_T <- xi theta_T + (1 - xi) theta_S; the first update copies; buffers are copied."""
+    model = make_runner(run_config(cifar10_root, tmp_path, model_from=EMA_CONFIG)).model
+    model.update_teacher()
+    start = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    assert all(torch.equal(start[k], v) for k, v in model.student.state_dict().items())
+    with torch.no_grad():
+        for p in model.student.parameters():
+            p.add_(1.0)
+        for name, b in model.student.named_buffers():
+            if b.is_floating_point():
+                b.add_(2.0)
+    model.update_teacher()
+    params = dict(model.student.named_parameters())
+    for name, p in model.teacher.named_parameters():
+        torch.testing.assert_close(p, start[name] + (1 - model.xi) * 1.0)
+        torch.testing.assert_close(params[name], start[name] + 1.0)
+    for name, b in model.teacher.named_buffers():
+        torch.testing.assert_close(b, dict(model.student.named_buffers())[name])
+
+
+def test_ema_distiller_refuses_to_train_without_its_hook(cifar10_root, tmp_path):
+    cfg = run_config(cifar10_root, tmp_path, model_from=EMA_CONFIG)
+    cfg.custom_hooks = []
+    with pytest.raises(RuntimeError, match='EMATeacherHook'):
+        make_runner(cfg).train()
