@@ -1,5 +1,6 @@
 """Helpers to run kdplug configs through an mmengine Runner on a few real images, fast."""
 import copy
+import itertools
 import json
 from pathlib import Path
 
@@ -54,11 +55,18 @@ def run_config(cifar10_root, work_dir, teacher_ckpt=None, config=KD_CONFIG, max_
     return cfg
 
 
+_runs = itertools.count()
+
+
 def make_runner(cfg):
     from mmengine.runner import Runner
     from kdplug.engine.checkpoint import allow_mmengine_checkpoints
     allow_mmengine_checkpoints()
-    return Runner.from_cfg(copy.deepcopy(cfg))
+    cfg = copy.deepcopy(cfg)
+    # mmengine keys its global logger / visualizer instances by experiment name (config name + timestamp to the
+    # second): two runners built within one second would share them and log into the first one's work dir
+    cfg.experiment_name = f'test_run_{next(_runs)}'
+    return Runner.from_cfg(cfg)
 
 
 def scalars(work_dir: Path) -> list:

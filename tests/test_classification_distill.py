@@ -1,6 +1,5 @@
 """The mmpretrain logit distiller through an mmengine Runner, on real CIFAR-10 images."""
 import copy
-import json
 from pathlib import Path
 
 import pytest
@@ -139,7 +138,9 @@ def test_loss_warmup_hook_ramps_dkd_per_epoch():
 
 
 def all_configs():
-    return sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
+    # configs/detection: parsed and built by tests/test_detection_distill.py
+    return sorted(p for p in (REPO / 'configs').rglob('*.py')
+                  if '_base_' not in p.parts and 'detection' not in p.parts)
 
 
 @pytest.mark.parametrize('config', all_configs(), ids=lambda p: str(p.relative_to(REPO / 'configs')))
@@ -161,3 +162,19 @@ def test_every_config_parses_and_its_model_builds(config, tmp_path):
     with torch.no_grad():
         logits = model(torch.randn(2, 3, size, size))
     assert logits.shape == (2, model_cfg.get('student', model_cfg).get('head', {}).get('num_classes', logits.shape[1]))
+
+
+def test_teacher_runs_without_grad_in_the_students_autocast(tmp_path, teacher_ckpt):
+    """What AmpOptimWrapper does on a GPU (float16), checked on CPU with bfloat16 autocast."""
+    from mmpretrain.structures import DataSample
+    from kdplug.registry import MODELS
+    model = MODELS.build(dict(type='LogitDistiller', student=classifier_cfg(), teacher=classifier_cfg('ResNet20'),
+                              teacher_ckpt=teacher_ckpt, losses=dict(kd=dict(type='KDLoss'))))
+    seen = {}
+    model.teacher.head.register_forward_hook(
+        lambda module, args, out: seen.update(dtype=out.dtype, grad=torch.is_grad_enabled()))
+    samples = [DataSample().set_gt_label(i % 10) for i in range(4)]
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        losses = model.loss(torch.randn(4, 3, 32, 32), samples)
+    assert seen == {'dtype': torch.bfloat16, 'grad': False}
+    assert losses['distill.loss_kd'].dtype == torch.float32 and torch.isfinite(losses['distill.loss_kd'])

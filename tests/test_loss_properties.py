@@ -132,3 +132,27 @@ def test_empty_batch_gives_zero_in_the_graph():
     for loss in (KDLoss(), NormKDLoss(), DKDLoss(), NKDLoss(), MultiTempKDLoss()):
         value = loss(s, torch.zeros(0, 10), torch.zeros(0, dtype=torch.long))
         assert value.item() == 0.0 and value.requires_grad
+
+
+def test_uskd_matches_a_direct_computation_of_its_three_terms():
+    from kdplug.losses import USKDLoss
+    s, w = logits(n=5, c=6, seed=21), logits(n=5, c=6, seed=22)
+    y = torch.tensor([0, 3, 5, 2, 2])
+    expected = []
+    p_s = F.softmax(s, 1)
+    squared = p_s[torch.arange(5), y] ** 2
+    for i in range(5):
+        q = squared[i] + (1 - squared.mean())
+        target = -q * torch.log(p_s[i, y[i]])
+        others = [k for k in range(6) if k != y[i]]
+        p_w = F.softmax(w[i], 0)
+        score = {k: p_w[k] / (1 - p_w[y[i]]) + torch.log(p_s[i, k]) / (1 - p_s[i, y[i]]) for k in others}
+        ranked = sorted(others, key=lambda k: -score[k])
+        zipf = torch.tensor([1.0 / (ranked.index(k) + 1) for k in others])
+        zipf = zipf / zipf.sum()
+        non_target = -(zipf * F.log_softmax(s[i, others], 0)).sum()
+        smooth = torch.full((6,), 0.1 / 6)
+        smooth[y[i]] += 0.9
+        weak = -(smooth * F.log_softmax(w[i], 0)).sum()
+        expected.append(0.1 * target + 0.2 * non_target + 0.3 * weak)
+    torch.testing.assert_close(USKDLoss(alpha=0.1, beta=0.2, mu=0.3)(s, w, y), torch.stack(expected).mean())

@@ -3,24 +3,12 @@ import copy
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from mmengine.config import Config, ConfigDict
 from torch import Tensor, nn
+
+from .config import model_config
 
 SCOPE = 'mmpretrain'
 DEFAULT_DATA_PREPROCESSOR = 'mmpretrain.ClsDataPreprocessor'
-
-
-def model_config(cfg: dict) -> dict:
-    """A classifier config, inline or ``dict(cfg_path='mmpretrain::resnet/resnet18_8xb32_in1k.py', **overrides)``."""
-    cfg = copy.deepcopy(dict(cfg))
-    cfg_path = cfg.pop('cfg_path', None)
-    if cfg_path is None:
-        return cfg
-    from mmengine.hub import get_config
-    base = get_config(cfg_path) if '::' in cfg_path else Config.fromfile(cfg_path)
-    merged = Config(dict(model=base.model))
-    merged.merge_from_dict(dict(model=cfg))
-    return merged.model.to_dict() if isinstance(merged.model, ConfigDict) else dict(merged.model)
 
 
 def build_classifier(cfg: dict) -> nn.Module:

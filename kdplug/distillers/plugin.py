@@ -8,5 +8,6 @@ from kdplug import hookimpl
 def kdplug_distillers() -> List[type]:
     from kdplug.distillers.ema_distiller import EMADistiller
     from kdplug.distillers.logit_distiller import LogitDistiller
+    from kdplug.distillers.roi_distiller import RoIHeadDistiller
     from kdplug.distillers.uskd_distiller import USKDDistiller
-    return [LogitDistiller, USKDDistiller, EMADistiller]
+    return [LogitDistiller, USKDDistiller, EMADistiller, RoIHeadDistiller]

@@ -13,7 +13,6 @@ the student export drops it. Its cross-entropy (weight mu) also trains the backb
 """
 from typing import Dict, List, Mapping, Optional
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

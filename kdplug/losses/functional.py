@@ -7,7 +7,6 @@ scalar. Gradients flow through the student's own statistics (mean, std, norm); t
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 LOGIT_NORMS = (None, 'zscore', 'l2')

@@ -1,7 +1,6 @@
 """Reverse KD: T^2 * KL(softmax(s / T) || softmax(t / T)), mode-seeking where KD is mean-seeking."""
 from typing import Optional
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

@@ -1,0 +1,43 @@
+# Tiny-ImageNet-200 (64x64) in its original layout: <data_root>/train/<wnid>/images/*.JPEG for training (labels from
+# the sorted wnid folders), <data_root>/val/images/*.JPEG with meta/val.txt (written by
+# `python tools/prepare_data.py tiny-imagenet`, in the same label order) for validation.
+dataset_type = 'CustomDataset'
+data_root = 'data/tiny-imagenet-200'
+
+data_preprocessor = dict(
+    num_classes=200,
+    # ImageNet statistics, RGB, 0-255 scale; images are read as BGR, hence to_rgb
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    to_rgb=True,
+)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomCrop', crop_size=64, padding=8),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='PackInputs'),
+]
+
+train_dataloader = dict(
+    batch_size=64,
+    num_workers=4,
+    persistent_workers=True,
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train', pipeline=train_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=True),
+)
+val_dataloader = dict(
+    batch_size=256,
+    num_workers=4,
+    persistent_workers=True,
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='val', ann_file='meta/val.txt',
+                 pipeline=test_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+)
+val_evaluator = dict(type='Accuracy', topk=(1, 5))
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator

@@ -1,0 +1,3 @@
+# COCO 1x distillation: mmdet's COCO data, 1x schedule (8 GPUs x 2 images, lr 0.02) and runtime, the R-101 -> R-50 pair.
+_base_ = ['mmdet::_base_/datasets/coco_detection.py', 'mmdet::_base_/schedules/schedule_1x.py',
+          './distill_runtime.py', './faster-rcnn_r101_r50_fpn_coco.py']

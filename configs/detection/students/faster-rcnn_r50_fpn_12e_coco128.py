@@ -1,0 +1,4 @@
+# The coco128 student alone, plain mmdet: Faster R-CNN R-50-FPN, the same data, schedule and seed as the
+# *_12e_coco128.py distillation configs: the baseline every distillation run is measured against.
+_base_ = ['mmdet::_base_/models/faster-rcnn_r50_fpn.py', '../_base_/coco128_detection.py',
+          '../_base_/schedule_coco128_12e.py', 'mmdet::_base_/default_runtime.py']

@@ -1,0 +1,11 @@
+# The coco128 teacher, plain mmdet: Faster R-CNN R-101-FPN (ImageNet-initialised backbone), 24 epochs on coco128.
+# python tools/train.py configs/detection/teachers/faster-rcnn_r101_fpn_24e_coco128.py
+# -> work_dirs/faster-rcnn_r101_fpn_24e_coco128/epoch_24.pth, the teacher_ckpt of the *_coco128.py distillation configs.
+_base_ = ['mmdet::_base_/models/faster-rcnn_r50_fpn.py', '../_base_/coco128_detection.py',
+          '../_base_/schedule_coco128_12e.py', 'mmdet::_base_/default_runtime.py']
+model = dict(backbone=dict(depth=101, init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet101')))
+train_cfg = dict(max_epochs=24, val_interval=4)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=100),
+    dict(type='MultiStepLR', begin=0, end=24, by_epoch=True, milestones=[16, 22], gamma=0.1),
+]

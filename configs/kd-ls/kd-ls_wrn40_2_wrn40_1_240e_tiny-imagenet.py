@@ -1,0 +1,7 @@
+# KD + logit standardization (002): z-score, base T = 2, w_ce = 0.1, w_kd = 9.
+_base_ = ['../_base_/models/wrn40_2_wrn40_1_tiny-imagenet.py', '../_base_/datasets/tiny_imagenet_folder.py',
+          '../_base_/schedules/cifar_240e.py', '../_base_/distill_runtime.py']
+model = dict(
+    student=dict(head=dict(loss=dict(loss_weight=0.1))),  # w_ce
+    losses=dict(kd=dict(type='KDLoss', temperature=2.0, logit_norm='zscore', loss_weight=9.0)),
+)

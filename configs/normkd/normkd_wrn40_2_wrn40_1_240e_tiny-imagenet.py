@@ -1,0 +1,7 @@
+# NormKD (003): t_norm = 2, w_ce = 0.1, w_kd = 0.9.
+_base_ = ['../_base_/models/wrn40_2_wrn40_1_tiny-imagenet.py', '../_base_/datasets/tiny_imagenet_folder.py',
+          '../_base_/schedules/cifar_240e.py', '../_base_/distill_runtime.py']
+model = dict(
+    student=dict(head=dict(loss=dict(loss_weight=0.1))),  # w_ce
+    losses=dict(normkd=dict(type='NormKDLoss', t_norm=2.0, loss_weight=0.9)),
+)
