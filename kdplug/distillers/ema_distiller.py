@@ -16,10 +16,10 @@ from typing import Dict, List, Mapping, Optional
 import torch
 from torch import Tensor
 
-from .base import DistillerBase
+from .logit_distiller import ClassifierDistiller
 
 
-class EMADistiller(DistillerBase):
+class EMADistiller(ClassifierDistiller):
 
     def __init__(self, student: dict, losses: Mapping[str, dict], xi: float = 0.99,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
@@ -48,23 +48,9 @@ class EMADistiller(DistillerBase):
         self.ema_started.fill_(True)
 
     def loss(self, inputs: Tensor, data_samples: List) -> Dict[str, Tensor]:
-        from kdplug.adapters import mmpretrain as adapter
         if not self.hook_attached:
             raise RuntimeError("EMADistiller needs its update hook: add custom_hooks = [dict(type='kdplug."
                                "EMATeacherHook')] to the config (without it the teacher would never move)")
         if not bool(self.ema_started):
             self.update_teacher()
-        student_logits, student_losses = adapter.logits_and_losses(self.student, inputs, data_samples)
-        with torch.no_grad():
-            teacher_logits = adapter.logits(self.teacher, inputs)
-        losses = self.prefixed(student_losses, 'student')
-        losses.update(self.distill_losses(student_logits, teacher_logits, adapter.targets(data_samples)))
-        return losses
-
-    def predict(self, inputs: Tensor, data_samples: Optional[List] = None) -> List:
-        model = self.teacher if self._predict_with_teacher else self.student
-        return model.predict(inputs, data_samples)
-
-    def _forward(self, inputs: Tensor, data_samples: Optional[List] = None) -> Tensor:
-        from kdplug.adapters import mmpretrain as adapter
-        return adapter.logits(self.student, inputs)
+        return super().loss(inputs, data_samples)

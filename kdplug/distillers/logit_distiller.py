@@ -19,21 +19,8 @@ from .base import DistillerBase
 from .teacher import check_num_classes, load_teacher_weights
 
 
-class LogitDistiller(DistillerBase):
-
-    def __init__(self, student: dict, teacher: dict, teacher_ckpt: Optional[str], losses: Mapping[str, dict],
-                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
-        from kdplug.adapters import mmpretrain as adapter
-        super().__init__(losses=losses, data_preprocessor=adapter.data_preprocessor_config(data_preprocessor, student),
-                         init_cfg=init_cfg)
-        self.student = adapter.build_classifier(student)
-        if not teacher_ckpt:
-            raise ValueError('teacher_ckpt is missing: a teacher with random weights teaches nothing. Train the '
-                             'teacher first (configs/teachers/) and set teacher_ckpt to its checkpoint')
-        teacher_model = adapter.build_classifier(teacher)
-        check_num_classes(adapter.num_classes(self.student), adapter.num_classes(teacher_model))
-        load_teacher_weights(teacher_model, teacher_ckpt)
-        self.set_teacher(teacher_model)
+class ClassifierDistiller(DistillerBase):
+    """A classifier student distilled from ``self.teacher``, whatever made the teacher (loaded or EMA)."""
 
     def loss(self, inputs: Tensor, data_samples: List) -> Dict[str, Tensor]:
         from kdplug.adapters import mmpretrain as adapter
@@ -51,3 +38,20 @@ class LogitDistiller(DistillerBase):
     def _forward(self, inputs: Tensor, data_samples: Optional[List] = None) -> Tensor:
         from kdplug.adapters import mmpretrain as adapter
         return adapter.logits(self.student, inputs)
+
+
+class LogitDistiller(ClassifierDistiller):
+
+    def __init__(self, student: dict, teacher: dict, teacher_ckpt: Optional[str], losses: Mapping[str, dict],
+                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
+        from kdplug.adapters import mmpretrain as adapter
+        super().__init__(losses=losses, data_preprocessor=adapter.data_preprocessor_config(data_preprocessor, student),
+                         init_cfg=init_cfg)
+        self.student = adapter.build_classifier(student)
+        if not teacher_ckpt:
+            raise ValueError('teacher_ckpt is missing: a teacher with random weights teaches nothing. Train the '
+                             'teacher first (configs/teachers/) and set teacher_ckpt to its checkpoint')
+        teacher_model = adapter.build_classifier(teacher)
+        check_num_classes(adapter.num_classes(self.student), adapter.num_classes(teacher_model))
+        load_teacher_weights(teacher_model, teacher_ckpt)
+        self.set_teacher(teacher_model)
