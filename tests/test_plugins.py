@@ -47,8 +47,12 @@ def test_build_by_name_from_kdplug_and_from_other_scopes(python):
         print(MODELS.build(cfg.loss).temperature.t_norm)
         with DefaultScope.overwrite_default_scope('mmengine'):
             print(type(ROOT.build(dict(type='kdplug.DKDLoss', beta=2.0))).__name__)
-            print(type(MODELS.build(dict(type='NKDLoss'))).__name__)'''))
-    assert result.stdout.split() == ['2.0', 'DKDLoss', 'NKDLoss'], result.stderr
+            print(type(MODELS.build(dict(type='NKDLoss'))).__name__)
+        from mmpretrain.registry import MODELS as MMPRETRAIN
+        with DefaultScope.overwrite_default_scope('mmpretrain'):  # a classification run
+            print(type(MMPRETRAIN.build(dict(type='kdplug.KDLoss'))).__name__)
+            print(type(MODELS.build(dict(type='MultiTempKDLoss'))).__name__)'''))
+    assert result.stdout.split() == ['2.0', 'DKDLoss', 'NKDLoss', 'KDLoss', 'MultiTempKDLoss'], result.stderr
 
 
 def test_misspelled_type_suggests_the_right_name(python):
