@@ -78,10 +78,12 @@ def test_resume_continues_at_the_same_iteration_with_the_same_state(cifar10_root
     first = make_runner(config(tmp_path / 'killed'))
     first.train_loop._max_iters = 2
     first.train()
-    resumed = make_runner(config(tmp_path / 'killed', resume=True))
+    # its own work dir: mmengine names log dirs by the second, and the two runners may start within one
+    checkpoint = str(tmp_path / 'killed' / 'iter_2.pth')
+    resumed = make_runner(config(tmp_path / 'resumed', resume=True, load_from=checkpoint))
     resumed.train()
     assert resumed.iter == 4
-    assert [r['iter'] for r in scalars(tmp_path / 'killed') if 'distill.loss_kd' in r] == [3, 4]
+    assert [r['iter'] for r in scalars(tmp_path / 'resumed') if 'distill.loss_kd' in r] == [3, 4]
     expected, got = straight.model.student.state_dict(), resumed.model.student.state_dict()
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], msg=f'{key} differs after resume')
