@@ -14,6 +14,7 @@ import torch
 from mmengine.config import Config
 
 from conftest import DATA, REPO
+from runner_helpers import make_runner, scalars
 
 DETECTION = REPO / 'configs' / 'detection'
 KD_COCO128 = DETECTION / 'kd_faster-rcnn_r101_r50_fpn_12e_coco128.py'
@@ -150,18 +151,6 @@ def run_config(coco128: Path, work_dir: Path, teacher_ckpt: str, config: Path = 
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
     cfg.log_processor = dict(by_epoch=False)
     return cfg
-
-
-def make_runner(cfg):
-    from mmengine.runner import Runner
-    from kdplug.engine.checkpoint import allow_mmengine_checkpoints
-    allow_mmengine_checkpoints()
-    return Runner.from_cfg(copy.deepcopy(cfg))
-
-
-def scalars(work_dir: Path) -> list:
-    logs = sorted(Path(work_dir).glob('*/vis_data/scalars.json'))
-    return [json.loads(line) for line in logs[-1].read_text().splitlines()]
 
 
 def test_runner_steps_log_student_and_distill_losses_and_export_loads_in_plain_mmdet(coco128, tmp_path,
