@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import torch
+
 from conftest import REPO
 from runner_helpers import save_teacher
 
@@ -43,3 +45,23 @@ def test_train_resume_test_and_export_from_the_command_line(cifar10_root, tmp_pa
     log = run_tool(REPO / 'tools' / 'test.py', STUDENT_CONFIG, tmp_path / 'student.pth', '--work-dir',
                    tmp_path / 'test_student', '--cfg-options', *data_options(cifar10_root))
     assert "'accuracy/top1'" in log
+
+
+def test_model_zoo_cifar_teacher_converts_and_loads_strictly(tmp_path):
+    """A checkpoint laid out like the papers' model zoo (backbone keys at the top, fc.* / classifier.*)."""
+    from kdplug.adapters.mmpretrain import build_classifier
+    from kdplug.distillers.teacher import load_teacher_weights
+    for backbone, channels, head in (('ResNet32x4', 256, 'fc'), ('WRN40_2', 128, 'fc'), ('VGG13', 512, 'classifier')):
+        cfg = dict(type='ImageClassifier', backbone=dict(type=f'kdplug.{backbone}'),
+                   neck=dict(type='GlobalAveragePooling'),
+                   head=dict(type='LinearClsHead', num_classes=100, in_channels=channels))
+        source = build_classifier(cfg)
+        zoo = {k[len('backbone.'):]: v for k, v in source.state_dict().items() if k.startswith('backbone.')}
+        zoo.update({f'{head}.weight': source.head.fc.weight.detach(), f'{head}.bias': source.head.fc.bias.detach()})
+        torch.save({'model': zoo, 'best_acc': 79.42}, tmp_path / 'zoo.pth')
+        log = run_tool(REPO / 'tools' / 'convert_cifar_teacher.py', tmp_path / 'zoo.pth', tmp_path / 'out.pth')
+        assert '100 classes' in log
+        target = build_classifier(cfg)
+        load_teacher_weights(target, str(tmp_path / 'out.pth'))  # strict: every key and shape must match
+        for key, value in source.state_dict().items():
+            assert torch.equal(target.state_dict()[key], value), key
