@@ -30,7 +30,7 @@ hookspec = pluggy.HookspecMarker('kdplug')
 
 @hookspec
 def kdplug_losses() -> List[type]:
-    """Loss classes (``torch.nn.Module``), registered into ``kdplug.registry.MODELS``.
+    """Logit loss classes (``torch.nn.Module``), registered into ``kdplug.registry.MODELS``.
 
     A teacher-based logit loss follows ``forward(student_logits, teacher_logits, target=None)`` and returns a
     scalar already multiplied by its ``loss_weight``.
@@ -45,6 +45,21 @@ def kdplug_distillers() -> List[type]:
 @hookspec
 def kdplug_models() -> List[type]:
     """Other model components (backbones, necks, heads, student-side layers), into ``kdplug.registry.MODELS``."""
+
+
+@hookspec
+def kdplug_student_modules() -> List[type]:
+    """Student-side modules (``torch.nn.Module``) and the losses that train them, registered into
+    ``kdplug.registry.MODELS``: layers a method inserts INTO the student (letKD's ``LetKDLayer``), trained, exported
+    and run at inference with it.
+
+    A student-side module follows ``forward(feature) -> feature`` (same shape). A config puts it at a named stage of
+    the student's backbone with ``kdplug.BackboneWithModules(backbone=..., modules={position: cfg})`` (position:
+    a submodule name of the backbone, or ``'out'`` for its output). The losses that train it come through this hook
+    too (``kdplug_losses`` is for logit losses, all held to one conformance test): they have a ``student_module``
+    attribute naming the position and are called by ``kdplug.FeatureDistiller`` as
+    ``loss(module, teacher_feature, target)`` (see :mod:`kdplug.models.student_modules`).
+    """
 
 
 @hookspec

@@ -75,5 +75,6 @@ HOOK_REGISTRIES = {
     'kdplug_losses': MODELS,
     'kdplug_distillers': MODELS,
     'kdplug_models': MODELS,
+    'kdplug_student_modules': MODELS,
     'kdplug_engine_hooks': HOOKS,
 }

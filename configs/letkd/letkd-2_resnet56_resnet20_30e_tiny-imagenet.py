@@ -1,0 +1,31 @@
+# letKD-2 (papers/004): the KD layer at the intermediate stage (LDA, then K_inter = 8 sub-classes per class:
+# 200 x 8 = 1600 assignments) and at the penultimate stage (K_penult = 4096 k-means codewords);
+# alpha_inter = alpha_penult = 1, loss weights 1, w_ce = 1.
+# A short schedule for quick runs (30 epochs, cosine) on Tiny-ImageNet: no paper numbers.
+# 1. train the teacher; 2. python tools/fit_codewords.py configs/letkd/letkd-2_resnet56_resnet20_30e_tiny-imagenet.py
+#    (writes `codewords`); 3. python tools/train.py <this config>. See docs/letkd.md.
+_base_ = ['../_base_/models/resnet56_resnet20_tiny-imagenet.py', '../_base_/datasets/tiny_imagenet_folder.py',
+          '../_base_/schedules/cifar_short.py', '../_base_/distill_runtime.py']
+codewords = 'work_dirs/letkd-2_resnet56_resnet20_30e_tiny-imagenet/codewords.pth'
+model = dict(
+    type='kdplug.FeatureDistiller',
+    teacher_ckpt='work_dirs/resnet56_30e_tiny-imagenet/epoch_30.pth',
+    student=dict(backbone=dict(
+        _delete_=True,
+        type='kdplug.BackboneWithModules',
+        backbone=dict(type='kdplug.ResNet20'),
+        modules=dict(
+            layer2=dict(type='kdplug.LetKDLayer', in_channels=32, num_codewords=8 * 200, alpha=1.0),
+            out=dict(type='kdplug.LetKDLayer', in_channels=64, num_codewords=4096, alpha=1.0),
+        ))),
+    losses=dict(
+        letkd_inter=dict(type='LetKDLoss', student_module='layer2', level='intermediate', codewords=codewords),
+        letkd_penult=dict(type='LetKDLoss', student_module='out', level='penultimate', codewords=codewords),
+    ),
+)
+max_epochs = 30
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=max_epochs, convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=max_epochs, val_interval=5)

@@ -1,0 +1,24 @@
+# letKD-2 (papers/004): the KD layer at the intermediate stage (LDA, then K_inter = 8 sub-classes per class:
+# 200 x 8 = 1600 assignments) and at the penultimate stage (K_penult = 4096 k-means codewords);
+# alpha_inter = alpha_penult = 1, loss weights 1, w_ce = 1.
+# Paper (Table 3, Tiny-ImageNet top-1 %): 62.21 +- 0.17 (teacher 61.26, student alone 57.17).
+# 1. train the teacher; 2. python tools/fit_codewords.py configs/letkd/letkd-2_wrn40_2_wrn16_2_240e_tiny-imagenet.py
+#    (writes `codewords`); 3. python tools/train.py <this config>. See docs/letkd.md.
+_base_ = ['../_base_/models/wrn40_2_wrn16_2_tiny-imagenet.py', '../_base_/datasets/tiny_imagenet_folder.py',
+          '../_base_/schedules/cifar_240e.py', '../_base_/distill_runtime.py']
+codewords = 'work_dirs/letkd-2_wrn40_2_wrn16_2_240e_tiny-imagenet/codewords.pth'
+model = dict(
+    type='kdplug.FeatureDistiller',
+    student=dict(backbone=dict(
+        _delete_=True,
+        type='kdplug.BackboneWithModules',
+        backbone=dict(type='kdplug.WRN16_2'),
+        modules=dict(
+            block2=dict(type='kdplug.LetKDLayer', in_channels=64, num_codewords=8 * 200, alpha=1.0),
+            out=dict(type='kdplug.LetKDLayer', in_channels=128, num_codewords=4096, alpha=1.0),
+        ))),
+    losses=dict(
+        letkd_inter=dict(type='LetKDLoss', student_module='block2', level='intermediate', codewords=codewords),
+        letkd_penult=dict(type='LetKDLoss', student_module='out', level='penultimate', codewords=codewords),
+    ),
+)

@@ -1,0 +1,283 @@
+"""letKD: the KD layer inside the student, the codeword fitting on real CIFAR-10 images, training through the Runner,
+and the student export that keeps the layer."""
+import copy
+import importlib.util
+import os
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import REPO
+from runner_helpers import make_runner, run_config, save_teacher, scalars
+
+LETKD_CONFIG = REPO / 'configs' / 'letkd' / 'letkd-2_resnet20_resnet8_4e_cifar10-10k.py'
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location('fit_codewords', REPO / 'tools' / 'fit_codewords.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def letkd_config(cifar10_root, work_dir, teacher_ckpt, codewords, **kwargs):
+    cfg = run_config(cifar10_root, work_dir, config=LETKD_CONFIG, **kwargs)
+    cfg.model.teacher_ckpt = teacher_ckpt
+    for loss in cfg.model.losses.values():
+        loss.codewords = str(codewords)
+    return cfg
+
+
+@pytest.fixture(scope='module')
+def teacher_ckpt(tmp_path_factory):
+    return save_teacher(tmp_path_factory.mktemp('letkd_teacher') / 'teacher.pth')
+
+
+@pytest.fixture(scope='module')
+def codewords(cifar10_root, teacher_ckpt, tmp_path_factory):
+    """The offline tool on the 80 real training images (test pipeline), on CPU."""
+    work = tmp_path_factory.mktemp('letkd_codewords')
+    cfg = letkd_config(cifar10_root, work, teacher_ckpt, work / 'unused.pth')
+    path = work / 'codewords.pth'
+    files = load_tool().fit_codewords(cfg, out=str(path), device='cpu', iters=10)
+    return path, files[str(path)]
+
+
+# ------------------------------------------------------------------------------------------------------- the layer
+
+
+def test_layer_keeps_the_shape_predicts_k_assignments_and_lets_gradients_through():
+    from kdplug.models.letkd import LetKDLayer, kl_batchmean, rows
+    torch.manual_seed(0)
+    layer = LetKDLayer(in_channels=16, num_codewords=24)
+    x = torch.randn(3, 16, 5, 7, requires_grad=True)
+    out = layer(x)
+    assert out.shape == x.shape
+    assert layer.assignment_logits.shape == (3, 24, 5, 7)
+    target = torch.softmax(torch.randn(3 * 5 * 7, 24), dim=1)
+    (kl_batchmean(target, rows(layer.assignment_logits)) + out.square().mean()).backward()
+    for name, param in layer.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, f'no gradient for {name}'
+    assert x.grad.abs().sum() > 0
+    # cosine assignment: scaling the student feature does not change the prediction
+    torch.testing.assert_close(layer.assign(3 * x), layer.assign(x))
+    layer.eval()
+    layer(x)
+    assert layer.assignment_logits is None, 'logits kept at inference'
+    assert torch.equal(LetKDLayer(16, 24, alpha=0.0).eval()(x), x), 'alpha = 0 must remove the transform'
+    layer.train()
+    layer(x)
+    copied = copy.deepcopy(layer)  # EMA copies of the student: the cached logits (a graph) are not copied
+    assert copied.assignment_logits is None and layer.assignment_logits is not None
+
+
+def test_soft_assignment_favours_the_nearest_codeword_and_the_loss_is_a_batchmean_kl():
+    from kdplug.models.letkd import kl_batchmean, penultimate_assignment
+    codewords = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    p = penultimate_assignment(torch.tensor([[9.0, 1.0], [0.5, 0.2]]), codewords)
+    assert p.argmax(1).tolist() == [1, 0] and torch.allclose(p.sum(1), torch.ones(2))
+    logits = torch.randn(6, 3)
+    target = torch.softmax(torch.randn(6, 3), dim=1)
+    expected = F.kl_div(torch.log_softmax(logits, 1), target, reduction='batchmean')
+    torch.testing.assert_close(kl_batchmean(target, logits), expected)
+    assert kl_batchmean(target, target.log()).abs() < 1e-6
+
+
+def test_kmeans_and_lda_on_separable_data():
+    from kdplug.models.codewords import fit_lda, fit_subclasses, kmeans, subclass_scores
+    from kdplug.models.letkd import assign_subclasses
+    gen = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0, 0.0], [20.0, 0.0, 0.0], [0.0, 20.0, 0.0], [0.0, 0.0, 20.0]])
+    x = torch.cat([c + torch.randn(100, 3, generator=gen) for c in centers])
+    found, labels = kmeans(x, 4, seed=1)
+    assert torch.cdist(found, centers).min(0).values.max() < 0.5
+    assert all(len(set(labels[i * 100:(i + 1) * 100].tolist())) == 1 for i in range(4))
+    with pytest.warns(UserWarning, match='capped'):
+        assert kmeans(x[:3], 5)[0].shape == (3, 3)
+    # LDA: the classes differ along dimension 0 only; the other dimension has a large within-class spread
+    y = torch.arange(3).repeat_interleave(200)
+    data = torch.stack([y.float() * 2 + 0.3 * torch.randn(600, generator=gen), 10 * torch.randn(600, generator=gen)],
+                       dim=1)
+    weight, bias = fit_lda(data, y, num_classes=3)
+    assert weight.shape == (2, 2) and bias.shape == (2, )
+    direction = F.normalize(weight[0], dim=0)
+    assert direction[0].abs() > 0.99, direction
+    z = data @ weight.t() + bias
+    within = torch.stack([z[y == c] - z[y == c].mean(0) for c in range(3)]).reshape(-1, 2)
+    torch.testing.assert_close(within.t() @ within / (600 - 3), torch.eye(2), atol=1e-2, rtol=0)
+    with pytest.warns(UserWarning, match='1 of 4 classes have no feature vectors'):
+        prototypes, valid = fit_subclasses(z, y, num_classes=4, k=2)  # class 3 has no data
+    assert valid.tolist() == [True] * 6 + [False] * 2
+    h1 = assign_subclasses(z, y, prototypes, valid, 2)
+    assert torch.equal(h1 // 2, y), 'each position goes to a sub-class of its own class'
+    scores = subclass_scores(z, y, prototypes, valid, 2)
+    torch.testing.assert_close(scores.sum(1), torch.ones(8))
+    assert scores[6, 6] == 1 and scores[:, 6:].sum() == 2, 'an empty sub-class is one-hot on itself, never a target'
+
+
+# ------------------------------------------------------------------------------------------------- offline tool
+
+
+def test_fit_codewords_on_real_images(codewords):
+    from kdplug.models.letkd import CODEWORDS_FORMAT, load_codewords_file
+    path, written = codewords
+    loaded = torch.load(path, weights_only=True)
+    assert loaded['format'] == CODEWORDS_FORMAT == load_codewords_file(str(path))['format']
+    penult, inter = loaded['sections']['out'], loaded['sections']['layer2']
+    # 80 images: 80 x 8 x 8 penultimate positions of the resnet20 teacher (64 channels), K = 512 as configured
+    assert penult['level'] == 'penultimate' and penult['num_vectors'] == 80 * 64 and penult['num_images'] == 80
+    assert penult['codewords'].shape == (512, 64) and torch.isfinite(penult['codewords']).all()
+    assert len(torch.unique(penult['codewords'], dim=0)) == 512
+    # intermediate: 80 x 16 x 16 positions, 32 channels, LDA to 9 dimensions, 8 sub-classes of each of 10 classes
+    assert inter['level'] == 'intermediate' and inter['num_vectors'] == 80 * 256 and inter['subclasses'] == 8
+    assert inter['lda_weight'].shape == (9, 32) and inter['prototypes'].shape == (80, 9)
+    assert inter['valid'].all() and inter['scores'].shape == (80, 80)
+    torch.testing.assert_close(inter['scores'].sum(1), torch.ones(80))
+    assert torch.equal(written['sections']['out']['codewords'], penult['codewords'])
+
+
+def test_codewords_are_better_than_random_features(codewords, cifar10_root, teacher_ckpt, tmp_path):
+    """The k-means codewords quantise the teacher's penultimate features of the training images well."""
+    from kdplug.models.letkd import nearest
+    tool = load_tool()
+    path, loaded = codewords
+    cfg = letkd_config(cifar10_root, tmp_path, teacher_ckpt, path)
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = tool.build_model(cfg, torch.device('cpu'))
+        specs = tool._letkd_specs(model, None)
+        tool.collect(model, tool.build_loader(cfg, None, 0, 0, False), specs, torch.device('cpu'), None, 10 ** 9, 0)
+    x = next(s for s in specs if s['module'] == 'out')['x']
+    fitted = nearest(x, loaded['sections']['out']['codewords'])[1].mean()
+    sampled = nearest(x, x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:512]])[1].mean()
+    assert fitted < sampled
+
+
+# ------------------------------------------------------------------------------------------- training and export
+
+
+def test_runner_trains_the_layers_and_the_export_keeps_them(cifar10_root, tmp_path, teacher_ckpt, codewords):
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import load_checkpoint
+    from mmpretrain.registry import MODELS
+    from kdplug.distillers.export import export_student
+    cfg = letkd_config(cifar10_root, tmp_path, teacher_ckpt, codewords[0], max_iters=2)
+    runner = make_runner(cfg)
+    model = runner.model
+    layers = {name: model.student.backbone.module_at(name) for name in ('layer2', 'out')}
+    before = {name: layer.assign.weight.clone() for name, layer in layers.items()}
+    teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    runner.train()
+    for name, layer in layers.items():
+        assert not torch.equal(before[name], layer.assign.weight), f'the {name} layer did not train'
+    assert all(torch.equal(v, model.teacher.state_dict()[k]) for k, v in teacher_before.items())
+    train = [r for r in scalars(tmp_path) if 'distill.loss_letkd_penult' in r]
+    assert len(train) == 2
+    for r in train:
+        assert all(torch.isfinite(torch.tensor(r[k]))
+                   for k in ('distill.loss_letkd_inter', 'distill.loss_letkd_penult'))
+        total = r['student.loss'] + r['distill.loss_letkd_inter'] + r['distill.loss_letkd_penult']
+        assert abs(r['loss'] - total) < 1e-3, 'diagnostics must not be summed into the loss'
+        assert 0 <= r['distill.letkd_penult_agreement'] <= 1
+    assert not any(k.startswith(('teacher', 'losses')) for k in model.state_dict()), 'codewords or teacher saved'
+    # export: the student with its KD layers, loaded through mmpretrain's registry from the student config
+    exported = tmp_path / 'student.pth'
+    state = export_student(str(tmp_path / 'iter_2.pth'), str(exported))['state_dict']
+    assert {'backbone.inserted.out.assign.weight', 'backbone.inserted.layer2.bn.running_mean',
+            'backbone.inserted.out.embed.scale'} <= set(state)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        plain = MODELS.build(copy.deepcopy(cfg.model.student))
+    load_checkpoint(plain, str(exported), map_location='cpu', strict=True)
+    plain.eval(), model.eval()
+    inputs = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(plain(inputs), model(inputs))
+    without_layers = plain.backbone.backbone  # the layers are used at inference: skipping them changes the logits
+    assert not torch.allclose(plain.head(plain.neck(without_layers(inputs))), plain(inputs))
+
+
+def test_model_builds_without_the_codewords_file_and_training_names_the_tool(cifar10_root, tmp_path, teacher_ckpt):
+    from mmengine.registry import DefaultScope, MODELS
+    from mmpretrain.structures import DataSample
+    cfg = letkd_config(cifar10_root, tmp_path, teacher_ckpt, tmp_path / 'missing.pth')
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg.model)
+    model.eval()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    model.train()
+    samples = [DataSample().set_gt_label(i) for i in range(2)]
+    with pytest.raises(FileNotFoundError, match=r'missing.pth.*tools/fit_codewords.py'):
+        model.loss(torch.randn(2, 3, 32, 32), samples)
+
+
+def test_loss_pools_a_larger_teacher_map_and_checks_the_sizes():
+    from kdplug.models.letkd import LetKDLayer, LetKDLoss
+    layer = LetKDLayer(8, 6)
+    layer(torch.randn(2, 8, 4, 4))
+    loss = LetKDLoss('out', codewords=None)
+    loss.load_codewords({'level': 'penultimate', 'codewords': torch.randn(4, 5)})  # 4 < 6 codewords: padded
+    with pytest.warns(UserWarning, match='2 extra outputs get target 0'):
+        out = loss(layer, torch.randn(2, 5, 8, 8), torch.tensor([0, 1]))
+    assert out['loss'].shape == () and torch.isfinite(out['loss'])
+    layer(torch.randn(2, 8, 4, 4))
+    with pytest.raises(ValueError, match='has 7 channels, the codewords 5'):
+        loss(layer, torch.randn(2, 7, 8, 8))
+    with pytest.raises(RuntimeError, match='no assignment logits'):
+        loss(layer, torch.randn(2, 5, 8, 8))
+
+
+def test_wrong_positions_are_named(tmp_path, teacher_ckpt):
+    from kdplug.registry import MODELS
+    with pytest.raises(ValueError, match="no submodule 'layer9'.*layer1"):
+        MODELS.build(dict(type='BackboneWithModules', backbone=dict(type='kdplug.ResNet8'),
+                          modules=dict(layer9=dict(type='LetKDLayer', in_channels=32, num_codewords=8))))
+    from runner_helpers import classifier_cfg
+    student = classifier_cfg()
+    student['backbone'] = dict(type='kdplug.BackboneWithModules', backbone=dict(type='kdplug.ResNet8'),
+                               modules=dict(out=dict(type='kdplug.LetKDLayer', in_channels=64, num_codewords=8)))
+    cfg = dict(type='FeatureDistiller', student=student, teacher=classifier_cfg('ResNet20'), teacher_ckpt=teacher_ckpt,
+               losses=dict(letkd=dict(type='LetKDLoss', student_module='layer2')))
+    with pytest.raises(ValueError, match="student module at 'layer2', but the student has modules at 'out'"):
+        MODELS.build(cfg)
+    cfg['losses'] = dict(letkd=dict(type='LetKDLoss', student_module='out', teacher_stage='stage3'))
+    with pytest.raises(ValueError, match="no stage 'stage3'"):
+        MODELS.build(cfg)
+
+
+# ----------------------------------------------------------------------------------------------------- plugins
+
+
+def test_student_modules_are_a_plugin_kind_open_to_third_parties(python, tmp_path):
+    from test_plugins import fake_distribution
+    fake_distribution(tmp_path, 'gatekd', '''
+        import torch
+        from kdplug import hookimpl
+
+        class GateLayer(torch.nn.Module):
+            def __init__(self, channels):
+                super().__init__()
+                self.gate = torch.nn.Parameter(torch.zeros(channels))
+            def forward(self, x):
+                return x * (1 + self.gate.view(1, -1, 1, 1))
+
+        @hookimpl
+        def kdplug_student_modules():
+            return [GateLayer]
+    ''')
+    result = python(textwrap.dedent('''
+        import torch
+        from mmengine.registry import DefaultScope
+        from mmpretrain.registry import MODELS
+        from kdplug.plugins import plugin_infos
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            model = MODELS.build(dict(
+                type='ImageClassifier', neck=dict(type='GlobalAveragePooling'),
+                backbone=dict(type='kdplug.BackboneWithModules', backbone=dict(type='kdplug.ResNet8'),
+                              modules=dict(layer2=dict(type='GateLayer', channels=32))),
+                head=dict(type='LinearClsHead', num_classes=10, in_channels=64)))
+        print(model(torch.randn(1, 3, 32, 32)).shape[1])
+        infos = {i.name: i.contributions for i in plugin_infos()}
+        print(infos['gatekd']['kdplug_student_modules'], infos['kdplug.models.plugin']['kdplug_student_modules'])'''),
+        env={'PYTHONPATH': os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')])})
+    assert result.stdout.splitlines() == ['10', "['GateLayer'] ['LetKDLayer', 'LetKDLoss']"], result.stderr
