@@ -1,7 +1,12 @@
-"""Export the student of a kdplug distillation checkpoint, loadable in plain mmpretrain / mmdet (no kdplug).
+"""Export the student of a kdplug distillation checkpoint: its weights only, loadable with the student's own
+config by plain mmpretrain / mmdet.
 
     python tools/export_student.py work_dirs/kd_xxx/epoch_240.pth student.pth
-    # then, with mmpretrain alone: mmpretrain.apis.ImageClassificationInferencer(student_config, 'student.pth')
+    # then: mmpretrain.apis.ImageClassificationInferencer(student_config, 'student.pth'), or tools/test.py
+
+A student built only from mmpretrain / mmdet components needs no kdplug to load; one that uses kdplug's components
+(its CIFAR backbones, letKD's KD layers, which stay at inference) needs kdplug installed beside mmpretrain, which
+then finds them by name (``kdplug.ResNet8x4``): no custom_imports.
 """
 import argparse
 
