@@ -17,6 +17,16 @@ def run_python(code: str, env: dict = None, cwd: Path = REPO, timeout: int = 300
                           timeout=timeout)
 
 
+@pytest.fixture(scope='module')
+def one_thread():
+    """One intra-op thread for modules of tiny tensors: on two cores, shared with other jobs, threads only cost."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def python():
     return run_python

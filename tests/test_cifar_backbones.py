@@ -53,13 +53,7 @@ def all_stages(name: str) -> torch.nn.Module:
     return BY_NAME[name](out_indices=tuple(range(len(SHAPES[name][0])))).eval()
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny CPU batches: threads only add overhead, a lot of it on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py: tiny CPU tensors, one thread
 
 
 def test_every_named_architecture_is_covered():

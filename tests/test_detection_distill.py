@@ -40,13 +40,7 @@ def small(num_classes: int = NUM_CLASSES, **extra) -> dict:
     return dict(overrides(num_classes, **extra), cfg_path=FASTER_RCNN)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Two cores, and another job may share them: one thread is as fast and steadier."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py: tiny CPU tensors, one thread
 
 
 @pytest.fixture(scope='session')

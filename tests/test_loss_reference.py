@@ -33,13 +33,7 @@ GRID = list(itertools.product(SCALES, BATCHES, CLASSES))
 GRID_IDS = [f'scale{sc:g}-N{n}-C{c}' for sc, n, c in GRID]
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """The tensors here are tiny: intra-op threads only cost time (much more on a busy 2-core machine)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py: tiny CPU tensors, one thread
 
 
 def make_inputs(scale, n, c, seed_extra=0):
