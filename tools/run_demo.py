@@ -7,6 +7,8 @@
 4. prints a table of top-1 accuracies on 2k test images (and writes it to work_dirs/demo/results.md).
 
     python tools/run_demo.py [--epochs 4] [--work-dir work_dirs/demo]
+    python tools/run_demo.py --seeds 1 2 --teacher-ckpt work_dirs/demo/teacher_resnet20/epoch_4.pth \
+        --work-dir work_dirs/demo_seeds          # more seeds of the students, same teacher
 
 The numbers of such a short run are small and noisy (one seed); the comparison is fair: same data, schedule, seed.
 """
@@ -53,27 +55,46 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--epochs', type=int, default=4)
     parser.add_argument('--work-dir', type=Path, default=REPO / 'work_dirs' / 'demo')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0],
+                        help='train every student once per seed (the teacher once, seed 0); the table gives the mean')
+    parser.add_argument('--teacher-ckpt', type=Path, help='reuse this teacher instead of training one')
     args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error('--epochs must be at least 2: one warm-up epoch, then the cosine decay')
     subprocess.run([sys.executable, str(REPO / 'tools' / 'prepare_data.py'), 'cifar10'], check=True)
     epochs = [f'train_cfg.max_epochs={args.epochs}', f'train_cfg.val_interval={args.epochs}',
               f'param_scheduler.1.end={args.epochs}']
 
     rows = []
-    teacher_dir = args.work_dir / 'teacher_resnet20'
-    seconds = train('teacher resnet20', CONFIGS / 'teacher_resnet20_4e_cifar10-10k.py', teacher_dir, epochs)
-    rows.append(('teacher resnet20', last_metrics(teacher_dir).get('accuracy/top1'), seconds))
-    teacher_ckpt = teacher_dir / f'epoch_{args.epochs}.pth'
+    teacher_ckpt = args.teacher_ckpt
+    if teacher_ckpt is None:
+        teacher_dir = args.work_dir / 'teacher_resnet20'
+        seconds = train('teacher resnet20', CONFIGS / 'teacher_resnet20_4e_cifar10-10k.py', teacher_dir, epochs)
+        rows.append(('teacher resnet20', [last_metrics(teacher_dir).get('accuracy/top1')], seconds))
+        teacher_ckpt = teacher_dir / f'epoch_{args.epochs}.pth'
     for name, config in STUDENTS:
-        work_dir = args.work_dir / Path(config).stem
-        options = epochs + ([f'model.teacher_ckpt={teacher_ckpt}'] if 'alone' not in name else [])
-        seconds = train(name, CONFIGS / config, work_dir, options)
-        rows.append((f'resnet8, {name}', last_metrics(work_dir).get('accuracy/top1'), seconds))
+        accuracies, seconds = [], 0.0
+        for seed in args.seeds:
+            work_dir = args.work_dir / (Path(config).stem + (f'_seed{seed}' if args.seeds != [0] else ''))
+            options = epochs + [f'randomness.seed={seed}']
+            options += [f'model.teacher_ckpt={teacher_ckpt}'] if 'alone' not in name else []
+            seconds += train(f'{name}, seed {seed}', CONFIGS / config, work_dir, options)
+            accuracies.append(last_metrics(work_dir).get('accuracy/top1'))
+        rows.append((f'resnet8, {name}', accuracies, seconds / len(args.seeds)))
 
-    table = ['| model | top-1 (%) on 2k CIFAR-10 test images | train time (s) |', '|---|---|---|']
-    table += [f'| {name} | {acc:.2f} | {sec:.0f} |' if acc is not None else f'| {name} | n/a | {sec:.0f} |'
-              for name, acc, sec in rows]
-    text = (f'CIFAR-10, 10k training images, {args.epochs} epochs, batch 64, one seed (last epoch):\n\n'
-            + '\n'.join(table))
+    def cell(accuracies):
+        if None in accuracies:
+            return 'n/a'
+        mean = sum(accuracies) / len(accuracies)
+        if len(accuracies) == 1:
+            return f'{mean:.2f}'
+        return f'{mean:.2f} ({", ".join(f"{a:.2f}" for a in accuracies)})'
+
+    seeds = ', '.join(map(str, args.seeds))
+    table = [f'| model | top-1 (%) on 2k CIFAR-10 test images, seed(s) {seeds} | train time per run (s) |',
+             '|---|---|---|']
+    table += [f'| {name} | {cell(accuracies)} | {sec:.0f} |' for name, accuracies, sec in rows]
+    text = (f'CIFAR-10, 10k training images, {args.epochs} epochs, batch 64 (last epoch):\n\n' + '\n'.join(table))
     (args.work_dir / 'results.md').write_text(text + '\n')
     print('\n' + text, flush=True)
 
