@@ -180,3 +180,19 @@ def test_teacher_runs_without_grad_in_the_students_autocast(tmp_path, teacher_ck
         losses = model.loss(torch.randn(4, 3, 32, 32), samples)
     assert seen == {'dtype': torch.bfloat16, 'grad': False}
     assert losses['distill.loss_kd'].dtype == torch.float32 and torch.isfinite(losses['distill.loss_kd'])
+
+
+def test_teacher_from_a_url_is_downloaded_with_weights_only(tmp_path, teacher_ckpt, monkeypatch):
+    from kdplug.registry import MODELS
+    calls = []
+
+    def fake_download(url, **kwargs):  # torch.hub's downloader, without the network
+        calls.append((url, kwargs))
+        return torch.load(teacher_ckpt, map_location='cpu', weights_only=True)
+    monkeypatch.setattr(torch.hub, 'load_state_dict_from_url', fake_download)
+    url = 'https://example.org/teachers/resnet20_cifar10.pth'
+    model = MODELS.build(dict(type='LogitDistiller', student=classifier_cfg(), teacher=classifier_cfg('ResNet20'),
+                              teacher_ckpt=url, losses=dict(kd=dict(type='KDLoss'))))
+    assert calls == [(url, {'map_location': 'cpu', 'weights_only': True})]
+    expected = torch.load(teacher_ckpt, weights_only=True)['state_dict']
+    assert all(torch.equal(model.teacher.state_dict()[k], v) for k, v in expected.items())
