@@ -1,14 +1,8 @@
 # DKD: alpha = 1, beta = 2, T = 4, warm-up 5 epochs (20 of 240 in the full recipe, scaled); a short schedule for quick runs (30 epochs, cosine) on cifar10.
 _base_ = ['../_base_/models/resnet56_resnet20_cifar10.py', '../_base_/datasets/cifar10_folder.py',
-          '../_base_/schedules/cifar_short.py', '../_base_/distill_runtime.py']
+          '../_base_/schedules/cifar_30e.py', '../_base_/distill_runtime.py']
 model = dict(
     teacher_ckpt='work_dirs/resnet56_30e_cifar10/epoch_30.pth',
     losses=dict(dkd=dict(type='DKDLoss', alpha=1.0, beta=2.0, temperature=4.0)),
 )
-max_epochs = 30
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=max_epochs, convert_to_iter_based=True),
-]
-train_cfg = dict(max_epochs=max_epochs, val_interval=5)
 custom_hooks = [dict(type='kdplug.TeacherEvalHook'), dict(type='kdplug.LossWarmupHook', warmup=5, losses=['dkd'])]

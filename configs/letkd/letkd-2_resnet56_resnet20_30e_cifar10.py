@@ -5,7 +5,7 @@
 # 1. train the teacher; 2. python tools/fit_codewords.py configs/letkd/letkd-2_resnet56_resnet20_30e_cifar10.py
 #    (writes `codewords`); 3. python tools/train.py <this config>. See docs/letkd.md.
 _base_ = ['../_base_/models/resnet56_resnet20_cifar10.py', '../_base_/datasets/cifar10_folder.py',
-          '../_base_/schedules/cifar_short.py', '../_base_/distill_runtime.py']
+          '../_base_/schedules/cifar_30e.py', '../_base_/distill_runtime.py']
 codewords = 'work_dirs/letkd-2_resnet56_resnet20_30e_cifar10/codewords.pth'
 model = dict(
     type='kdplug.FeatureDistiller',
@@ -23,9 +23,3 @@ model = dict(
         letkd_penult=dict(type='LetKDLoss', student_module='out', level='penultimate', codewords=codewords),
     ),
 )
-max_epochs = 30
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=max_epochs, convert_to_iter_based=True),
-]
-train_cfg = dict(max_epochs=max_epochs, val_interval=5)

@@ -1,13 +1,7 @@
 # NKD: CIFAR T = 3, gamma = 3.5, w_ce = 1; a short schedule for quick runs (30 epochs, cosine) on cifar10.
 _base_ = ['../_base_/models/resnet56_resnet20_cifar10.py', '../_base_/datasets/cifar10_folder.py',
-          '../_base_/schedules/cifar_short.py', '../_base_/distill_runtime.py']
+          '../_base_/schedules/cifar_30e.py', '../_base_/distill_runtime.py']
 model = dict(
     teacher_ckpt='work_dirs/resnet56_30e_cifar10/epoch_30.pth',
     losses=dict(nkd=dict(type='NKDLoss', temperature=3.0, gamma=3.5)),
 )
-max_epochs = 30
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=max_epochs, convert_to_iter_based=True),
-]
-train_cfg = dict(max_epochs=max_epochs, val_interval=5)
