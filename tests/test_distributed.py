@@ -1,0 +1,73 @@
+"""tools/dist_train.sh as a user runs it (torchrun + mmengine's ``pytorch`` launcher + MMDistributedDataParallel),
+with two processes on CPU over gloo.
+
+Two things differ from a GPU run, and only these: mmengine's launcher calls ``torch.cuda.set_device(local_rank)``,
+which a CPU machine cannot do (a ``sitecustomize`` on PYTHONPATH makes it a no-op in the two workers), and
+DistributedDataParallel must not be given CUDA ``device_ids`` (``model_wrapper_cfg.device_ids=None``).
+"""
+import os
+import re
+import subprocess
+
+import pytest
+import torch
+
+from conftest import REPO
+from runner_helpers import save_teacher
+from test_tools import data_options
+
+KD_CONFIG = REPO / 'configs' / 'demo' / 'kd_resnet20_resnet8_4e_cifar10-10k.py'
+EMA_CONFIG = REPO / 'configs' / 'ema-l2' / 'ema-l2_resnet20_240e_cifar10.py'
+
+
+def dist_train(config, work_dir, tmp_path, *options) -> str:
+    shim = tmp_path / 'cpu_shim'
+    shim.mkdir(exist_ok=True)
+    (shim / 'sitecustomize.py').write_text('import torch\ntorch.cuda.set_device = lambda device: None\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith('KDPLUG_')}
+    env.update(PATH=f'{REPO / ".venv" / "bin"}:{env["PATH"]}', PYTHONPATH=str(shim), OMP_NUM_THREADS='1',
+               PORT=str(29500 + os.getpid() % 1000))
+    result = subprocess.run(
+        ['bash', str(REPO / 'tools' / 'dist_train.sh'), str(config), '2', '--work-dir', str(work_dir),
+         '--cfg-options', 'env_cfg.dist_cfg.backend=gloo', 'model_wrapper_cfg.type=MMDistributedDataParallel',
+         'model_wrapper_cfg.device_ids=None', 'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1',
+         *options],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    return log
+
+
+def train_iterations(log: str) -> list:
+    return [int(i) for i in re.findall(r'Epoch\(train\) \[1\]\[(\d+)/\d+\]', log)]
+
+
+@pytest.fixture(scope='module', autouse=True)
+def needs_the_venv():
+    if not (REPO / '.venv' / 'bin' / 'python').exists():
+        pytest.skip('runs tools/dist_train.sh with the .venv that tools/install.sh makes')
+
+
+def test_kd_trains_on_two_processes_through_mmengines_launcher(cifar10_root, tmp_path):
+    teacher = save_teacher(tmp_path / 'teacher.pth')
+    work_dir = tmp_path / 'kd'
+    log = dist_train(KD_CONFIG, work_dir, tmp_path, *data_options(cifar10_root), f'model.teacher_ckpt={teacher}')
+    assert 'Distributed training: True' in log and 'GPU number: 2' in log
+    # 80 training images, 16 per process and step, 2 processes: 3 steps (one process alone would take 5)
+    assert train_iterations(log) == [1, 2, 3]
+    assert 'teacher (evaluated once before training): accuracy/top1' in log
+    assert re.search(r'distill\.loss_kd: \d', log)
+    state = torch.load(work_dir / 'epoch_1.pth', map_location='cpu', weights_only=False)['state_dict']
+    assert any(k.startswith('student.') for k in state)
+    assert not any(k.startswith('teacher') for k in state), 'the loaded teacher must stay out of the checkpoint'
+
+
+def test_ema_self_teacher_is_updated_through_the_ddp_wrapper(cifar10_root, tmp_path):
+    work_dir = tmp_path / 'ema'
+    log = dist_train(EMA_CONFIG, work_dir, tmp_path, *data_options(cifar10_root))
+    assert train_iterations(log) == [1, 2, 3]
+    state = torch.load(work_dir / 'epoch_1.pth', map_location='cpu', weights_only=False)['state_dict']
+    assert bool(state['ema_started'])
+    name = 'backbone.conv1.weight'
+    ema, student = state[f'teacher.{name}'], state[f'student.{name}']
+    assert not torch.equal(ema, student), 'the EMA teacher equals the student: the hook did not reach the module'
