@@ -57,7 +57,8 @@ def test_dkd_decomposes_kd_per_sample(t_norm, scale):
 
 
 @pytest.mark.parametrize('loss', [KDLoss(), NormKDLoss(), DKDLoss(), MultiTempKDLoss(),
-                                  KDLoss(temperature=2.0, logit_norm='zscore'), KDLoss(temperature=1.0, logit_norm='l2'),
+                                  KDLoss(temperature=2.0, logit_norm='zscore'),
+                                  KDLoss(temperature=1.0, logit_norm='l2'),
                                   DKDLoss(t_norm=2.0), MultiTempKDLoss([1, 2, 4], t_norm=1.0)])
 def test_kl_based_losses_vanish_when_student_equals_teacher(loss):
     x = logits(seed=9, scale=3.0)

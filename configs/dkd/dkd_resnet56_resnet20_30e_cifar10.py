@@ -1,4 +1,5 @@
-# DKD: alpha = 1, beta = 2, T = 4, warm-up 5 epochs (20 of 240 in the full recipe, scaled); a short schedule for quick runs (30 epochs, cosine) on cifar10.
+# DKD: alpha = 1, beta = 2, T = 4, warm-up 5 epochs (20 of 240 in the full recipe, scaled);
+# a short schedule for quick runs (30 epochs, cosine) on cifar10.
 _base_ = ['../_base_/models/resnet56_resnet20_cifar10.py', '../_base_/datasets/cifar10_folder.py',
           '../_base_/schedules/cifar_30e.py', '../_base_/distill_runtime.py']
 model = dict(

@@ -1,4 +1,5 @@
-# DKD: alpha = 1, beta = 2, T = 4, warm-up 5 epochs (20 of 240 in the full recipe, scaled); a short schedule for quick runs (30 epochs, cosine) on tiny-imagenet.
+# DKD: alpha = 1, beta = 2, T = 4, warm-up 5 epochs (20 of 240 in the full recipe, scaled);
+# a short schedule for quick runs (30 epochs, cosine) on tiny-imagenet.
 _base_ = ['../_base_/models/resnet56_resnet20_tiny-imagenet.py', '../_base_/datasets/tiny_imagenet_folder.py',
           '../_base_/schedules/cifar_30e.py', '../_base_/distill_runtime.py']
 model = dict(

@@ -1,4 +1,5 @@
-# KD + logit standardization: z-score, base T = 2, w_ce = 0.1, w_kd = 9; a short schedule for quick runs (30 epochs, cosine) on cifar10.
+# KD + logit standardization: z-score, base T = 2, w_ce = 0.1, w_kd = 9;
+# a short schedule for quick runs (30 epochs, cosine) on cifar10.
 _base_ = ['../_base_/models/resnet56_resnet20_cifar10.py', '../_base_/datasets/cifar10_folder.py',
           '../_base_/schedules/cifar_30e.py', '../_base_/distill_runtime.py']
 model = dict(
