@@ -1,10 +1,11 @@
 """The command-line tools as a user runs them: train (with OpenMMLab's flags), resume, test, export."""
 import subprocess
 import sys
+import tarfile
 
 import torch
 
-from conftest import REPO
+from conftest import DATA, REPO
 from runner_helpers import save_teacher
 
 CONFIG = REPO / 'configs' / 'demo' / 'kd_resnet20_resnet8_4e_cifar10-10k.py'
@@ -65,3 +66,36 @@ def test_model_zoo_cifar_teacher_converts_and_loads_strictly(tmp_path):
         load_teacher_weights(target, str(tmp_path / 'out.pth'))  # strict: every key and shape must match
         for key, value in source.state_dict().items():
             assert torch.equal(target.state_dict()[key], value), key
+
+
+def table_rows(log: str) -> dict:
+    """The rows of the markdown tables a tool printed: first cell -> the other cells."""
+    rows = {}
+    for line in log.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip('|').split('|')]
+        if line.startswith('|') and len(cells) > 1 and not set(cells[1]) <= set('-'):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_benchmark_prints_a_row_for_every_loss_and_every_step(tmp_path):
+    from kdplug.plugins import plugin_infos
+    rows = table_rows(run_tool(REPO / 'tools' / 'benchmark.py', 'losses', '--repeat', '1', '--warmup', '0',
+                               '--device', 'cpu'))
+    for name in (n for info in plugin_infos() for n in info.contributions.get('kdplug_losses', [])):
+        assert name in rows and all(float(ms) > 0 for ms in rows[name]), name
+    rows = table_rows(run_tool(REPO / 'tools' / 'benchmark.py', 'step', '--repeat', '1', '--warmup', '0',
+                               '--batch-size', '4', '--device', 'cpu'))
+    steps = [what for what in rows if what.startswith('distillation step')]
+    assert steps == ['distillation step, KD', 'distillation step, NormKD', 'distillation step, DKD']
+    assert all(float(rows[what][0]) > 0 for what in rows if what != 'what')
+
+
+def test_detection_benchmark_times_faster_rcnn_with_and_without_distillation(tmp_path):
+    with tarfile.open(DATA / 'coco128' / 'coco128.tar') as tar:
+        tar.extractall(tmp_path, filter='data')
+    rows = table_rows(run_tool(REPO / 'tools' / 'benchmark.py', 'detection', '--repeat', '1', '--warmup', '0',
+                               '--batch-size', '1', '--device', 'cpu', '--data-root', tmp_path / 'coco128'))
+    assert rows['student alone (R-50-FPN)'][0] and 'teacher forward (R-101-FPN, 512 RoIs)' in rows
+    steps = [what for what in rows if what.startswith('distillation step')]
+    assert len(steps) == 4 and all(float(rows[what][0]) > 0 for what in steps)

@@ -2,12 +2,17 @@
 
     python tools/benchmark.py losses [--device cuda] [--repeat 50]
     python tools/benchmark.py step [--device cuda] [--batch-size 64] [--repeat 20]
+    python tools/benchmark.py detection [--device cuda] [--batch-size 2] [--repeat 20] [--data-root data/coco128]
 
 ``losses``: forward + backward of every registered loss on random logits of typical shapes (CIFAR-100 batch,
 ImageNet batch, Faster R-CNN RoIs: 2 images x 512 RoIs x 81 classes). ``step``: one training step (forward, backward,
 SGD) of a CIFAR student (resnet8x4) alone, and distilled from resnet32x4 with KD / NormKD / DKD, through the
 distiller's train_step; the teacher forward alone is timed too, so the distillation overhead can be compared with
-its floor (student step + teacher forward). Median of ``--repeat`` runs after warm-up.
+its floor (student step + teacher forward). ``detection``: the same for Faster R-CNN R-50-FPN distilled from R-101-FPN
+(configs/detection/*_coco128.py) on real coco128 train images (tools/prepare_data.py coco128), through the
+RoIHeadDistiller's train_step, with KD, NKD, NormKD and KD with background RoIs excluded. Weights are random (the
+cost does not depend on them; no download). Median of ``--repeat`` runs after warm-up; on a GPU each row also gives
+its peak memory (torch.cuda.max_memory_allocated, reset before the row).
 """
 import argparse
 import statistics
@@ -36,7 +41,30 @@ def peak_mb(device: str) -> str:
     return f'{torch.cuda.max_memory_allocated() / 2**20:.0f}' if device == 'cuda' else '-'
 
 
-def bench_losses(device: str, repeat: int) -> None:
+def reset_peak(device: str) -> None:
+    if device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+
+
+def print_step_table(rows: list, header: str) -> None:
+    """rows: (what, ms, peak MiB); rows[0] is the student alone, rows[1] the teacher forward."""
+    floor = rows[0][1] + rows[1][1]
+    print(f'{header}; floor = student step + teacher forward = {floor:.1f} ms')
+    print('| what | ms (median) | vs student step | vs floor | peak memory (MiB) |')
+    print('|---|---|---|---|---|')
+    for what, ms, peak in rows:
+        ratio = '' if what.startswith('teacher') else f'{ms / rows[0][1] - 1:+.0%}'
+        over = f'{ms / floor - 1:+.0%}' if what.startswith('distillation') else ''
+        print(f'| {what} | {ms:.1f} | {ratio} | {over} | {peak} |')
+
+
+def row(what: str, fn: Callable[[], object], device: str, repeat: int, warmup: int) -> tuple:
+    reset_peak(device)
+    ms = timed(fn, device, repeat, warmup)
+    return what, ms, peak_mb(device)
+
+
+def bench_losses(device: str, repeat: int, warmup: int) -> None:
     from kdplug.plugins import plugin_infos
     from kdplug.registry import MODELS
     names = [n for info in plugin_infos() for n in info.contributions.get('kdplug_losses', [])]
@@ -53,11 +81,11 @@ def bench_losses(device: str, repeat: int) -> None:
             s = torch.randn(n, c, device=device, requires_grad=True)
             t = torch.randn(n, c, device=device)
             y = torch.randint(0, c, (n,), device=device)
-            cells.append(f'{timed(lambda: loss(s, t, y).backward(), device, repeat):.2f}')
+            cells.append(f'{timed(lambda: loss(s, t, y).backward(), device, repeat, warmup):.2f}')
         print(f'| {name} | ' + ' | '.join(cells) + ' |')
 
 
-def bench_step(device: str, batch_size: int, repeat: int) -> None:
+def bench_step(device: str, batch_size: int, repeat: int, warmup: int) -> None:
     from mmengine.optim import OptimWrapper
     from mmpretrain.structures import DataSample
     from kdplug.adapters.mmpretrain import build_classifier
@@ -79,42 +107,113 @@ def bench_step(device: str, batch_size: int, repeat: int) -> None:
                                 losses=dict(kd=dict(type='KDLoss')))).to(device)
     alone = student.student
     alone_wrapper = OptimWrapper(torch.optim.SGD(alone.parameters(), lr=0.01))
-    rows.append(('student alone (resnet8x4)', timed(lambda: alone.train_step(data, alone_wrapper), device, repeat)))
+    rows.append(row('student alone (resnet8x4)', lambda: alone.train_step(data, alone_wrapper), device, repeat, warmup))
     teacher_inputs = student.data_preprocessor(data, False)['inputs']
 
     def teacher_forward():
         with torch.no_grad():
             student.teacher.head(student.teacher.extract_feat(teacher_inputs))
-    rows.append(('teacher forward (resnet32x4)', timed(teacher_forward, device, repeat)))
+    rows.append(row('teacher forward (resnet32x4)', teacher_forward, device, repeat, warmup))
     for name, loss in (('KD', dict(type='KDLoss', temperature=4.0)), ('NormKD', dict(type='NormKDLoss')),
                        ('DKD', dict(type='DKDLoss'))):
         model = MODELS.build(dict(type='LogitDistiller', student=classifier('ResNet8x4'),
                                   teacher=classifier('ResNet32x4'), teacher_ckpt=teacher_path,
                                   losses=dict(loss=loss))).to(device)
         wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
-        rows.append((f'distillation step, {name}', timed(lambda: model.train_step(data, wrapper), device, repeat)))
-    floor = rows[0][1] + rows[1][1]
-    print(f'batch {batch_size}, 32x32, {device}; floor = student step + teacher forward = {floor:.1f} ms')
-    print('| what | ms (median) | vs student step | vs floor |')
-    print('|---|---|---|---|')
-    for what, ms in rows:
-        ratio = '' if what.startswith('teacher') else f'{ms / rows[0][1] - 1:+.0%}'
-        over = f'{ms / floor - 1:+.0%}' if what.startswith('distillation') else ''
-        print(f'| {what} | {ms:.1f} | {ratio} | {over} |')
-    print(f'peak memory (MiB): {peak_mb(device)}')
+        rows.append(row(f'distillation step, {name}', lambda: model.train_step(data, wrapper), device, repeat, warmup))
+    print_step_table(rows, f'batch {batch_size}, 32x32, {device}')
+
+
+def bench_detection(device: str, batch_size: int, repeat: int, warmup: int, data_root: str) -> None:
+    import copy
+    import os.path as osp
+
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.logging import MMLogger
+    from mmengine.optim import OptimWrapper
+    from mmengine.registry import DefaultScope
+    from kdplug.adapters.mmdet import build_detector
+    from kdplug.registry import MODELS
+
+    MMLogger.get_instance('kdplug_benchmark', log_level='WARNING')  # no per-parameter init_weights report
+    config = osp.join(osp.dirname(__file__), '..', 'configs', 'detection', 'kd_faster-rcnn_r101_r50_fpn_12e_coco128.py')
+    cfg = Config.fromfile(config)
+    no_download = dict(backbone=dict(init_cfg=None))  # random weights: the cost does not depend on them
+    student_cfg = dict(cfg.model.student, **no_download)
+    teacher_cfg = dict(cfg.model.teacher, **no_download)
+    teacher_path = '/tmp/kdplug_benchmark_detection_teacher.pth'
+    torch.manual_seed(0)
+    teacher = build_detector(teacher_cfg)
+    teacher.init_weights()  # mmdet's initialisation of the heads: the RPN proposes as a trained one would (1000 boxes)
+    torch.save(teacher.state_dict(), teacher_path)
+
+    from mmdet.registry import DATASETS
+    dataset_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
+    dataset_cfg.update(data_root=osp.join(data_root, ''),
+                       ann_file='annotations/instances_train2017.json', data_prefix=dict(img='train2017/'))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        dataset = DATASETS.build(dataset_cfg)
+    data = pseudo_collate([dataset[i] for i in range(batch_size)])
+    boxes = sum(len(sample.gt_instances) for sample in data['data_samples'])
+    shapes = [tuple(image.shape[1:]) for image in data['inputs']]
+
+    def distiller(losses: dict, background='include'):
+        torch.manual_seed(0)
+        model = MODELS.build(dict(type='RoIHeadDistiller', student=student_cfg, teacher=teacher_cfg,
+                                  teacher_ckpt=teacher_path, losses=losses, background=background))
+        model.student.init_weights()
+        return model.to(device)
+
+    def optim_wrapper(model):
+        # lr 0: every repeat does the same work (random weights that train would change the RPN's proposals)
+        return OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0))
+
+    rows = []
+    model = distiller(dict(kd=dict(type='KDLoss', temperature=1.0)))
+    alone = model.student
+    alone_wrapper = optim_wrapper(alone)
+    rows.append(row('student alone (R-50-FPN)', lambda: alone.train_step(data, alone_wrapper), device, repeat, warmup))
+    with torch.no_grad():
+        batch = model.data_preprocessor(copy.deepcopy(data), True)
+        student_rois = model.student.rpn_head.predict(model.student.extract_feat(batch['inputs']),
+                                                      batch['data_samples'])
+    from kdplug.adapters.mmdet import teacher_cls_scores
+    from mmdet.structures.bbox import bbox2roi
+    rois = bbox2roi([proposals.bboxes[:512] for proposals in student_rois])
+
+    def teacher_forward():
+        with torch.no_grad():
+            teacher_cls_scores(model.teacher, batch['inputs'], rois)
+    rows.append(row(f'teacher forward (R-101-FPN, {len(rois)} RoIs)', teacher_forward, device, repeat, warmup))
+    for name, losses, background in (
+            ('KD', dict(kd=dict(type='KDLoss', temperature=1.0)), 'include'),
+            ('KD, background excluded', dict(kd=dict(type='KDLoss', temperature=1.0)), 'exclude'),
+            ('NKD', dict(nkd=dict(type='NKDLoss', temperature=1.0, gamma=1.5)), 'include'),
+            ('NormKD', dict(normkd=dict(type='NormKDLoss')), 'include')):
+        model = distiller(losses, background)
+        wrapper = optim_wrapper(model)
+        rows.append(row(f'distillation step, {name}', lambda: model.train_step(data, wrapper), device, repeat, warmup))
+    print_step_table(rows, f'Faster R-CNN, batch {batch_size} coco128 train images {shapes} ({boxes} boxes), '
+                           f'{device}')
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('what', choices=['losses', 'step'])
+    parser.add_argument('what', choices=['losses', 'step', 'detection'])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--repeat', type=int, default=20)
-    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--warmup', type=int, help='untimed runs first (default: 3; 1 for detection)')
+    parser.add_argument('--batch-size', type=int, help='default: 64 for step, 2 for detection')
+    parser.add_argument('--data-root', default='data/coco128', help='coco128 for detection (tools/prepare_data.py)')
     args = parser.parse_args(argv)
     if args.what == 'losses':
-        bench_losses(args.device, args.repeat)
+        bench_losses(args.device, args.repeat, 3 if args.warmup is None else args.warmup)
+    elif args.what == 'step':
+        bench_step(args.device, args.batch_size or 64, args.repeat, 3 if args.warmup is None else args.warmup)
     else:
-        bench_step(args.device, args.batch_size, args.repeat)
+        bench_detection(args.device, args.batch_size or 2, args.repeat, 1 if args.warmup is None else args.warmup,
+                        args.data_root)
 
 
 if __name__ == '__main__':
