@@ -12,10 +12,12 @@ its floor (student step + teacher forward). ``detection``: the same for Faster R
 (configs/detection/*_coco128.py) on real coco128 train images (tools/prepare_data.py coco128), through the
 RoIHeadDistiller's train_step, with KD, NKD, NormKD and KD with background RoIs excluded. Weights are random (the
 cost does not depend on them; no download). Median of ``--repeat`` runs after warm-up; on a GPU each row also gives
-its peak memory (torch.cuda.max_memory_allocated, reset before the row).
+its peak memory (torch.cuda.max_memory_allocated, reset before the row: weights, gradients, activations).
 """
 import argparse
+import os
 import statistics
+import tempfile
 import time
 from typing import Callable
 
@@ -97,7 +99,7 @@ def bench_step(device: str, batch_size: int, repeat: int, warmup: int) -> None:
                     head=dict(type='LinearClsHead', num_classes=100, in_channels=256,
                               loss=dict(type='CrossEntropyLoss')))
 
-    teacher_path = '/tmp/kdplug_benchmark_teacher.pth'
+    teacher_path = os.path.join(tempfile.gettempdir(), 'kdplug_benchmark_teacher.pth')
     torch.save(build_classifier(classifier('ResNet32x4')).state_dict(), teacher_path)
     data = dict(inputs=[torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8) for _ in range(batch_size)],
                 data_samples=[DataSample().set_gt_label(i % 100) for i in range(batch_size)])
@@ -126,7 +128,6 @@ def bench_step(device: str, batch_size: int, repeat: int, warmup: int) -> None:
 
 def bench_detection(device: str, batch_size: int, repeat: int, warmup: int, data_root: str) -> None:
     import copy
-    import os.path as osp
 
     from mmengine.config import Config
     from mmengine.dataset import pseudo_collate
@@ -137,12 +138,13 @@ def bench_detection(device: str, batch_size: int, repeat: int, warmup: int, data
     from kdplug.registry import MODELS
 
     MMLogger.get_instance('kdplug_benchmark', log_level='WARNING')  # no per-parameter init_weights report
-    config = osp.join(osp.dirname(__file__), '..', 'configs', 'detection', 'kd_faster-rcnn_r101_r50_fpn_12e_coco128.py')
+    config = os.path.join(os.path.dirname(__file__), '..', 'configs', 'detection',
+                          'kd_faster-rcnn_r101_r50_fpn_12e_coco128.py')
     cfg = Config.fromfile(config)
     no_download = dict(backbone=dict(init_cfg=None))  # random weights: the cost does not depend on them
     student_cfg = dict(cfg.model.student, **no_download)
     teacher_cfg = dict(cfg.model.teacher, **no_download)
-    teacher_path = '/tmp/kdplug_benchmark_detection_teacher.pth'
+    teacher_path = os.path.join(tempfile.gettempdir(), 'kdplug_benchmark_detection_teacher.pth')
     torch.manual_seed(0)
     teacher = build_detector(teacher_cfg)
     teacher.init_weights()  # mmdet's initialisation of the heads: the RPN proposes as a trained one would (1000 boxes)
@@ -150,7 +152,7 @@ def bench_detection(device: str, batch_size: int, repeat: int, warmup: int, data
 
     from mmdet.registry import DATASETS
     dataset_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
-    dataset_cfg.update(data_root=osp.join(data_root, ''),
+    dataset_cfg.update(data_root=os.path.join(data_root, ''),
                        ann_file='annotations/instances_train2017.json', data_prefix=dict(img='train2017/'))
     with DefaultScope.overwrite_default_scope('mmdet'):
         dataset = DATASETS.build(dataset_cfg)
@@ -163,24 +165,26 @@ def bench_detection(device: str, batch_size: int, repeat: int, warmup: int, data
         model = MODELS.build(dict(type='RoIHeadDistiller', student=student_cfg, teacher=teacher_cfg,
                                   teacher_ckpt=teacher_path, losses=losses, background=background))
         model.student.init_weights()
-        return model.to(device)
+        return model
 
     def optim_wrapper(model):
         # lr 0: every repeat does the same work (random weights that train would change the RPN's proposals)
         return OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0))
 
+    # one model on the device at a time, so that each row's GPU peak is its own
     rows = []
     model = distiller(dict(kd=dict(type='KDLoss', temperature=1.0)))
-    alone = model.student
+    alone = model.student.to(device)  # the teacher stays on the CPU for this row
     alone_wrapper = optim_wrapper(alone)
     rows.append(row('student alone (R-50-FPN)', lambda: alone.train_step(data, alone_wrapper), device, repeat, warmup))
+    model.to(device)
     with torch.no_grad():
         batch = model.data_preprocessor(copy.deepcopy(data), True)
         student_rois = model.student.rpn_head.predict(model.student.extract_feat(batch['inputs']),
                                                       batch['data_samples'])
     from kdplug.adapters.mmdet import teacher_cls_scores
     from mmdet.structures.bbox import bbox2roi
-    rois = bbox2roi([proposals.bboxes[:512] for proposals in student_rois])
+    rois = bbox2roi([proposals.bboxes[:512] for proposals in student_rois])  # as many as the sampler keeps
 
     def teacher_forward():
         with torch.no_grad():
@@ -191,7 +195,8 @@ def bench_detection(device: str, batch_size: int, repeat: int, warmup: int, data
             ('KD, background excluded', dict(kd=dict(type='KDLoss', temperature=1.0)), 'exclude'),
             ('NKD', dict(nkd=dict(type='NKDLoss', temperature=1.0, gamma=1.5)), 'include'),
             ('NormKD', dict(normkd=dict(type='NormKDLoss')), 'include')):
-        model = distiller(losses, background)
+        model = wrapper = batch = rois = None  # free the previous row's model first
+        model = distiller(losses, background).to(device)
         wrapper = optim_wrapper(model)
         rows.append(row(f'distillation step, {name}', lambda: model.train_step(data, wrapper), device, repeat, warmup))
     print_step_table(rows, f'Faster R-CNN, batch {batch_size} coco128 train images {shapes} ({boxes} boxes), '
