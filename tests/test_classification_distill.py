@@ -215,6 +215,28 @@ def test_teacher_runs_without_grad_in_the_students_autocast(tmp_path, teacher_ck
     assert losses['distill.loss_kd'].dtype == torch.float32 and torch.isfinite(losses['distill.loss_kd'])
 
 
+def test_amp_optim_wrapper_runs_the_teacher_in_the_students_autocast(cifar10_root, tmp_path, teacher_ckpt,
+                                                                     monkeypatch):
+    """mmengine's AmpOptimWrapper itself, through the Runner. It refuses to start without an accelerator (patched
+    here) and its CPU autocast takes bfloat16 only; on a GPU the same path runs in float16 with a GradScaler."""
+    import mmengine.optim.optimizer.amp_optimizer_wrapper as amp
+    monkeypatch.setattr(amp, 'is_cuda_available', lambda: True)
+    cfg = run_config(cifar10_root, tmp_path, teacher_ckpt, max_iters=2)
+    cfg.optim_wrapper.update(type='AmpOptimWrapper', dtype='bfloat16')
+    runner = make_runner(cfg)
+    seen = []
+    runner.model.teacher.head.register_forward_hook(
+        lambda module, args, out: seen.append((out.dtype, torch.is_grad_enabled())))
+    before = {k: v.clone() for k, v in runner.model.student.state_dict().items()}
+    runner.train()
+    assert type(runner.optim_wrapper).__name__ == 'AmpOptimWrapper'
+    in_training = seen[-2:]  # the first calls are the teacher's evaluation before training (float32)
+    assert in_training == [(torch.bfloat16, False)] * 2
+    train = [r for r in scalars(tmp_path) if 'distill.loss_kd' in r]
+    assert len(train) == 2 and all(0 < r['distill.loss_kd'] < float('inf') for r in train)
+    assert not torch.equal(before['head.fc.weight'], runner.model.student.state_dict()['head.fc.weight'])
+
+
 def test_teacher_from_a_url_is_downloaded_with_weights_only(tmp_path, teacher_ckpt, monkeypatch):
     from kdplug.registry import MODELS
     calls = []
