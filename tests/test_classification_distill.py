@@ -117,6 +117,20 @@ def test_class_count_mismatch_is_an_error(tmp_path):
         MODELS.build(cfg)
 
 
+def test_student_from_cfg_path_keeps_its_batch_augments(tmp_path):
+    """A student given by cfg_path brings its model.train_cfg (mixup / cutmix) into the distiller's preprocessor."""
+    from kdplug.registry import MODELS
+    student = dict(cfg_path='mmpretrain::resnet/resnet50_8xb256-rsb-a1-600e_in1k.py', backbone=dict(depth=18),
+                   head=dict(in_channels=512))
+    ckpt = tmp_path / 'teacher.pth'
+    from kdplug.adapters.mmpretrain import build_classifier
+    torch.save(build_classifier(student).state_dict(), ckpt)
+    model = MODELS.build(dict(type='LogitDistiller', student=student, teacher=student, teacher_ckpt=str(ckpt),
+                              losses=dict(kd=dict(type='KDLoss'))))
+    augments = model.data_preprocessor.batch_augments
+    assert augments is not None and sorted(type(a).__name__ for a in augments.augments) == ['CutMix', 'Mixup']
+
+
 def test_untrusted_pickle_is_refused(tmp_path):
     from kdplug.registry import MODELS
     path = tmp_path / 'evil.pth'

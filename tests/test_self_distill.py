@@ -89,6 +89,19 @@ def test_ema_update_is_the_papers_formula(cifar10_root, tmp_path):
         torch.testing.assert_close(b, dict(model.student.named_buffers())[name])
 
 
+def test_ema_teacher_moves_only_after_optimizer_steps(cifar10_root, tmp_path):
+    """With gradient accumulation over 2 iterations, 4 iterations make 2 optimizer steps, hence 2 EMA updates."""
+    cfg = run_config(cifar10_root, tmp_path, model_from=EMA_CONFIG, max_iters=4)
+    cfg.optim_wrapper.accumulative_counts = 2
+    runner = make_runner(cfg)
+    updates = []
+    update = runner.model.update_teacher
+    runner.model.update_teacher = lambda: (updates.append(runner.iter), update())[1]
+    runner.train()
+    # the first call comes from the distiller's first loss (the copy), then one per optimizer step (iterations 2, 4)
+    assert len(updates) == 3
+
+
 def test_ema_distiller_refuses_to_train_without_its_hook(cifar10_root, tmp_path):
     cfg = run_config(cifar10_root, tmp_path, model_from=EMA_CONFIG)
     cfg.custom_hooks = []

@@ -40,8 +40,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
-        import torch
-        if not torch.cuda.is_available():
+        from mmengine.device import get_device
+        if get_device() == 'cpu':  # mmengine's own test: CUDA, NPU, MLU or MUSA
             raise SystemExit('--amp uses mmengine\'s AmpOptimWrapper, which needs a GPU (float16 autocast + '
                              'GradScaler); this machine has none: train without --amp')
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':

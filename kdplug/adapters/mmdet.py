@@ -134,7 +134,7 @@ def student_rois_and_losses(detector: nn.Module, inputs: Tensor, data_samples: L
     RoIs with their logits and labels (the steps of ``StandardRoIHead.loss`` / ``bbox_loss``, unchanged)."""
     from mmdet.models.utils import unpack_gt_instances
     from mmdet.structures.bbox import bbox2roi
-    head = roi_head(detector, 'student')
+    head = detector.roi_head  # checked when the distiller was built (roi_head())
     x = detector.extract_feat(inputs)
     losses, proposals = _rpn_proposals(detector, x, data_samples)
 
@@ -163,7 +163,7 @@ def teacher_cls_scores(teacher: nn.Module, inputs: Tensor, rois: Tensor) -> Tens
     """The teacher's RoI classification logits (N, C + 1) on the given RoIs: its backbone, neck and RoI head, never
     its RPN. Call under ``torch.no_grad()``."""
     feats = teacher.extract_feat(inputs)
-    return roi_head(teacher, 'teacher')._bbox_forward(feats, rois)['cls_score']
+    return teacher.roi_head._bbox_forward(feats, rois)['cls_score']
 
 
 def predict(detector: nn.Module, inputs: Tensor, data_samples: Optional[List]) -> List:

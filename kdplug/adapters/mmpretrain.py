@@ -47,7 +47,9 @@ def predict(classifier: nn.Module, inputs: Tensor, data_samples: Optional[List])
 
 
 def data_preprocessor_config(data_preprocessor: Optional[dict], student_cfg: dict) -> dict:
-    """The distiller's data preprocessor: the run's (or the student's), as a mmpretrain ClsDataPreprocessor."""
+    """The distiller's data preprocessor: the run's (or the student's, also from its ``cfg_path``), as a mmpretrain
+    ClsDataPreprocessor with the student's batch augments (mixup / cutmix)."""
+    student_cfg = model_config(student_cfg)
     cfg = copy.deepcopy(dict(data_preprocessor or student_cfg.get('data_preprocessor') or {}))
     cfg.setdefault('type', DEFAULT_DATA_PREPROCESSOR)
     if cfg['type'] == 'ClsDataPreprocessor':

@@ -78,4 +78,5 @@ class EMATeacherHook(Hook):
         model.hook_attached = True
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        unwrap(runner.model).update_teacher()
+        if runner.optim_wrapper.should_update():  # with gradient accumulation, only after the step that updated
+            unwrap(runner.model).update_teacher()
