@@ -281,3 +281,22 @@ def test_student_modules_are_a_plugin_kind_open_to_third_parties(python, tmp_pat
         print(infos['gatekd']['kdplug_student_modules'], infos['kdplug.models.plugin']['kdplug_student_modules'])'''),
         env={'PYTHONPATH': os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')])})
     assert result.stdout.splitlines() == ['10', "['GateLayer'] ['LetKDLayer', 'LetKDLoss']"], result.stderr
+
+
+def test_teacher_assignment_stays_float32_under_autocast():
+    """--amp runs the loss under autocast: codeword distances in bfloat16 would scramble the teacher's assignment."""
+    from torch import nn
+    from kdplug.models.letkd import LetKDLoss
+    torch.manual_seed(0)
+    teacher_feature = 20 + torch.randn(2, 64, 4, 4)  # post-ReLU-like magnitudes: large norms, small differences
+    codewords = teacher_feature.permute(0, 2, 3, 1).reshape(-1, 64)[::2] + 0.1 * torch.randn(16, 64)
+    loss = LetKDLoss('out', level='penultimate')
+    loss.load_codewords(dict(level='penultimate', codewords=codewords))
+    layer = nn.Module()
+    logits = torch.randn(2, 16, 4, 4)
+    layer.assignment_logits = logits
+    plain = loss(layer, teacher_feature)['loss']
+    layer.assignment_logits = logits
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        mixed = loss(layer, teacher_feature)['loss']
+    torch.testing.assert_close(mixed, plain)

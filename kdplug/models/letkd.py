@@ -60,6 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdplug.losses.functional import kl_rows, reduce_per_sample
+
 #: ``format`` key of a codewords file written by tools/fit_codewords.py.
 CODEWORDS_FORMAT = 'kdplug.letkd.codewords/1'
 LEVELS = ('penultimate', 'intermediate')
@@ -210,10 +212,8 @@ def intermediate_assignment(teacher_rows: Tensor, labels: Tensor, section: Mappi
 
 def kl_batchmean(target: Tensor, logits: Tensor) -> Tensor:
     """``KL(target || softmax(logits))`` summed over the last dim and averaged over the rows, in float32
-    (``0 log 0 = 0``)."""
-    target = target.float()
-    log_q = torch.log_softmax(logits.float(), dim=1)
-    return (torch.xlogy(target, target) - target * log_q).sum() / max(target.shape[0], 1)
+    (``0 log 0 = 0``): kdplug's KL of rows and its one reduction."""
+    return reduce_per_sample(kl_rows(target.float().log(), torch.log_softmax(logits.float(), dim=1)))
 
 
 # ------------------------------------------------------------------------------------------- the file
@@ -256,6 +256,9 @@ class LetKDLoss(nn.Module):
             raise ValueError(f"LetKDLoss: level must be one of {LEVELS}, got {level!r}")
         if temperature <= 0:
             raise ValueError(f'LetKDLoss: temperature must be > 0, got {temperature}')
+        if level == 'intermediate' and temperature != 1.0:
+            raise ValueError('LetKDLoss: the intermediate level distils the fitted sub-class scores, which take no '
+                             f'temperature; got temperature={temperature}: leave it at 1')
         self.student_module, self.level, self.codewords_path = student_module, level, codewords
         self.teacher_stage = teacher_stage or student_module
         self.temperature, self.loss_weight = float(temperature), float(loss_weight)
@@ -301,13 +304,6 @@ class LetKDLoss(nn.Module):
             out['subclasses'] = self.subclasses
         return out
 
-    @property
-    def num_targets(self) -> int:
-        """K of the teacher's assignment (0 before loading)."""
-        if not self.loaded:
-            return 0
-        return (self.cw_codewords if self.level == 'penultimate' else self.cw_scores).shape[0]
-
     # -- the loss ----------------------------------------------------------------------------------------------------
     def teacher_assignment(self, teacher_feature: Tensor, size: Tuple[int, int],
                            target: Optional[Tensor] = None) -> Tensor:
@@ -341,7 +337,9 @@ class LetKDLoss(nn.Module):
             raise RuntimeError(f'LetKDLoss({self.student_module!r}): the student layer has no assignment logits: '
                                'the student must run forward in training mode before the loss')
         layer.assignment_logits = None  # consumed: never reused by a later step
-        p_t = self.teacher_assignment(teacher_feature, tuple(logits.shape[-2:]), target)
+        # distances to codewords cancel badly in float16 / bfloat16: the assignment is float32 even under --amp
+        with torch.autocast(teacher_feature.device.type, enabled=False):
+            p_t = self.teacher_assignment(teacher_feature, tuple(logits.shape[-2:]), target)
         student_rows = rows(logits)
         k_student, k_teacher = student_rows.shape[1], p_t.shape[1]
         if k_teacher > k_student:
