@@ -10,7 +10,8 @@
     python tools/run_demo.py --seeds 1 2 --teacher-ckpt work_dirs/demo/teacher_resnet20/epoch_4.pth \
         --work-dir work_dirs/demo_seeds          # more seeds of the students, same teacher
 
-The numbers of such a short run are small and noisy (one seed); the comparison is fair: same data, schedule, seed.
+The numbers of such a short run are small and noisy (one seed by default, --seeds for more); the comparison is fair:
+same data, schedule, seed.
 """
 import argparse
 import json
