@@ -33,6 +33,13 @@ def python():
 
 
 @pytest.fixture(scope='session')
+def teacher_ckpt(tmp_path_factory) -> str:
+    """A randomly initialised resnet20 CIFAR-10 teacher, saved as a training run would (detection tests override it)."""
+    from runner_helpers import save_teacher
+    return save_teacher(tmp_path_factory.mktemp('teacher') / 'teacher.pth')
+
+
+@pytest.fixture(scope='session')
 def cifar10_root(tmp_path_factory):
     """Real CIFAR-10 images: 8 per class for training, 4 per class for testing."""
     from cifar10_data import make_cifar10_subset

@@ -11,6 +11,7 @@ from conftest import REPO
 
 DEMO = REPO / 'configs' / 'demo'
 KD_CONFIG = DEMO / 'kd_resnet20_resnet8_4e_cifar10-10k.py'
+EMA_CONFIG = REPO / 'configs' / 'ema-l2' / 'ema-l2_resnet20_240e_cifar10.py'
 
 
 def classifier_cfg(backbone='ResNet8', num_classes=10):
@@ -18,6 +19,15 @@ def classifier_cfg(backbone='ResNet8', num_classes=10):
                 neck=dict(type='GlobalAveragePooling'),
                 head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=64,
                           loss=dict(type='CrossEntropyLoss')))
+
+
+def data_options(root) -> list:
+    """--cfg-options that point a demo config's loaders at ``root`` (tools run as a user runs them)."""
+    options = []
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        options += [f'{loader}.dataset.data_root={root}', f'{loader}.dataset.ann_file=', f'{loader}.num_workers=0',
+                    f'{loader}.persistent_workers=False', f'{loader}.batch_size=16']
+    return options
 
 
 def save_teacher(path: Path, backbone='ResNet20', num_classes=10, seed=0) -> str:

@@ -11,11 +11,6 @@ from conftest import REPO
 from runner_helpers import classifier_cfg, make_runner, run_config, save_teacher, scalars
 
 
-@pytest.fixture(scope='module')
-def teacher_ckpt(tmp_path_factory):
-    return save_teacher(tmp_path_factory.mktemp('teacher') / 'teacher.pth')
-
-
 def test_distillation_steps_log_both_losses_and_leave_the_teacher_untouched(cifar10_root, tmp_path, teacher_ckpt):
     runner = make_runner(run_config(cifar10_root, tmp_path, teacher_ckpt))
     teacher = runner.model.teacher

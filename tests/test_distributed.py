@@ -13,11 +13,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from runner_helpers import save_teacher
-from test_tools import data_options
+from runner_helpers import EMA_CONFIG, KD_CONFIG, data_options, save_teacher
 
-KD_CONFIG = REPO / 'configs' / 'demo' / 'kd_resnet20_resnet8_4e_cifar10-10k.py'
-EMA_CONFIG = REPO / 'configs' / 'ema-l2' / 'ema-l2_resnet20_240e_cifar10.py'
 
 
 def dist_train(config, work_dir, tmp_path, *options) -> str:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO
-from runner_helpers import make_runner, run_config, save_teacher, scalars
+from runner_helpers import make_runner, run_config, scalars
 
 LETKD_CONFIG = REPO / 'configs' / 'letkd' / 'letkd-2_resnet20_resnet8_4e_cifar10-10k.py'
 
@@ -28,11 +28,6 @@ def letkd_config(cifar10_root, work_dir, teacher_ckpt, codewords, **kwargs):
     for loss in cfg.model.losses.values():
         loss.codewords = str(codewords)
     return cfg
-
-
-@pytest.fixture(scope='module')
-def teacher_ckpt(tmp_path_factory):
-    return save_teacher(tmp_path_factory.mktemp('letkd_teacher') / 'teacher.pth')
 
 
 @pytest.fixture(scope='module')

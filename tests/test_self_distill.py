@@ -3,10 +3,9 @@ import pytest
 import torch
 
 from conftest import REPO
-from runner_helpers import make_runner, run_config, scalars
+from runner_helpers import EMA_CONFIG, make_runner, run_config, scalars
 
 USKD_CONFIG = REPO / 'configs' / 'uskd' / 'uskd_resnet18_240e_cifar100.py'
-EMA_CONFIG = REPO / 'configs' / 'ema-l2' / 'ema-l2_resnet20_240e_cifar10.py'
 
 
 def uskd_runner(cifar10_root, work_dir, **overrides):

@@ -6,18 +6,9 @@ import tarfile
 import torch
 
 from conftest import DATA, REPO
-from runner_helpers import save_teacher
+from runner_helpers import KD_CONFIG as CONFIG, data_options, save_teacher
 
-CONFIG = REPO / 'configs' / 'demo' / 'kd_resnet20_resnet8_4e_cifar10-10k.py'
 STUDENT_CONFIG = REPO / 'configs' / 'demo' / 'student_resnet8_4e_cifar10-10k.py'
-
-
-def data_options(root):
-    options = []
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        options += [f'{loader}.dataset.data_root={root}', f'{loader}.dataset.ann_file=', f'{loader}.num_workers=0',
-                    f'{loader}.persistent_workers=False', f'{loader}.batch_size=16']
-    return options
 
 
 def run_tool(*args):
