@@ -36,7 +36,10 @@ class PluginRegistry(Registry):
     def import_from_location(self) -> None:
         if not self._imported:
             self._imported = True  # before loading: the plugins register into this registry
+            from .engine.checkpoint import allow_mmengine_checkpoints
             from .plugins import load_plugins
+            # a kdplug config run by any tool (mmpretrain's, mmdet's, a plain Runner) resumes under torch >= 2.6
+            allow_mmengine_checkpoints()
             load_plugins()
 
     def build(self, cfg: Any, *args: Any, **kwargs: Any) -> Any:

@@ -18,7 +18,10 @@ def main(argv=None) -> None:
     parser.add_argument('checkpoint', help='a checkpoint written by a kdplug distillation run')
     parser.add_argument('out', help='where to write the student-only checkpoint')
     args = parser.parse_args(argv)
-    exported = export_student(args.checkpoint, args.out)
+    try:
+        exported = export_student(args.checkpoint, args.out)
+    except (OSError, RuntimeError, ValueError) as err:  # a wrong or damaged file: the message says which and why
+        raise SystemExit(f'export_student: {err}') from None
     print(f'wrote {args.out}: {len(exported["state_dict"])} student tensors')
 
 

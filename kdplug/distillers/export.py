@@ -18,7 +18,9 @@ def export_student(checkpoint: str, out: str) -> Dict[str, Any]:
     loaded = load_checkpoint_file(checkpoint, role='distillation run')
     state_dict = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else None
     if not isinstance(state_dict, dict) or not any(k.startswith(PREFIX) for k in state_dict):
-        raise ValueError(f'{checkpoint!r} holds no "student.*" weights: it is not a kdplug distillation checkpoint')
+        raise ValueError(f'{checkpoint!r} holds no "student.*" weights: it is not the checkpoint of a kdplug '
+                         'distillation run. Give an epoch_<n>.pth / iter_<n>.pth that a kdplug distiller wrote; a '
+                         'plain mmpretrain / mmdet checkpoint is already a student and needs no export')
     student = {key[len(PREFIX):]: value for key, value in state_dict.items() if key.startswith(PREFIX)}
     meta = dict(loaded.get('meta') or {})
     exported = {

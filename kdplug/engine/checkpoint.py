@@ -1,61 +1,129 @@
-"""Loading checkpoints with ``weights_only=True``, including mmengine's own run checkpoints.
+"""Loading checkpoints with ``weights_only=True``, mmengine's own run checkpoints included, and nothing callable.
 
-torch >= 2.6 loads with ``weights_only=True`` by default; an mmengine 0.10.7 run checkpoint also holds its
-message hub (``HistoryBuffer`` objects with numpy arrays), so mmengine's resume and ``load_from`` fail. Rather than
-turning the safety off (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``) we allow exactly the types mmengine writes.
+torch >= 2.6 loads with ``weights_only=True`` by default: its unpickler builds only tensors, containers and the
+types on an allow-list, and calls only allow-listed functions. An mmengine 0.10.7 run checkpoint also holds its
+message hub: ``HistoryBuffer`` objects (numpy arrays inside) whose pickled state names their statistics methods,
+written by pickle protocol 2 as ``getattr(HistoryBuffer, 'min')``. Allowing the real ``builtins.getattr`` would let
+a crafted file chain it with torch's own ``_rebuild_from_type_v2`` (which calls its first argument) into any
+function of any module. So kdplug allows, under the name ``builtins.getattr``, a stand-in that resolves exactly
+those four methods of ``HistoryBuffer`` and refuses everything else (:func:`history_buffer_method`), plus the plain
+numpy types an array is rebuilt from. The allow-list is process-wide (mmengine's resume calls ``torch.load``
+itself), so it must be, and is, safe to leave on.
 """
-import codecs
 import os
-from typing import Any, Dict, List
+import pickle
+import warnings
+import zipfile
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
+#: The statistics methods mmengine 0.10.7's ``HistoryBuffer.__getstate__`` pickles (``_set_default_statistics``).
+HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
+
+
+def history_buffer_method(owner: Any, name: Any) -> Callable:
+    """The only ``getattr`` the weights-only unpickler may call: ``HistoryBuffer.<min|max|current|mean>``."""
+    from mmengine.logging import HistoryBuffer
+    if owner is HistoryBuffer and name in HISTORY_BUFFER_METHODS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'refused getattr({owner!r}, {name!r}) while loading a checkpoint: kdplug only resolves the statistics '
+        f'methods {HISTORY_BUFFER_METHODS} of mmengine\'s HistoryBuffer. The file was not written by mmengine / '
+        'torch.save of weights, or it was crafted to run code: do not load it')
+
 
 def mmengine_safe_globals() -> List[Any]:
-    """The non-tensor types an mmengine 0.10.7 checkpoint holds."""
+    """What an mmengine 0.10.7 checkpoint needs beyond torch's own allow-list: types, and one restricted getattr."""
     import numpy as np
     from mmengine.logging import HistoryBuffer
-    types: List[Any] = [HistoryBuffer, np.ndarray, np.dtype]
     try:
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct, scalar
-    types += [_reconstruct, scalar]
-    # numpy pickles array bytes through codecs.encode; HistoryBuffer keeps bound methods (numpy's min, max...),
-    # pickled as getattr(array, 'min'). The unpickler still refuses to *call* anything outside this list.
-    types += [codecs.encode, getattr]
-    types += [type(np.dtype(name)) for name in ('float64', 'float32', 'float16', 'int64', 'int32', 'bool')]
-    return types
+    # _reconstruct only allocates an ndarray (of an allow-listed subtype), scalar only reinterprets bytes; bytes
+    # themselves come through _codecs.encode, which torch allows already.
+    dtypes = [type(np.dtype(name)) for name in ('float64', 'float32', 'float16', 'int64', 'int32', 'bool')]
+    return [HistoryBuffer, np.ndarray, np.dtype, _reconstruct, scalar, *dtypes,
+            (history_buffer_method, 'builtins.getattr')]
 
 
 def allow_mmengine_checkpoints() -> None:
-    """Let ``torch.load(weights_only=True)`` (mmengine's resume and ``load_from``) read mmengine checkpoints.
-
-    Called by tools/train.py and tools/test.py; safe to call more than once.
-    """
+    """Let ``torch.load(weights_only=True)`` (kdplug's loads, mmengine's resume and ``load_from``) read mmengine
+    checkpoints. Safe to call more than once; called when kdplug's plugins load and by kdplug's tools."""
+    allowed = torch.serialization.get_safe_globals()
+    if getattr in allowed:  # someone allowed the real getattr: with it, a checkpoint can run code
+        warnings.warn('builtins.getattr was on torch\'s weights_only allow-list (added outside kdplug): it lets a '
+                      'crafted checkpoint run code, so kdplug removed it and allows only its restricted stand-in')
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals([g for g in allowed if g is not getattr])
+    if os.environ.get('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '0').lower() in ('1', 'y', 'yes', 'true'):
+        warnings.warn('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set: mmengine\'s resume / load_from will unpickle '
+                      'checkpoints without restrictions, so a crafted checkpoint can run code. Unset it: kdplug '
+                      'loads mmengine checkpoints with weights_only=True')
     torch.serialization.add_safe_globals(mmengine_safe_globals())
 
 
-def load_checkpoint_file(path: str, role: str = 'teacher') -> Any:
-    """A checkpoint file or URL, loaded with ``weights_only=True`` (mmengine's own types allowed)."""
-    # torch's safe_globals context removes on exit what it added, even globals allowed before it: add only the
-    # missing ones, or a later resume in this process (allow_mmengine_checkpoints) would lose them.
-    allowed = torch.serialization.get_safe_globals()
-    missing = [g for g in mmengine_safe_globals() if g not in allowed]
-    with torch.serialization.safe_globals(missing):
-        if path.startswith(('http://', 'https://')):
-            return torch.hub.load_state_dict_from_url(path, map_location='cpu', weights_only=True)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f'{role} checkpoint {path!r} does not exist. Train the {role} first (tools/train.py with its '
-                f'config, e.g. configs/teachers/), then point {role}_ckpt at the .pth it wrote, or give a URL')
+ZIP_MAGIC = b'PK\x03\x04'  # torch.save's default (zip) format
+
+
+def unreadable_reason(path: str) -> Optional[str]:
+    """Why the local file ``path`` cannot be a complete checkpoint (missing, a folder, empty, truncated), or None.
+
+    A torch checkpoint is a zip archive whose directory is written last: an interrupted write leaves a file
+    without it, which this detects without reading the tensors.
+    """
+    if not os.path.exists(path):
+        return 'does not exist'
+    if os.path.isdir(path):
+        return 'is a directory, not a checkpoint file'
+    size = os.path.getsize(path)
+    if size == 0:
+        return 'is empty (0 bytes): its write was interrupted, or it is not a checkpoint'
+    with open(path, 'rb') as file:
+        head = file.read(4)
+    if head == ZIP_MAGIC:
         try:
-            return torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as err:
-            raise RuntimeError(
-                f'{role} checkpoint {path!r} could not be loaded with weights_only=True ({err}). kdplug only '
-                "loads checkpoints that hold weights (and mmengine's own training state); re-save the "
-                'state_dict of a trusted checkpoint with torch.save') from err
+            with zipfile.ZipFile(path) as archive:
+                archive.namelist()
+        except (zipfile.BadZipFile, OSError) as err:
+            return f'is truncated or corrupt ({size} bytes; {err}): its write was probably interrupted'
+    return None
+
+
+def load_checkpoint_file(path: str, role: str = 'teacher') -> Any:
+    """A checkpoint file or URL, loaded with ``weights_only=True`` (mmengine's own types allowed, nothing callable).
+
+    ``role`` names the file in errors ('teacher', 'distillation run', 'letKD codewords'...).
+    """
+    allow_mmengine_checkpoints()
+    if path.startswith(('http://', 'https://')):
+        return torch.hub.load_state_dict_from_url(path, map_location='cpu', weights_only=True)
+    reason = unreadable_reason(path)
+    if reason == 'does not exist':
+        raise FileNotFoundError(
+            f'{role} checkpoint {path!r} does not exist. Train the {role} first (tools/train.py with its config, '
+            f'e.g. configs/teachers/), then point {role}_ckpt at the .pth it wrote, or give a URL'
+            if role == 'teacher' else f'{role} checkpoint {path!r} does not exist: check the path')
+    if reason is not None:
+        raise RuntimeError(f'{role} checkpoint {path!r} {reason}. Give the path of a complete .pth file '
+                           '(an mmengine run writes epoch_<n>.pth into its work dir)')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's text advises weights_only=False; keep only what it found ("Unsupported global: os.system")
+        lines = [line.strip() for line in str(err).split('Check the documentation')[0].splitlines() if line.strip()]
+        found = lines[-1].replace('WeightsUnpickler error:', '').strip() if lines else type(err).__name__
+        if found.startswith('Unsupported operand'):  # not a pickle stream at all: damaged, or another format
+            raise RuntimeError(f'{role} checkpoint {path!r} could not be read ({found}): it is not a torch '
+                               'checkpoint, or it is damaged') from err
+        raise RuntimeError(
+            f'{role} checkpoint {path!r} was refused by the weights-only loader ({found}): kdplug only loads '
+            'checkpoints that hold weights and mmengine\'s own training state, never code. If the file is yours '
+            'and trusted, re-save its state_dict with torch.save(model.state_dict(), path)') from err
+    except Exception as err:
+        raise RuntimeError(f'{role} checkpoint {path!r} could not be read ({type(err).__name__}: {err}): it is '
+                           'not a torch checkpoint, or it is damaged') from err
 
 
 def load_weights(path: str, role: str = 'teacher') -> Dict[str, torch.Tensor]:

@@ -226,7 +226,8 @@ def load_codewords_file(path: str) -> Dict:
         raise FileNotFoundError(
             f'the letKD codewords file {path!r} does not exist. Fit it first, with the trained teacher: '
             f'python {FIT_TOOL} CONFIG (writes the file the config names; --device cuda on a GPU)')
-    loaded = torch.load(path, map_location='cpu', weights_only=True)
+    from kdplug.engine.checkpoint import load_checkpoint_file
+    loaded = load_checkpoint_file(path, role='letKD codewords')
     if not isinstance(loaded, dict) or loaded.get('format') != CODEWORDS_FORMAT:
         raise ValueError(f'{path!r} is not a letKD codewords file of {FIT_TOOL} (format {CODEWORDS_FORMAT!r})')
     return loaded

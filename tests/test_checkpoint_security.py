@@ -1,0 +1,167 @@
+"""No code runs from a checkpoint: crafted files are refused on every path kdplug loads, even after a genuine
+mmengine checkpoint (message hub with history buffers) was loaded in the same process."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+from runner_helpers import KD_CONFIG, data_options, make_runner, run_config
+
+
+class Call:
+    """Pickles as ``func(*args)``: the building block of a crafted checkpoint."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def shell(marker: Path) -> str:
+    return f"__import__('os').system('touch {marker}')"
+
+
+def payloads(marker: Path) -> dict:
+    """Crafted checkpoints, each trying to run ``touch marker``."""
+    from mmengine.logging import HistoryBuffer
+    from torch._tensor import _rebuild_from_type_v2
+    from torch._utils import _rebuild_tensor_v2
+    builtin_type = Call(getattr, getattr, '__class__')  # type(eval): the type check of _rebuild_from_type_v2
+    builtins = Call(getattr, _rebuild_tensor_v2, '__builtins__')
+    evaluate = Call(_rebuild_from_type_v2, Call(getattr, builtins, 'get'), builtin_type, ('eval',), {})
+    return {
+        # the classic: plain __reduce__ to os.system
+        'reduce': {'state_dict': Call(os.system, f'touch {marker}')},
+        # getattr + torch's own _rebuild_from_type_v2 (which calls its first argument) -> builtins.eval
+        'getattr-chain': {'state_dict': {'w': torch.zeros(1)},
+                          'meta': Call(_rebuild_from_type_v2, evaluate, builtin_type, (shell(marker),), {})},
+        # the restricted getattr asked for something other than HistoryBuffer's statistics methods
+        'history-buffer-init': {'meta': Call(getattr, HistoryBuffer, '__init__')},
+        'history-buffer-globals': {'meta': Call(getattr, Call(getattr, HistoryBuffer, 'min'), '__globals__')},
+        'history-buffer-class': {'meta': Call(getattr, HistoryBuffer, '__class__')},
+        # numpy's array rebuild asked for a type that is not an ndarray
+        'numpy-reconstruct': {'meta': Call(_numpy_reconstruct(), HistoryBuffer, (0,), b'b')},
+    }
+
+
+def _numpy_reconstruct():
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def genuine_mmengine_checkpoint(tmp_path: Path, cifar10_root, teacher_ckpt) -> Path:
+    """A real run checkpoint: the message hub holds HistoryBuffers (pickled with getattr(HistoryBuffer, 'min'))."""
+    runner = make_runner(run_config(cifar10_root, tmp_path / 'genuine', teacher_ckpt, max_iters=2))
+    runner.train()
+    return tmp_path / 'genuine' / 'iter_2.pth'
+
+
+def test_the_real_getattr_is_never_allowed_and_a_genuine_checkpoint_still_loads(cifar10_root, teacher_ckpt,
+                                                                                 tmp_path, one_thread):
+    from mmengine.logging import HistoryBuffer
+    from kdplug.engine.checkpoint import load_checkpoint_file
+    path = genuine_mmengine_checkpoint(tmp_path, cifar10_root, teacher_ckpt)
+    loaded = load_checkpoint_file(str(path), role='distillation run')
+    buffers = loaded['message_hub']['log_scalars']
+    assert buffers and all(isinstance(b, HistoryBuffer) for b in buffers.values())
+    assert getattr not in torch.serialization.get_safe_globals()
+    assert torch.load(path, weights_only=True)['meta']['iter'] == 2  # mmengine's own load path (resume)
+
+
+@pytest.mark.parametrize('name', ['reduce', 'getattr-chain', 'history-buffer-init', 'history-buffer-globals',
+                                  'history-buffer-class', 'numpy-reconstruct'])
+def test_crafted_checkpoints_are_refused_in_process(name, cifar10_root, teacher_ckpt, tmp_path, one_thread):
+    """After a genuine mmengine checkpoint was loaded (the allow-list is process-wide), on kdplug's loader and on
+    the plain torch.load that mmengine's resume / load_from use."""
+    from kdplug.engine.checkpoint import load_checkpoint_file
+    from kdplug.models.letkd import load_codewords_file
+    load_checkpoint_file(str(genuine_mmengine_checkpoint(tmp_path, cifar10_root, teacher_ckpt)), 'run')
+    marker = tmp_path / 'pwned'
+    path = tmp_path / f'{name}.pth'
+    torch.save(payloads(marker)[name], path)
+    refused = 'refused by the weights-only loader|First argument must be a sub-type of ndarray'  # numpy's own check
+    with pytest.raises(RuntimeError, match=refused):
+        load_checkpoint_file(str(path), role='teacher')
+    with pytest.raises(RuntimeError, match=refused):
+        load_codewords_file(str(path))
+    with pytest.raises(Exception):
+        torch.load(path)  # what mmengine's CheckpointLoader calls
+    assert not marker.exists()
+
+
+def test_the_getattr_chain_would_run_code_with_the_real_getattr(tmp_path):
+    """The test above is not vacuous: with builtins.getattr allowed (kdplug's old list), the chain runs code."""
+    marker = tmp_path / 'pwned'
+    path = tmp_path / 'chain.pth'
+    torch.save(payloads(marker)['getattr-chain'], path)
+    code = textwrap.dedent(f'''
+        import torch
+        torch.serialization.add_safe_globals([getattr])
+        try:
+            torch.load({str(path)!r}, weights_only=True)
+        except Exception:
+            pass''')
+    subprocess.run([sys.executable, '-c', code], check=True, timeout=120)
+    assert marker.exists()
+
+
+def run_tool(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_every_tool_refuses_a_crafted_checkpoint(cifar10_root, teacher_ckpt, tmp_path):
+    """teacher_ckpt, --resume, load_from, tools/test.py and tools/export_student.py, each in a fresh process."""
+    marker = tmp_path / 'pwned'
+    crafted = tmp_path / 'crafted.pth'
+    torch.save(payloads(marker)['getattr-chain'], crafted)
+    train = [REPO / 'tools' / 'train.py', KD_CONFIG, '--work-dir', tmp_path / 'work']
+    options = ['--cfg-options', 'train_cfg.max_epochs=1', *data_options(cifar10_root)]
+    runs = {
+        'teacher': run_tool(*train, *options, f'model.teacher_ckpt={crafted}'),
+        'resume': run_tool(*train, '--resume', crafted, *options, f'model.teacher_ckpt={teacher_ckpt}'),
+        'load_from': run_tool(*train, *options, f'model.teacher_ckpt={teacher_ckpt}', f'load_from={crafted}'),
+        'test': run_tool(REPO / 'tools' / 'test.py', KD_CONFIG, crafted, '--work-dir', tmp_path / 'test',
+                         *options, f'model.teacher_ckpt={teacher_ckpt}'),
+        'export': run_tool(REPO / 'tools' / 'export_student.py', crafted, tmp_path / 'student.pth'),
+    }
+    for path, result in runs.items():
+        assert result.returncode != 0, path
+        assert 'Weights only load failed' in result.stderr or 'refused' in result.stderr, (path, result.stderr[-2000:])
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize('make,message', [
+    (lambda p: p.mkdir(), r'is a directory, not a checkpoint file'),
+    (lambda p: p.write_bytes(b''), r'is empty \(0 bytes\): its write was interrupted'),
+    (lambda p: p.write_bytes(ZIP_PREFIX), r'is truncated or corrupt'),
+    (lambda p: p.write_bytes(b'not a checkpoint at all'), r'could not be read .*not a torch checkpoint'),
+])
+def test_broken_checkpoint_files_get_messages_that_name_the_problem(tmp_path, make, message):
+    from kdplug.engine.checkpoint import load_checkpoint_file
+    path = tmp_path / 'teacher.pth'
+    make(path)
+    with pytest.raises(RuntimeError, match=rf"teacher checkpoint '{path}' {message}"):
+        load_checkpoint_file(str(path), role='teacher')
+
+
+ZIP_PREFIX = b'PK\x03\x04' + bytes(60)
+
+
+def test_export_tool_messages_are_plain_sentences(tmp_path):
+    plain = tmp_path / 'plain.pth'
+    torch.save({'state_dict': {'backbone.w': torch.zeros(1)}}, plain)
+    missing = run_tool(REPO / 'tools' / 'export_student.py', tmp_path / 'nope.pth', tmp_path / 'out.pth')
+    assert missing.returncode != 0 and 'Traceback' not in missing.stderr
+    assert f"distillation run checkpoint '{tmp_path / 'nope.pth'}' does not exist: check the path" in missing.stderr
+    not_kd = run_tool(REPO / 'tools' / 'export_student.py', plain, tmp_path / 'out.pth')
+    assert not_kd.returncode != 0 and 'Traceback' not in not_kd.stderr
+    assert 'holds no "student.*" weights' in not_kd.stderr and 'needs no export' in not_kd.stderr
