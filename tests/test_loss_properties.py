@@ -87,16 +87,17 @@ def test_nkd_target_term_is_teacher_weighted_cross_entropy():
     torch.testing.assert_close(NKDLoss(gamma=0.0)(s, t, y), expected)
 
 
-def test_normkd_constant_row_is_documented_uniform_with_t_norm():
-    """A constant row has std 0: treated as std 1, it is softened to the uniform distribution, finite."""
+def test_normkd_constant_teacher_row_is_uniform_with_the_floored_weight():
+    """A constant row has std 0, floored at 0.01 (docs/losses.md): softened to the uniform distribution at
+    T = t_norm * 0.01, weighted by T_t^2 = (t_norm * 0.01)^2, the limit of the paper's weight; finite gradient."""
     s = logits(n=2, seed=17).requires_grad_()
     t = torch.zeros(2, 10)
     t[1] = 3.0
     value = NormKDLoss(t_norm=2.0)(s, t)
     value.backward()
     uniform = torch.full((2, 10), -torch.log(torch.tensor(10.0)))
-    t_s = Temperature(t_norm=2.0)(s.detach())
-    expected = (kl_rows(uniform, F.log_softmax(s.detach() / t_s, 1)) * 4.0).mean()
+    t_s = 2.0 * s.detach().std(dim=1, keepdim=True)  # the student's rows are spread: the paper's temperature
+    expected = (kl_rows(uniform, F.log_softmax(s.detach() / t_s, 1)) * (2.0 * 0.01) ** 2).mean()
     torch.testing.assert_close(value.detach(), expected)
     assert torch.isfinite(s.grad).all()
 

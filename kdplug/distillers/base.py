@@ -1,7 +1,8 @@
 """What every kdplug distiller shares: named losses with warm-up scales, the teacher held outside the module tree,
-and the ``student.*`` / ``distill.*`` loss keys."""
+its non-finite logits kept out of the student, and the ``student.*`` / ``distill.*`` loss keys."""
+import inspect
 from contextlib import contextmanager
-from typing import Dict, Iterator, Mapping, Optional
+from typing import Dict, Iterable, Iterator, Mapping, Optional, Tuple
 
 import torch
 from mmengine.model import BaseModel
@@ -26,12 +27,20 @@ class DistillerBase(BaseModel):
                              'temperature=4.0, loss_weight=0.9))')
         self.losses = nn.ModuleDict({name: MODELS.build(cfg) for name, cfg in losses.items()})
         self.loss_scales: Dict[str, float] = {name: 1.0 for name in self.losses}
+        # the loss contract's row weights (forward(..., weight=None)); a loss without them still works, but then
+        # rows left out (background RoIs, non-finite teacher rows) reach it as ordinary rows
+        self._takes_weight = {name: 'weight' in inspect.signature(loss.forward).parameters
+                              for name, loss in self.losses.items()}
         object.__setattr__(self, 'teacher', None)
+        self.teacher_name = 'the teacher'
         self._predict_with_teacher = False
+        self._nonfinite_teacher_rows: Optional[Tensor] = None  # a device-side count: no host sync per step
+        self._teacher_checks = 0
 
     # -- the teacher, outside the module tree -------------------------------------------------------------------
-    def set_teacher(self, teacher: nn.Module) -> None:
+    def set_teacher(self, teacher: nn.Module, name: str = 'the teacher') -> None:
         object.__setattr__(self, 'teacher', freeze(teacher))
+        self.teacher_name = name
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
@@ -57,12 +66,51 @@ class DistillerBase(BaseModel):
         finally:
             self._predict_with_teacher = False
 
+    # -- non-finite teacher logits -------------------------------------------------------------------------------
+    #: How often (in calls) the count of non-finite teacher rows is read on an accelerator; on the CPU, every call.
+    TEACHER_CHECK_INTERVAL = 50
+
+    def finite_teacher_rows(self, teacher_logits: Tensor,
+                            weight: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+        """Teacher rows with a NaN or inf are left out of every loss (logits zeroed, row weight 0), so no NaN
+        reaches the student's gradient, and counted on the device. Reading the count synchronises with the device,
+        so it is read every call on the CPU and every :attr:`TEACHER_CHECK_INTERVAL` calls (and before every
+        prediction) on an accelerator: a broken teacher stops the run within that many steps, with the student's
+        weights intact."""
+        finite = torch.isfinite(teacher_logits).all(dim=-1)
+        bad = (~finite).sum()
+        self._nonfinite_teacher_rows = bad if self._nonfinite_teacher_rows is None else \
+            self._nonfinite_teacher_rows + bad
+        self._teacher_checks += 1
+        if teacher_logits.device.type == 'cpu' or self._teacher_checks % self.TEACHER_CHECK_INTERVAL == 0:
+            self.check_teacher_rows()
+        teacher_logits = torch.where(finite.unsqueeze(-1), teacher_logits, torch.zeros_like(teacher_logits))
+        keep = finite.to(teacher_logits.dtype if teacher_logits.is_floating_point() else torch.float32)
+        return teacher_logits, keep if weight is None else weight * keep
+
+    def check_teacher_rows(self) -> None:
+        """Raise if any teacher row seen so far was not finite."""
+        count = 0 if self._nonfinite_teacher_rows is None else int(self._nonfinite_teacher_rows)
+        if count:
+            raise FloatingPointError(
+                f'{self.teacher_name} produced non-finite logits (NaN or inf) for {count} rows in the '
+                f'{self._teacher_checks} distillation steps so far. Those rows were left out of the distillation '
+                'losses, so the student\'s weights are finite, and the run stops here. Check the teacher: evaluate '
+                'it alone (tools/test.py with its config and checkpoint), check its input normalisation against the '
+                'student\'s data_preprocessor, and under --amp try float32 for the teacher (float16 overflows past '
+                '65504)' + ('; an EMA self-teacher is an average of the student, so the student itself diverged: '
+                            'lower the learning rate' if 'EMA' in self.teacher_name else ''))
+
     # -- losses ---------------------------------------------------------------------------------------------------
     def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor],
-                       weight: Optional[Tensor] = None) -> Dict[str, Tensor]:
+                       weight: Optional[Tensor] = None, names: Optional[Iterable[str]] = None) -> Dict[str, Tensor]:
+        """``distill.loss_<name>`` of each loss (of ``names``, default all), scaled by its warm-up scale."""
+        if self.teacher is not None:  # a teacher's logits (USKD's second input is the student's own weak head)
+            teacher_logits, weight = self.finite_teacher_rows(teacher_logits, weight)
         out = {}
-        for name, loss in self.losses.items():
-            kwargs = {} if weight is None else {'weight': weight}
+        for name in self.losses if names is None else names:
+            loss = self.losses[name]
+            kwargs = {} if weight is None or not self._takes_weight[name] else {'weight': weight}
             out[f'distill.loss_{name}'] = self.loss_scales[name] * loss(student_logits, teacher_logits, target,
                                                                           **kwargs)
         return out
@@ -75,6 +123,7 @@ class DistillerBase(BaseModel):
         if mode == 'loss':
             return self.loss(inputs, data_samples)
         if mode == 'predict':
+            self.check_teacher_rows()  # validation runs after the last training steps: nothing goes unreported
             return self.predict(inputs, data_samples)
         if mode == 'tensor':
             return self._forward(inputs, data_samples)

@@ -34,6 +34,7 @@ class EMADistiller(ClassifierDistiller):
         for param in teacher.parameters():
             param.requires_grad_(False)
         self.teacher = teacher.eval()  # a registered submodule: saved and resumed with the run
+        self.teacher_name = 'the EMA self-teacher'
         self.register_buffer('ema_started', torch.tensor(False))
         self.hook_attached = False
 

@@ -104,11 +104,11 @@ class FeatureDistiller(LogitDistiller):
             teacher_feats, teacher_logits = stage_features(self.teacher, inputs, self.teacher_stages(), with_logits)
         modules = student_modules(self.student)
         losses = self.prefixed(student_losses, 'student')
-        for name, loss in self.losses.items():
-            scale = self.loss_scales[name]
-            if name not in self.module_losses:
-                losses[f'distill.loss_{name}'] = scale * loss(student_logits, teacher_logits, target)
-                continue
+        if with_logits:
+            logit_losses = [name for name in self.losses if name not in self.module_losses]
+            losses.update(self.distill_losses(student_logits, teacher_logits, target, names=logit_losses))
+        for name in self.module_losses:
+            loss, scale = self.losses[name], self.loss_scales[name]
             out = loss(modules[loss.student_module], teacher_feats[loss.teacher_stage], target)
             if not isinstance(out, Mapping):
                 out = {'loss': out}

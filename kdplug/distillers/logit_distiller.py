@@ -54,4 +54,4 @@ class LogitDistiller(ClassifierDistiller):
         teacher_model = adapter.build_classifier(teacher)
         check_num_classes(adapter.num_classes(self.student), adapter.num_classes(teacher_model))
         load_teacher_weights(teacher_model, teacher_ckpt)
-        self.set_teacher(teacher_model)
+        self.set_teacher(teacher_model, f'the teacher ({teacher_ckpt})')

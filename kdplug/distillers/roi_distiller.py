@@ -72,6 +72,11 @@ class RoIHeadDistiller(DistillerBase):
                                                                                            student_cfg),
                          init_cfg=init_cfg)
         self.background = check_background(background)
+        unweighted = [name for name, takes in self._takes_weight.items() if not takes]
+        if self.background != 'include' and unweighted:
+            raise ValueError(f'background={self.background!r} weighs RoIs, but the losses {unweighted} take no row '
+                             'weights: give their forward a weight=None argument (the loss contract, '
+                             'docs/plugins.md) or use background="include"')
         self.student = adapter.build_detector(student_cfg)
         adapter.roi_head(self.student, 'student')
         if not teacher_ckpt:
@@ -84,7 +89,7 @@ class RoIHeadDistiller(DistillerBase):
         adapter.check_same_preprocessing(self.data_preprocessor, self.student, 'student')
         adapter.check_same_preprocessing(self.data_preprocessor, teacher_model, 'teacher')
         load_teacher_weights(teacher_model, teacher_ckpt)
-        self.set_teacher(teacher_model)
+        self.set_teacher(teacher_model, f'the teacher ({teacher_ckpt})')
 
     @property
     def num_classes(self) -> int:

@@ -30,6 +30,14 @@ def load_teacher_weights(teacher: nn.Module, path: str) -> None:
             f'teacher checkpoint {path!r} does not fit the teacher config: missing keys: {show(missing)}; '
             f'unexpected keys: {show(unexpected)}; shape mismatches: {show(wrong_shape)}. Check that the teacher '
             'config (backbone depth/width, num_classes) is the one the checkpoint was trained with')
+    not_finite = [key for key, value in state_dict.items()
+                  if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
+    if not_finite:
+        raise RuntimeError(
+            f'teacher checkpoint {path!r} holds NaN or inf values in {len(not_finite)} of its {len(state_dict)} '
+            f'tensors ({", ".join(not_finite[:5])}{", ..." if len(not_finite) > 5 else ""}): the teacher run '
+            'diverged or the file is damaged, and such a teacher would teach NaN. Use an earlier checkpoint of the '
+            'teacher run, or retrain it with a lower learning rate')
     teacher.load_state_dict(state_dict, strict=True)
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from .functional import LOGIT_NORMS, apply_logit_norm, check_logits, reduce_per_sample
+from .functional import LOGIT_NORMS, apply_logit_norm, check_hyperparameter, check_logits, reduce_per_sample
 
 
 class LogitLoss(nn.Module):
@@ -20,7 +20,7 @@ class LogitLoss(nn.Module):
         if logit_norm not in LOGIT_NORMS:
             raise ValueError(f'logit_norm={logit_norm!r} is not one of {LOGIT_NORMS}: None (raw logits), '
                              "'zscore' (logit standardization, CVPR 2024) or 'l2' (L2-normalised logits)")
-        self.loss_weight = float(loss_weight)
+        self.loss_weight = check_hyperparameter('loss_weight', loss_weight)
         self.logit_norm = logit_norm
 
     def per_sample(self, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor]) -> Tensor:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import LogitLoss
-from .functional import Temperature, hard_labels, kl_rows
+from .functional import Temperature, check_hyperparameter, hard_labels, kl_rows
 
 
 def drop_target(x: Tensor, target: Tensor) -> Tensor:
@@ -54,7 +54,7 @@ class DKDLoss(LogitLoss):
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: Optional[float] = None,
                  t_norm: Optional[float] = None, logit_norm: Optional[str] = None, loss_weight: float = 1.0) -> None:
         super().__init__(loss_weight=loss_weight, logit_norm=logit_norm)
-        self.alpha, self.beta = float(alpha), float(beta)
+        self.alpha, self.beta = check_hyperparameter('alpha', alpha), check_hyperparameter('beta', beta)
         self.temperature = Temperature(temperature, t_norm, default=4.0)
 
     def per_sample(self, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor]) -> Tensor:

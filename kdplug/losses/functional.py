@@ -1,9 +1,11 @@
 """Shared pieces of every logit loss: logit pre-transforms, the temperature, KL rows and the reduction.
 
-Conventions (../shared/notes/methods.md): logits are (N, C); every loss is computed in float32 whatever the input
-dtype; a loss first builds a per-sample tensor of shape (N,), then :func:`reduce_per_sample` turns it into the
-scalar. Gradients flow through the student's own statistics (mean, std, norm); the teacher arrives detached.
+Conventions: logits are (N, C); every loss is computed in float32 whatever the input dtype; a loss first builds a
+per-sample tensor of shape (N,), then :func:`reduce_per_sample` turns it into the scalar. Gradients flow through
+the student's own statistics (mean, std, norm); the teacher arrives detached. Non-finite logits are never hidden:
+a NaN or inf in a row makes that row's loss non-finite (the distiller excludes and reports such teacher rows).
 """
+import math
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -14,6 +16,25 @@ LOGIT_NORMS = (None, 'zscore', 'l2')
 # Smallest variance / squared norm treated as non-zero. Clamping before the square root keeps the gradient of
 # std/norm finite for a constant row (d sqrt(v)/dv is infinite at v = 0, and 0 * inf = NaN in autograd).
 _TINY = 1e-20
+
+#: The smallest spread (std or L2 norm of a row) that z-score, L2 normalisation and NormKD's temperature divide
+#: by. Dividing by a row's own spread amplifies its gradient by 1 / spread: unbounded for a (near-)constant row
+#: (2e6 for an all-zero row under z-score, inf in float16). Rows spread less than this are divided by the floor
+#: instead: they come out near-constant (a near-uniform softmax) with gradients at most 1 / SPREAD_FLOOR times the
+#: loss's own. Trained networks' logits have a std of 1 to 10, so the floor never touches them.
+SPREAD_FLOOR = 1e-2
+
+
+def check_hyperparameter(name: str, value: float, minimum: float = 0.0, strict: bool = False) -> float:
+    """``value`` as a float, finite and >= ``minimum`` (> with ``strict``); a ValueError that names it otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f'{name} must be a number, got {value!r}') from None
+    if not math.isfinite(number) or number < minimum or (strict and number == minimum):
+        bound = f'> {minimum:g}' if strict else f'>= {minimum:g}'
+        raise ValueError(f'{name} must be a finite number {bound}, got {value!r}')
+    return number
 
 
 def row_std(x: Tensor) -> Tensor:
@@ -27,21 +48,24 @@ def row_std(x: Tensor) -> Tensor:
 
 
 def zscore(x: Tensor, eps: float = 1e-7) -> Tensor:
-    """Logit standardization (Sun et al., CVPR 2024): (x - mean) / (std + eps), unbiased std, eps on the std.
+    """Logit standardization (Sun et al., "Logit Standardization in Knowledge Distillation", CVPR 2024,
+    arXiv:2403.01427): (x - mean) / (std + eps), unbiased std, eps on the std.
 
-    A constant row becomes all zeros (a uniform softmax).
+    The std is floored at :data:`SPREAD_FLOOR`: a constant row becomes all zeros (a uniform softmax), a row with
+    std below the floor comes out with std std / SPREAD_FLOOR < 1 instead of 1 (bounded gradient).
     """
-    return (x - x.mean(dim=-1, keepdim=True)) / (row_std(x) + eps)
+    return (x - x.mean(dim=-1, keepdim=True)) / (row_std(x).clamp_min(SPREAD_FLOOR) + eps)
 
 
 def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
-    """L2-normalised logits (appendix of the ICCE paper, ../shared/papers/000): x / (||x||_2 + eps).
+    """L2-normalised logits (the appendix of the ICCE paper on generalised zero-shot learning): x / (||x||_2 + eps).
 
-    An all-zero row stays all zeros (a uniform softmax).
+    The norm is floored at :data:`SPREAD_FLOOR`: an all-zero row stays all zeros (a uniform softmax), a row of
+    norm below the floor is divided by the floor (norm < 1 out, bounded gradient).
     """
     sq = x.pow(2).sum(dim=-1, keepdim=True)
     norm = torch.where(sq > _TINY, sq.clamp_min(_TINY).sqrt(), torch.zeros_like(sq))
-    return x / (norm + eps)
+    return x / (norm.clamp_min(SPREAD_FLOOR) + eps)
 
 
 def apply_logit_norm(x: Tensor, logit_norm: Optional[str]) -> Tensor:
@@ -62,17 +86,19 @@ class Temperature:
     """The temperature of every loss of kdplug, fixed or per sample (NormKD).
 
     * fixed: ``Temperature(4.0)`` gives T = 4 for every sample;
-    * NormKD (../shared/papers/003, eq. 6-7): ``Temperature(t_norm=2.0)`` gives each sample of each model its own
+    * NormKD (Chi et al., "NormKD: Normalized Logits for Knowledge Distillation", arXiv:2308.00520, eq. 6-7):
+      ``Temperature(t_norm=2.0)`` gives each sample of each model its own
       T_i = t_norm * std(x_i) (unbiased std, no centring, no eps);
-    * a set of temperatures (multi-temperature KD, 003 section 3.2): ``Temperature([1, 2, 4])``; with ``t_norm``
+    * a set of temperatures (multi-temperature KD, NormKD's section 3.2): ``Temperature([1, 2, 4])``; with ``t_norm``
       each temperature of the set is multiplied by the per-sample t_norm * std(x_i).
 
     ``__call__`` returns the temperatures of a batch, (N, K) with K the size of the set (1 for a single value). The
     loss weight that compensates the softening is the square of the teacher's largest temperature per sample
     (T^2 in KD, (t_norm * std_t)^2 in NormKD, max(T)^2 in multi-temperature KD): :meth:`compensation`.
 
-    Constant logits (std 0): a constant row has the uniform softmax at any temperature, so its std is taken as 1
-    there; the row then takes part with T = t_norm (times the set's values) and stays finite.
+    (Near-)constant logits: the std is floored at :data:`SPREAD_FLOOR`, so T_i >= t_norm * SPREAD_FLOOR. A
+    constant row has the uniform softmax at any temperature; its gradient stays bounded, and a constant teacher row
+    (no dark knowledge) gets the small weight (t_norm * SPREAD_FLOOR)^2, the limit of the paper's T_t^2 as std -> 0.
     """
 
     def __init__(self, temperature: Optional[TemperatureSpec] = None, t_norm: Optional[float] = None,
@@ -83,14 +109,11 @@ class Temperature:
                 'per-sample temperature t_norm * std(logits)), not both')
         if temperature is None:  # with t_norm the per-sample std is the temperature: no fixed factor on top
             temperature = 1.0 if t_norm is not None else default
-        values = temperature
-        values = [float(v) for v in values] if isinstance(values, (list, tuple)) else [float(values)]
-        if not values or any(v <= 0 for v in values):
-            raise ValueError(f'temperatures must be positive, got {values}')
-        if t_norm is not None and t_norm <= 0:
-            raise ValueError(f't_norm must be positive, got {t_norm}')
-        self.values = tuple(values)
-        self.t_norm = None if t_norm is None else float(t_norm)
+        values = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature]
+        if not values:
+            raise ValueError('temperatures must not be empty: give at least one, e.g. [1, 2, 4]')
+        self.values = tuple(check_hyperparameter('temperature', v, strict=True) for v in values)
+        self.t_norm = None if t_norm is None else check_hyperparameter('t_norm', t_norm, strict=True)
 
     @property
     def per_sample(self) -> bool:
@@ -100,9 +123,7 @@ class Temperature:
         base = logits.new_tensor(self.values).unsqueeze(0)  # (1, K)
         if self.t_norm is None:
             return base.expand(logits.shape[0], -1)
-        std = row_std(logits)
-        std = torch.where(std > 0, std, torch.ones_like(std))
-        return self.t_norm * std * base  # (N, K)
+        return self.t_norm * row_std(logits).clamp_min(SPREAD_FLOOR) * base  # (N, K)
 
     def compensation(self, teacher_temperature: Tensor) -> Tensor:
         """Per-sample weight (N,): the square of the teacher's largest temperature."""
@@ -117,11 +138,12 @@ def kl_rows(log_p_teacher: Tensor, log_p_student: Tensor) -> Tensor:
     """KL(p_teacher || p_student) of each row, (N,); classes where p_teacher is 0 contribute exactly 0.
 
     The difference of log-probabilities is taken first: near-identical distributions (small logits, high T) would
-    otherwise lose the KL to cancellation between two large sums in float32.
+    otherwise lose the KL to cancellation between two large sums in float32. Only exact zeros are masked (0 log 0):
+    a NaN teacher probability stays NaN, so a broken teacher shows in the value instead of hiding in the gradient.
     """
     p_teacher = log_p_teacher.exp()
     terms = p_teacher * (log_p_teacher - log_p_student)
-    return torch.where(p_teacher > 0, terms, torch.zeros_like(terms)).sum(dim=-1)
+    return torch.where(p_teacher == 0, torch.zeros_like(terms), terms).sum(dim=-1)
 
 
 def hard_labels(target: Optional[Tensor], num_samples: int, num_classes: int, method: str,
@@ -141,6 +163,10 @@ def hard_labels(target: Optional[Tensor], num_samples: int, num_classes: int, me
         return target.argmax(dim=-1)
     if target.shape != (num_samples,):
         raise ValueError(f'labels of shape {tuple(target.shape)} do not match {num_samples} samples')
+    if target.is_floating_point() and num_samples and not torch.equal(target, target.round()):
+        raise ValueError(f'{method}: labels must be class indices; got non-integer values such as '
+                         f'{target[target != target.round()][0].item()!r}. Pass integer labels (N,), or soft labels '
+                         '(N, C) where the method accepts them')
     target = target.long()
     if num_samples and (target.min() < 0 or target.max() >= num_classes):
         raise ValueError(f'labels must lie in [0, {num_classes}), got [{int(target.min())}, {int(target.max())}]')

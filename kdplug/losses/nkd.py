@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .base import LogitLoss
 from .dkd import drop_target
-from .functional import Temperature, hard_labels
+from .functional import Temperature, check_hyperparameter, hard_labels
 
 
 def nkd_per_sample(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: Temperature,
@@ -42,7 +42,7 @@ class NKDLoss(LogitLoss):
     def __init__(self, temperature: Optional[float] = None, gamma: float = 1.5, t_norm: Optional[float] = None,
                  logit_norm: Optional[str] = None, loss_weight: float = 1.0) -> None:
         super().__init__(loss_weight=loss_weight, logit_norm=logit_norm)
-        self.gamma = float(gamma)
+        self.gamma = check_hyperparameter('gamma', gamma)
         self.temperature = Temperature(temperature, t_norm, default=1.0)
 
     def per_sample(self, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor]) -> Tensor:

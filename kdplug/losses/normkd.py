@@ -7,8 +7,8 @@ Each sample gets its own temperature from the spread of its logits, for student 
 
 Defaults: t_norm = 2.0 (CIFAR-100); ImageNet uses 1.0. The per-sample temperature is
 :class:`kdplug.losses.functional.Temperature` with ``t_norm``, shared by every loss: ``DKDLoss(t_norm=2.0)`` is
-NormKD+DKD (003 Tables 2-5). A constant row (std 0) is treated as std 1: its softmax is uniform at any
-temperature, and the loss stays finite.
+NormKD+DKD (003 Tables 2-5). The std is floored at ``SPREAD_FLOOR`` (1e-2): a (near-)constant row is softened
+at T = t_norm * 0.01 with a bounded gradient, and a constant teacher row gets the small weight (t_norm * 0.01)^2.
 """
 from typing import Optional
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .dkd import drop_target
-from .functional import hard_labels, reduce_per_sample
+from .functional import check_hyperparameter, hard_labels, reduce_per_sample
 
 
 def zipf_non_target_labels(student_logits: Tensor, weak_logits: Tensor, target: Tensor) -> Tensor:
@@ -62,7 +62,9 @@ class USKDLoss(nn.Module):
 
     def __init__(self, alpha: float = 1.0, beta: float = 0.1, mu: float = 0.005, loss_weight: float = 1.0) -> None:
         super().__init__()
-        self.alpha, self.beta, self.mu, self.loss_weight = float(alpha), float(beta), float(mu), float(loss_weight)
+        self.alpha, self.beta, self.mu, self.loss_weight = (
+            check_hyperparameter(name, value) for name, value in
+            (('alpha', alpha), ('beta', beta), ('mu', mu), ('loss_weight', loss_weight)))
 
     def forward(self, student_logits: Tensor, weak_logits: Tensor, target: Optional[Tensor] = None) -> Tensor:
         student_logits, weak_logits = student_logits.float(), weak_logits.float()

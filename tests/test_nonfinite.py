@@ -1,0 +1,186 @@
+"""No NaN reaches the student silently: broken teachers stop the run, bad hyper-parameters stop the build, and
+every registered logit loss keeps finite values and gradients over a fuzzed grid of logits."""
+import inspect
+import itertools
+
+import pytest
+import torch
+
+from kdplug.losses.functional import SPREAD_FLOOR, l2_normalize, zscore
+from kdplug.plugins import plugin_infos
+from kdplug.registry import MODELS
+from runner_helpers import make_runner, run_config, save_teacher
+
+
+# -- a broken teacher -----------------------------------------------------------------------------------------------
+def test_a_teacher_checkpoint_with_nan_weights_is_refused_at_load(tmp_path):
+    path = save_teacher(tmp_path / 'teacher.pth')
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint['state_dict']['head.fc.weight'][0, 0] = float('nan')
+    torch.save(checkpoint, path)
+    from kdplug.adapters.mmpretrain import build_classifier
+    from kdplug.distillers.teacher import load_teacher_weights
+    from runner_helpers import classifier_cfg
+    with pytest.raises(RuntimeError, match=r'NaN or inf values in 1 of .*head\.fc\.weight.*earlier checkpoint'):
+        load_teacher_weights(build_classifier(classifier_cfg('ResNet20')), path)
+
+
+def test_nan_teacher_logits_stop_the_run_and_never_reach_the_student(cifar10_root, teacher_ckpt, tmp_path,
+                                                                      one_thread):
+    """The teacher's logits turn NaN in the middle of a run (e.g. a float16 overflow): the distillation stops with
+    an error naming the teacher, and the student's weights hold no NaN."""
+    runner = make_runner(run_config(cifar10_root, tmp_path / 'work', teacher_ckpt, max_iters=4))
+    distiller = runner.model
+    calls = []
+
+    def broken_head(module, args, output):
+        calls.append(1)
+        if len(calls) >= 2:  # the first step is fine, then one row goes bad
+            output = output.clone()
+            output[0, 3] = float('nan')
+        return output
+
+    distiller.teacher.head.fc.register_forward_hook(broken_head)
+    with pytest.raises(FloatingPointError, match=r'the teacher \(.*teacher.pth\) produced non-finite logits'):
+        runner.train()
+    assert all(torch.isfinite(p).all() for p in distiller.student.parameters())
+
+
+def test_bad_teacher_rows_are_left_out_of_the_losses_with_zero_gradient(teacher_ckpt):
+    """Between two checks on an accelerator, a NaN teacher row contributes nothing: value and gradient stay
+    those of the good rows."""
+    from runner_helpers import KD_CONFIG
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(KD_CONFIG)).model
+    cfg.teacher_ckpt = teacher_ckpt
+    distiller = MODELS.build(cfg)
+    distiller.TEACHER_CHECK_INTERVAL = 10 ** 9
+    distiller.check_teacher_rows = lambda: None  # as between two checks on a GPU
+    s = torch.randn(4, 10, requires_grad=True)
+    t = torch.randn(4, 10)
+    t_bad = t.clone()
+    t_bad[1, 2] = float('inf')
+    losses = distiller.distill_losses(s, t_bad, torch.arange(4))
+    value = sum(losses.values())
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(s.grad).all() and s.grad[1].abs().max() == 0
+    keep = torch.tensor([0, 2, 3])
+    expected = sum(distiller.distill_losses(s[keep].detach(), t[keep], torch.arange(4)[keep]).values())
+    torch.testing.assert_close(value.detach(), expected)
+
+
+# -- hyper-parameters and labels ------------------------------------------------------------------------------------
+@pytest.mark.parametrize('cfg,name', [
+    (dict(type='KDLoss', temperature=float('nan')), 'temperature'),
+    (dict(type='KDLoss', temperature=float('inf')), 'temperature'),
+    (dict(type='KDLoss', temperature=0.0), 'temperature'),
+    (dict(type='NormKDLoss', t_norm=float('nan')), 't_norm'),
+    (dict(type='NormKDLoss', t_norm=-1.0), 't_norm'),
+    (dict(type='MultiTempKDLoss', temperatures=[1.0, float('nan')]), 'temperature'),
+    (dict(type='DKDLoss', alpha=float('nan')), 'alpha'),
+    (dict(type='DKDLoss', beta=-8.0), 'beta'),
+    (dict(type='NKDLoss', gamma=float('inf')), 'gamma'),
+    (dict(type='KDLoss', loss_weight=float('nan')), 'loss_weight'),
+    (dict(type='KDLoss', loss_weight=-1.0), 'loss_weight'),
+    (dict(type='KDLoss', loss_weight='0.9'), None),  # a numeric string is a number
+    (dict(type='USKDLoss', mu=float('nan')), 'mu'),
+])
+def test_every_hyperparameter_is_validated_at_build(cfg, name):
+    if name is None:
+        assert MODELS.build(cfg).loss_weight == 0.9
+        return
+    with pytest.raises(ValueError, match=f'{name} must be a finite number'):
+        MODELS.build(cfg)
+
+
+def test_float_labels_that_are_not_class_indices_are_refused():
+    s, t = torch.randn(3, 10), torch.randn(3, 10)
+    with pytest.raises(ValueError, match=r'class indices.*1\.7'):
+        MODELS.build(dict(type='DKDLoss'))(s, t, torch.tensor([1.7, 2.0, 3.0]))
+    torch.testing.assert_close(MODELS.build(dict(type='DKDLoss'))(s, t, torch.tensor([1.0, 2.0, 3.0])),
+                               MODELS.build(dict(type='DKDLoss'))(s, t, torch.tensor([1, 2, 3])))
+
+
+def test_a_nan_teacher_makes_the_loss_value_nan_not_a_silent_zero():
+    """Called directly (outside a distiller), a loss shows a broken teacher in its value."""
+    s, t = torch.randn(2, 5, requires_grad=True), torch.randn(2, 5)
+    t[0, 0] = float('nan')
+    assert torch.isnan(MODELS.build(dict(type='KDLoss'))(s, t))
+
+
+# -- constant rows: bounded gradients -------------------------------------------------------------------------------
+@pytest.mark.parametrize('transform', [zscore, l2_normalize])
+@pytest.mark.parametrize('row', [torch.zeros(10), torch.full((10,), 7.0), 7.0 + 1e-5 * torch.randn(10)])
+def test_the_pre_transforms_have_bounded_gradients_on_constant_rows(transform, row):
+    """Written from the documented rule, not the code: a row's spread is floored at SPREAD_FLOOR, so the Jacobian
+    of the transform is at most ~2 / SPREAD_FLOOR per entry (was 1e7 for z-score and 1e12 for L2 at zero)."""
+    x = row.unsqueeze(0).clone().requires_grad_()
+    out = transform(x)
+    jacobian = torch.stack([torch.autograd.grad(out[0, i], x, retain_graph=True)[0][0] for i in range(10)])
+    assert torch.isfinite(jacobian).all() and jacobian.abs().max() <= 2.0 / SPREAD_FLOOR
+    assert out.abs().max() <= 1.0  # near-constant in, near-constant out (a near-uniform softmax)
+
+
+# -- the fuzz -------------------------------------------------------------------------------------------------------
+def logit_loss_variants():
+    """Every registered teacher-based logit loss with its defaults, and with each pre-transform / t_norm it takes."""
+    names = sorted(n for info in plugin_infos() for n in info.contributions.get('kdplug_losses', []))
+    variants = []
+    for name in names:
+        cls = MODELS.get(name)
+        if not getattr(cls, 'teacher_based', True):
+            continue
+        params = inspect.signature(cls).parameters
+        variants.append(dict(type=name))
+        if 'logit_norm' in params:
+            variants += [dict(type=name, logit_norm='zscore'), dict(type=name, logit_norm='l2')]
+        if 't_norm' in params and name != 'NormKDLoss':
+            variants.append(dict(type=name, t_norm=2.0) if 'temperature' not in params or name == 'MultiTempKDLoss'
+                            else dict(type=name, temperature=None, t_norm=2.0))
+    return variants
+
+
+def fuzz_inputs(n, c, scale, kind, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    s, t = torch.randn(n, c, generator=g) * scale, torch.randn(n, c, generator=g) * scale
+    if kind == 'constant-student':
+        s[0] = scale
+    elif kind == 'constant-teacher':
+        t[0] = 0.0
+    elif kind == 'near-constant-student':
+        s[0] = scale + scale * 1e-4 * torch.randn(c, generator=g)
+    elif kind == 'huge-entry':  # one entry far above the rest, within float16's range
+        s[0, 0], t[-1, -1] = 3e4, -3e4
+    return s.to(dtype).requires_grad_(), t.to(dtype), torch.randint(0, c, (n,), generator=g)
+
+
+FUZZ = list(itertools.product([1, 2, 64], [2, 3, 1000], [1e-3, 1.0, 1e3],
+                              ['random', 'constant-student', 'constant-teacher', 'near-constant-student',
+                               'huge-entry']))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize('cfg', logit_loss_variants(), ids=lambda cfg: '-'.join(map(str, cfg.values())))
+def test_fuzz_every_logit_loss_keeps_finite_values_and_gradients(cfg, dtype, one_thread):
+    """Every loss x pre-transform, scales 1e-3..1e3, constant and near-constant rows, a huge entry, N in {1, 2, 64},
+    C in {2, 3, 1000}: the value (float32) and the gradient (in the input's dtype) are finite. In float16 the
+    gradient must fit the dtype; the one exemption is NormKD's per-sample temperature, whose T_t^2 weight makes
+    the float32 gradient itself exceed float16's range at large logit scales (there AMP's GradScaler skips the
+    step, as for any overflow); z-score and L2 have none."""
+    loss = MODELS.build(cfg)
+    normkd_weighted = cfg.get('t_norm') is not None or cfg['type'] == 'NormKDLoss'
+    failures = []
+    for seed, (n, c, scale, kind) in enumerate(FUZZ):
+        s, t, y = fuzz_inputs(n, c, scale, kind, dtype, seed)
+        value = loss(s, t, y)
+        value.backward()
+        if not torch.isfinite(value):
+            failures.append(f'value {value.item()} at N={n} C={c} scale={scale} {kind}')
+        elif not torch.isfinite(s.grad).all():
+            reference = s.detach().float().requires_grad_()
+            loss(reference, t.float(), y).backward()
+            in_range = reference.grad.abs().max() < torch.finfo(dtype).max / 2
+            if in_range or dtype != torch.float16 or not normkd_weighted:
+                failures.append(f'gradient not finite at N={n} C={c} scale={scale} {kind} (float32 max '
+                                f'{reference.grad.abs().max().item():.3g})')
+    assert not failures, f'{len(failures)} of {len(FUZZ)}: ' + '; '.join(failures[:5])
