@@ -58,7 +58,7 @@ def run_config(cifar10_root, work_dir, teacher_ckpt=None, config=KD_CONFIG, max_
         cfg[loader].batch_size = 8
     cfg.train_cfg = dict(by_epoch=False, max_iters=max_iters, val_interval=max_iters)
     cfg.param_scheduler = dict(type='ConstantLR', factor=1.0, by_epoch=False)
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=2, by_epoch=False)
+    cfg.default_hooks.checkpoint = dict(type='kdplug.AtomicCheckpointHook', interval=2, by_epoch=False)
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
     cfg.log_processor = dict(by_epoch=False)
     cfg.merge_from_dict(overrides)

@@ -6,13 +6,15 @@
 The flags are OpenMMLab's (mmpretrain / mmdet tools/train.py).
 """
 import argparse
+import glob
 import os
 import os.path as osp
+from typing import Optional, Tuple
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from kdplug.engine.checkpoint import allow_mmengine_checkpoints
+from kdplug.engine.checkpoint import allow_mmengine_checkpoints, unreadable_reason
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,6 +35,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
+    """The newest intact checkpoint of ``work_dir`` and a sentence saying where it came from (None: nothing).
+
+    ``last_checkpoint`` names it unless a crash left that file empty or pointing at a truncated checkpoint; then
+    the newest ``*.pth`` of the work dir that is complete is taken instead.
+    """
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    named = open(pointer).read().strip() if osp.isfile(pointer) else ''
+    if named and unreadable_reason(named) is None:
+        return named, f'resuming from {named} (last_checkpoint of {work_dir})'
+    candidates = sorted(glob.glob(osp.join(work_dir, '*.pth')), key=osp.getmtime, reverse=True)
+    intact = next((path for path in candidates if unreadable_reason(path) is None), None)
+    problem = (f'last_checkpoint names {named}, which {unreadable_reason(named)}' if named else
+               'last_checkpoint is empty' if osp.isfile(pointer) else 'there is no last_checkpoint')
+    if intact is not None:
+        return intact, f'{problem}; resuming from the newest intact checkpoint instead: {intact}'
+    return None, (f'nothing to resume in {work_dir} ({problem}, and no complete *.pth): training starts from '
+                  'scratch')
+
+
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     cfg.launcher = args.launcher
     if args.work_dir is not None:
@@ -50,8 +72,14 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        checkpoint, note = resumable_checkpoint(cfg.work_dir)
+        print(f'--resume: {note}', flush=True)
+        cfg.resume, cfg.load_from = checkpoint is not None, checkpoint
     elif args.resume is not None:
+        reason = unreadable_reason(args.resume)
+        if reason is not None:
+            raise SystemExit(f'--resume {args.resume}: the checkpoint {reason}. Give another checkpoint, or '
+                             '--resume alone to take the newest intact one of the work dir')
         cfg.resume, cfg.load_from = True, args.resume
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None

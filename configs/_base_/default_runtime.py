@@ -5,7 +5,9 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=2, save_last=True, save_best='auto'),
+    # mmengine's CheckpointHook with crash-safe writes (write, rename, then remove old ones)
+    checkpoint=dict(type='kdplug.AtomicCheckpointHook', interval=10, max_keep_ckpts=2, save_last=True,
+                    save_best='auto'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
 )

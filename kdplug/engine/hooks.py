@@ -1,8 +1,10 @@
 """mmengine hooks of kdplug, contributed through the ``kdplug_engine_hooks`` plugin hook."""
+import os
+import re
 from typing import Optional, Sequence
 
 import torch
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 
 
@@ -80,3 +82,55 @@ class EMATeacherHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if runner.optim_wrapper.should_update():  # with gradient accumulation, only after the step that updated
             unwrap(runner.model).update_teacher()
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    """Write ``path`` so that a reader (or a crash) sees the old content or the new, never a part of it."""
+    partial = f'{path}.partial'
+    with open(partial, 'w') as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
+
+
+class AtomicCheckpointHook(CheckpointHook):
+    """mmengine's ``CheckpointHook`` (same options), with checkpoints that survive a crash at any moment.
+
+    mmengine 0.10.7 writes ``epoch_<n>.pth`` in place and, with ``max_keep_ckpts``, deletes the oldest checkpoint
+    *before* writing the new one: a run killed during the write keeps a truncated file and, with
+    ``max_keep_ckpts=1``, nothing to resume from. Here (for a local ``out_dir``) each checkpoint is written to
+    ``.<name>.partial`` and renamed into place once complete; ``last_checkpoint`` is replaced the same way; old
+    checkpoints are deleted only after that, keeping the ``max_keep_ckpts`` newest ``filename_tmpl`` files of the
+    folder. Remote back ends keep mmengine's behaviour. Best checkpoints (``save_best``) keep mmengine's order.
+    """
+
+    def __init__(self, *args, max_keep_ckpts: int = -1, **kwargs) -> None:
+        super().__init__(*args, max_keep_ckpts=-1, **kwargs)  # pruning is ours, after the new file is complete
+        self.keep_newest = max_keep_ckpts
+
+    def _save_checkpoint_with_step(self, runner, step, meta) -> None:
+        from mmengine.dist import is_main_process
+        from mmengine.fileio import LocalBackend
+        if not isinstance(self.file_backend, LocalBackend):
+            self.max_keep_ckpts = self.keep_newest
+            return super()._save_checkpoint_with_step(runner, step, meta)
+        filename = self.filename_tmpl.format(step)
+        self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+        partial = f'.{filename}.partial'
+        runner.save_checkpoint(self.out_dir, partial, self.file_client_args, save_optimizer=self.save_optimizer,
+                               save_param_scheduler=self.save_param_scheduler, meta=meta, by_epoch=self.by_epoch,
+                               backend_args=self.backend_args, **self.args)
+        if not is_main_process():  # only the main process writes files
+            return
+        os.replace(os.path.join(self.out_dir, partial), self.last_ckpt)
+        write_text_atomically(os.path.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
+        if self.keep_newest > 0:
+            self._remove_old_checkpoints()
+
+    def _remove_old_checkpoints(self) -> None:
+        pattern = re.compile(re.escape(self.filename_tmpl).replace(r'\{\}', r'(\d+)') + '$')
+        steps = sorted(int(match.group(1)) for match in map(pattern.match, os.listdir(self.out_dir)) if match)
+        for step in steps[:-self.keep_newest]:
+            os.remove(os.path.join(self.out_dir, self.filename_tmpl.format(step)))

@@ -6,5 +6,5 @@ from kdplug import hookimpl
 
 @hookimpl
 def kdplug_engine_hooks() -> List[type]:
-    from kdplug.engine.hooks import EMATeacherHook, LossWarmupHook, TeacherEvalHook
-    return [LossWarmupHook, TeacherEvalHook, EMATeacherHook]
+    from kdplug.engine.hooks import AtomicCheckpointHook, EMATeacherHook, LossWarmupHook, TeacherEvalHook
+    return [LossWarmupHook, TeacherEvalHook, EMATeacherHook, AtomicCheckpointHook]

@@ -3,3 +3,5 @@
 _base_ = 'mmdet::_base_/default_runtime.py'
 
 custom_hooks = [dict(type='kdplug.TeacherEvalHook')]
+# mmengine's CheckpointHook with crash-safe writes (write, rename, then remove old ones)
+default_hooks = dict(checkpoint=dict(type='kdplug.AtomicCheckpointHook', interval=1))

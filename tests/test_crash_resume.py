@@ -1,0 +1,116 @@
+"""Runs survive a crash at any moment: a kill during a checkpoint write loses at most the epoch being written,
+and --resume takes the newest intact checkpoint, or says clearly that there is nothing to resume."""
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from conftest import REPO
+from runner_helpers import KD_CONFIG, data_options
+
+# Kill the process (SIGKILL: no cleanup, as a preempted job or an OOM kill) half-way through writing the checkpoint
+# of the second epoch, after half of its bytes reached the disk.
+KILL_DURING_SECOND_CHECKPOINT = textwrap.dedent('''
+    import os, signal
+    from mmengine.fileio.backends import local_backend
+    _put, _calls = local_backend.LocalBackend.put, []
+    def put(self, obj, filepath):
+        if '.pth' in str(filepath):
+            _calls.append(filepath)
+            if len(_calls) == 2:
+                with open(filepath, 'wb') as f:
+                    f.write(obj[:len(obj) // 2])
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.kill(os.getpid(), signal.SIGKILL)
+        return _put(self, obj, filepath)
+    local_backend.LocalBackend.put = put
+''')
+
+
+def train(work_dir, cifar10_root, teacher_ckpt, *extra, env=None, hook='kdplug.AtomicCheckpointHook'):
+    options = ['train_cfg.max_epochs=3', 'train_cfg.val_interval=3', f'model.teacher_ckpt={teacher_ckpt}',
+               f'default_hooks.checkpoint.type={hook}', 'default_hooks.checkpoint.interval=1',
+               'default_hooks.checkpoint.max_keep_ckpts=1', 'default_hooks.checkpoint.save_best=None',
+               *data_options(cifar10_root), 'train_dataloader.dataset.indices=16']
+    return subprocess.run([sys.executable, str(REPO / 'tools' / 'train.py'), str(KD_CONFIG), '--work-dir',
+                           str(work_dir), *extra, '--cfg-options', *options], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def killer(tmp_path):
+    folder = tmp_path / 'killer'
+    folder.mkdir()
+    (folder / 'sitecustomize.py').write_text(KILL_DURING_SECOND_CHECKPOINT)
+    return {'PYTHONPATH': f'{folder}{os.pathsep}{os.environ.get("PYTHONPATH", "")}'}
+
+
+def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(cifar10_root, teacher_ckpt,
+                                                                               tmp_path, killer):
+    work = tmp_path / 'work'
+    killed = train(work, cifar10_root, teacher_ckpt, env=killer)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert sorted(p.name for p in work.glob('*.pth')) == ['epoch_1.pth']  # kept: the new one was not complete
+    assert (work / 'last_checkpoint').read_text() == str(work / 'epoch_1.pth')
+    resumed = train(work, cifar10_root, teacher_ckpt, '--resume')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f'--resume: resuming from {work / "epoch_1.pth"}' in resumed.stdout
+    assert 'resumed epoch: 1' in resumed.stdout + resumed.stderr
+    assert sorted(p.name for p in work.glob('*.pth')) == ['epoch_3.pth']  # max_keep_ckpts=1, pruned after writing
+    assert torch.load(work / 'epoch_3.pth', weights_only=True)['meta']['epoch'] == 3
+
+
+def test_mmengine_checkpoint_hook_alone_loses_the_run_there(cifar10_root, teacher_ckpt, tmp_path, killer):
+    """Why kdplug's configs use AtomicCheckpointHook: mmengine's deletes the old checkpoint first."""
+    work = tmp_path / 'work'
+    killed = train(work, cifar10_root, teacher_ckpt, env=killer, hook='CheckpointHook')
+    assert killed.returncode == -9
+    assert sorted(p.name for p in work.glob('*.pth')) == ['epoch_2.pth']  # truncated; epoch_1 already deleted
+    resumed = train(work, cifar10_root, teacher_ckpt, '--resume', hook='CheckpointHook')
+    assert 'nothing to resume' in resumed.stdout and 'epoch_1.pth, which does not exist' in resumed.stdout
+
+
+def train_tool():
+    spec = importlib.util.spec_from_file_location('kdplug_train_tool', REPO / 'tools' / 'train.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path):
+    tool = train_tool()
+    torch.save({'meta': {'epoch': 1}}, tmp_path / 'epoch_1.pth')
+    torch.save({'meta': {'epoch': 2}}, tmp_path / 'epoch_2.pth')
+    os.utime(tmp_path / 'epoch_1.pth', (1, 1))
+    full = (tmp_path / 'epoch_2.pth').read_bytes()
+    (tmp_path / 'epoch_3.pth').write_bytes(full[:len(full) // 2])  # an interrupted write
+    (tmp_path / 'last_checkpoint').write_text('')  # an interrupted write of the pointer
+    checkpoint, note = tool.resumable_checkpoint(str(tmp_path))
+    assert checkpoint == str(tmp_path / 'epoch_2.pth')
+    assert 'last_checkpoint is empty' in note and 'newest intact checkpoint' in note
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_3.pth'))
+    checkpoint, note = tool.resumable_checkpoint(str(tmp_path))
+    assert checkpoint == str(tmp_path / 'epoch_2.pth') and 'epoch_3.pth, which is truncated' in note
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path):
+    checkpoint, note = train_tool().resumable_checkpoint(str(tmp_path))
+    assert checkpoint is None and 'nothing to resume' in note and 'from scratch' in note
+
+
+def test_resume_from_a_damaged_checkpoint_is_an_error(tmp_path):
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    with pytest.raises(SystemExit, match='empty.pth: the checkpoint is empty'):
+        train_tool().merge_args(*_args(tmp_path, '--resume', str(tmp_path / 'empty.pth')))
+
+
+def _args(tmp_path, *argv):
+    from mmengine.config import Config
+    tool = train_tool()
+    args = tool.parse_args([str(KD_CONFIG), '--work-dir', str(tmp_path), *argv])
+    return Config.fromfile(str(KD_CONFIG)), args
