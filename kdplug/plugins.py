@@ -8,15 +8,17 @@ Loading happens once, on the first lookup in a kdplug registry (or an explicit :
 3. hook names are checked (a misspelled ``@hookimpl`` is an error) and every contribution is registered into the
    registry of its hook (:data:`kdplug.registry.HOOK_REGISTRIES`) under its class name.
 
-``KDPLUG_BLOCK_PLUGINS=name1,name2`` skips named plugins (entry-point names, or builtin names such as
-``kdplug.losses``). Errors name the plugin, its distribution and the fix.
+``KDPLUG_BLOCK_PLUGINS=name1,name2`` skips named plugins (entry-point names, or builtin module names such as
+``kdplug.losses.plugin``); a name that is neither is an error, so that a typo cannot leave the plugin loaded. Errors
+name the plugin, its distribution and the fix.
 """
+import difflib
 import importlib
 import os
 import threading
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
-from typing import Dict, List, Optional
+from importlib.metadata import EntryPoint, entry_points
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pluggy
 
@@ -62,6 +64,52 @@ def blocked_plugins() -> set:
     return {n.strip() for n in os.environ.get(BLOCK_ENV, '').split(',') if n.strip()}
 
 
+def _plugin_entry_points() -> List[EntryPoint]:
+    """The entry points of the group ``kdplug``, by name; discovering them imports nothing."""
+    return sorted(entry_points(group=GROUP), key=lambda e: e.name)
+
+
+def _check_blocked(blocked: set, eps: Sequence[EntryPoint]) -> None:
+    """A blocked name that matches no plugin blocks nothing: most likely a typo that leaves the plugin loaded."""
+    installed = sorted({ep.name for ep in eps})
+    known = [*BUILTIN_PLUGINS, *installed]
+    unknown = sorted(blocked - set(known))
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        if close:
+            hints.append(f'{name!r}: did you mean {" or ".join(repr(c) for c in close)}?')
+    raise PluginError(
+        f'{BLOCK_ENV}={os.environ.get(BLOCK_ENV, "")} names no kdplug plugin {", ".join(repr(n) for n in unknown)}, '
+        'and such a name blocks nothing. ' + ''.join(h + ' ' for h in hints)
+        + f'Known plugins: the builtins {", ".join(BUILTIN_PLUGINS)}; the entry points of group "{GROUP}" '
+        f'(installed, whether or not {DISABLE_AUTOLOAD_ENV} is set): {", ".join(installed) or "none"}. '
+        f'Fix the spelling, or remove the name from {BLOCK_ENV}')
+
+
+def _entry_point_dist(ep: EntryPoint) -> Tuple[str, str]:
+    """(distribution name, version) of an entry point, '?' where its metadata is missing."""
+    dist = getattr(ep, 'dist', None)
+    if dist is None:
+        return '?', '?'
+    return dist.metadata['Name'], dist.version
+
+
+def _hook_result_error(info: PluginInfo, hook_name: str, result: object) -> PluginError:
+    """A hook returned something else than a list/tuple of classes: say what, and what to write instead."""
+    if isinstance(result, type):
+        what, example = f'the class {result.__qualname__} itself', result.__name__
+    else:
+        shown = repr(result)
+        shown = shown if len(shown) <= 200 else shown[:200] + '...'
+        what, example = f'{type(result).__name__} {shown}', 'MyLoss'
+    return PluginError(
+        f'kdplug plugin {info.name!r} ({info.distribution}, {info.module}): its hook {hook_name}() returned {what}, '
+        f'not a list of classes. Return a list, e.g. `return [{example}]` (a tuple works too; return [] for none)')
+
+
 def _register(pm: pluggy.PluginManager, module: object, info: PluginInfo) -> None:
     try:
         pm.register(module, name=info.name)
@@ -81,15 +129,19 @@ def _load_builtins(pm: pluggy.PluginManager, blocked: set) -> None:
         _register(pm, module, PluginInfo(module_name, 'kdplug', __version__, module_name))
 
 
-def _load_entry_points(pm: pluggy.PluginManager, blocked: set) -> None:
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+def _load_entry_points(pm: pluggy.PluginManager, blocked: set, eps: Sequence[EntryPoint]) -> None:
+    for ep in eps:
         if ep.name in blocked:
             continue
-        dist = getattr(ep, 'dist', None)
-        dist_name = dist.metadata['Name'] if dist is not None else '?'
-        version = dist.version if dist is not None else '?'
+        dist_name, version = _entry_point_dist(ep)
         try:
             module = ep.load()
+        except SystemExit as err:  # sys.exit() at import would otherwise end the process without a word
+            raise PluginError(
+                f'kdplug plugin {ep.name!r} from the distribution {dist_name} {version} called sys.exit '
+                f'(exit code {err.code!r}) while kdplug imported it ({ep.value}). Uninstall it '
+                f'(pip uninstall {dist_name}), block it with {BLOCK_ENV}={ep.name}, or turn off third-party '
+                f'plugins with {DISABLE_AUTOLOAD_ENV}=1') from err
         except Exception as err:  # any import error of a third-party package must name the package
             raise PluginError(
                 f'kdplug plugin {ep.name!r} from the distribution {dist_name} {version} failed to import '
@@ -119,11 +171,22 @@ def _register_contributions(pm: pluggy.PluginManager) -> None:
             info = _infos[impl.plugin_name]
             try:
                 contributed = impl.function()
+            except SystemExit as err:  # as at import: a plugin must not end the process silently
+                raise PluginError(
+                    f'kdplug plugin {info.name!r} ({info.distribution}): its hook {hook_name}() called sys.exit '
+                    f'(exit code {err.code!r}). Uninstall or fix that package, block it with '
+                    f'{BLOCK_ENV}={info.name}, or turn off third-party plugins with {DISABLE_AUTOLOAD_ENV}=1') from err
             except Exception as err:
                 raise PluginError(f'kdplug plugin {info.name!r} ({info.distribution}): its hook {hook_name}() '
                                   f'raised {type(err).__name__}: {err}') from err
+            if contributed is None:  # pluggy's convention: None is no result
+                contributed = []
+            # a bare class fails with a TypeError, a str or dict iterates its characters or keys: take a list or
+            # tuple only, and say so
+            if not isinstance(contributed, (list, tuple)):
+                raise _hook_result_error(info, hook_name, contributed)
             names = info.contributions.setdefault(hook_name, [])
-            for cls in contributed or []:
+            for cls in contributed:
                 if not isinstance(cls, type):
                     raise PluginError(f'kdplug plugin {info.name!r} ({info.distribution}): {hook_name}() must '
                                       f'return classes, got {cls!r}')
@@ -152,9 +215,13 @@ def load_plugins() -> pluggy.PluginManager:
         for name in blocked:
             pm.set_blocked(name)
         try:
+            # discovered (not loaded) even without autoload: their names are what KDPLUG_BLOCK_PLUGINS is checked
+            # against, before any plugin is imported (a typo'd block of a broken plugin is reported as the typo)
+            eps = _plugin_entry_points()
+            _check_blocked(blocked, eps)
             _load_builtins(pm, blocked)
             if not _env_flag(DISABLE_AUTOLOAD_ENV):
-                _load_entry_points(pm, blocked)
+                _load_entry_points(pm, blocked, eps)
             _check_hook_names(pm)
             _register_contributions(pm)
         except BaseException:

@@ -80,6 +80,7 @@ def test_name_clash_names_both_plugins(python, tmp_path):
 
 def test_broken_plugin_names_its_distribution_and_the_fixes(python, tmp_path):
     fake_distribution(tmp_path, 'broken', 'import not_a_module_anywhere')
+    fake_distribution(tmp_path, 'other', '')  # a second, working plugin for the two-name block below
     env = {'PYTHONPATH': str(tmp_path)}
     result = python(BUILD_KD, env=env)
     assert "plugin 'broken' from the distribution broken 1.0 failed to import" in result.stderr
@@ -87,6 +88,65 @@ def test_broken_plugin_names_its_distribution_and_the_fixes(python, tmp_path):
     # the two switches, as pytest's PYTEST_DISABLE_PLUGIN_AUTOLOAD and -p no:NAME
     assert python(BUILD_KD, env={**env, 'KDPLUG_DISABLE_PLUGIN_AUTOLOAD': '1'}).stdout.strip() == 'KDLoss'
     assert python(BUILD_KD, env={**env, 'KDPLUG_BLOCK_PLUGINS': 'other,broken'}).stdout.strip() == 'KDLoss'
+
+
+@pytest.mark.parametrize('returned, shown', [
+    ('MyLoss', 'the class MyLoss itself'),  # the usual slip: a bare TypeError before
+    ("'MyLoss'", "str 'MyLoss'"),
+    ("{'MyLoss': MyLoss}", "dict {'MyLoss': <class 'single_plugin.MyLoss'>}"),
+    ('42', 'int 42'),
+])
+def test_hook_returning_something_else_than_a_list_names_the_plugin_and_the_fix(python, tmp_path, returned, shown):
+    fake_distribution(tmp_path, 'single', f'''
+        from torch import nn
+        from kdplug import hookimpl
+        class MyLoss(nn.Module):
+            pass
+        @hookimpl
+        def kdplug_losses():
+            return {returned}''')
+    result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
+    assert result.returncode != 0
+    assert "PluginError: kdplug plugin 'single' (single, single_plugin)" in result.stderr, result.stderr
+    assert f'its hook kdplug_losses() returned {shown}, not a list of classes' in result.stderr, result.stderr
+    assert 'Return a list, e.g. `return [MyLoss]`' in result.stderr
+
+
+@pytest.mark.parametrize('code, message', [
+    # exit code 0 at import: the process ended as if all went well, without a word
+    ('import sys\nsys.exit(0)', "plugin 'quitter' from the distribution quitter 1.0 called sys.exit (exit code 0)"),
+    ('''
+        import sys
+        from kdplug import hookimpl
+        @hookimpl
+        def kdplug_losses():
+            sys.exit(3)''', "plugin 'quitter' (quitter): its hook kdplug_losses() called sys.exit (exit code 3)"),
+])
+def test_plugin_calling_sys_exit_is_an_error_not_a_silent_exit(python, tmp_path, code, message):
+    fake_distribution(tmp_path, 'quitter', code)
+    result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
+    assert result.returncode != 0 and result.stdout == ''
+    assert 'Traceback' in result.stderr and f'kdplug.plugins.PluginError: kdplug {message}' in result.stderr, \
+        result.stderr
+    assert 'KDPLUG_BLOCK_PLUGINS=quitter' in result.stderr and 'KDPLUG_DISABLE_PLUGIN_AUTOLOAD=1' in result.stderr
+
+
+def test_unknown_name_in_block_plugins_is_an_error_with_close_matches(python, tmp_path):
+    fake_distribution(tmp_path, 'broken', 'import not_a_module_anywhere')
+    env = {'PYTHONPATH': str(tmp_path)}
+    # typos of an entry-point name and of a builtin plugin name (its package instead of its plugin module)
+    result = python(BUILD_KD, env={**env, 'KDPLUG_BLOCK_PLUGINS': 'brokn,kdplug.losses'})
+    assert "PluginError: KDPLUG_BLOCK_PLUGINS=brokn,kdplug.losses names no kdplug plugin 'brokn', " \
+           "'kdplug.losses'" in result.stderr, result.stderr
+    assert "'brokn': did you mean 'broken'?" in result.stderr
+    assert "'kdplug.losses': did you mean 'kdplug.losses.plugin'" in result.stderr
+    assert 'the builtins kdplug.losses.plugin, kdplug.distillers.plugin' in result.stderr
+    assert 'failed to import' not in result.stderr  # the typo is reported, before the plugin it missed is loaded
+    # without autoload, installed plugins are still known by name (discovered, not loaded): a typo is still an error
+    no_autoload = {**env, 'KDPLUG_DISABLE_PLUGIN_AUTOLOAD': '1'}
+    result = python(BUILD_KD, env={**no_autoload, 'KDPLUG_BLOCK_PLUGINS': 'brokn'})
+    assert "names no kdplug plugin 'brokn'" in result.stderr and "did you mean 'broken'" in result.stderr
+    assert python(BUILD_KD, env={**no_autoload, 'KDPLUG_BLOCK_PLUGINS': 'broken'}).stdout.strip() == 'KDLoss'
 
 
 def test_misspelled_hook_is_an_error_at_load(python, tmp_path):
