@@ -2,6 +2,7 @@
 and the student export that keeps the layer."""
 import copy
 import importlib.util
+import math
 import os
 import textwrap
 
@@ -176,6 +177,10 @@ def test_runner_trains_the_layers_and_the_export_keeps_them(cifar10_root, tmp_pa
         total = r['student.loss'] + r['distill.loss_letkd_inter'] + r['distill.loss_letkd_penult']
         assert abs(r['loss'] - total) < 1e-3, 'diagnostics must not be summed into the loss'
         assert 0 <= r['distill.letkd_penult_agreement'] <= 1
+        # the diagnostics of the issue "is p_T near one-hot?": mean entropies in nats, between 0 and log K
+        for name, k in (('inter', 8 * 10), ('penult', 512)):
+            for side in ('teacher', 'student'):
+                assert 0 <= r[f'distill.letkd_{name}_entropy_{side}'] <= math.log(k) + 1e-4
     assert not any(k.startswith(('teacher', 'losses')) for k in model.state_dict()), 'codewords or teacher saved'
     # export: the student with its KD layers, loaded through mmpretrain's registry from the student config
     exported = tmp_path / 'student.pth'
@@ -204,6 +209,34 @@ def test_model_builds_without_the_codewords_file_and_training_names_the_tool(cif
     samples = [DataSample().set_gt_label(i) for i in range(2)]
     with pytest.raises(FileNotFoundError, match=r'missing.pth.*tools/fit_codewords.py'):
         model.loss(torch.randn(2, 3, 32, 32), samples)
+
+
+def test_loss_reports_the_mean_entropy_of_both_assignments():
+    """Hand-computed: two codewords (0, 0) and (1, 0); a teacher position at (0, 0) has squared distances (0, 1),
+    p_T = (e, 1) / (e + 1); one at (0.5, 0) is equidistant, p_T uniform. The student's logits (0, 0) and (log 3, 0)
+    give p_S = (1/2, 1/2) and (3/4, 1/4)."""
+    from torch import nn
+    from kdplug.models.letkd import LetKDLoss
+
+    def entropy(*p):
+        return -sum(x * math.log(x) for x in p)
+
+    loss = LetKDLoss('out', level='penultimate')
+    loss.load_codewords(dict(level='penultimate', codewords=torch.tensor([[0.0, 0.0], [1.0, 0.0]])))
+    teacher = torch.tensor([[0.0, 0.5], [0.0, 0.0]]).view(1, 2, 1, 2)  # channels x positions: (0, 0) and (0.5, 0)
+    layer = nn.Module()
+    logits = torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0]]).view(1, 2, 1, 2).requires_grad_()
+    layer.assignment_logits = logits
+    out = loss(layer, teacher)
+    a = math.e / (math.e + 1)
+    torch.testing.assert_close(out['entropy_teacher'], torch.tensor((entropy(a, 1 - a) + math.log(2)) / 2))
+    torch.testing.assert_close(out['entropy_student'], torch.tensor((math.log(2) + entropy(0.75, 0.25)) / 2))
+    assert not out['entropy_teacher'].requires_grad and not out['entropy_student'].requires_grad
+    assert not any('loss' in key for key in out if key != 'loss'), 'a key with "loss" would be summed by mmengine'
+    # raw squared distances of a spread-out teacher: p_T one-hot in float32, entropy exactly 0 (0 log 0 = 0, no NaN)
+    layer.assignment_logits = logits
+    far = torch.tensor([[60.0, -60.0], [0.0, 0.0]]).view(1, 2, 1, 2)  # distances (3600, 3481) and (3600, 3721)
+    assert loss(layer, far)['entropy_teacher'] == 0
 
 
 def test_loss_pools_a_larger_teacher_map_and_checks_the_sizes():

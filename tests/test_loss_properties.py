@@ -148,8 +148,11 @@ def test_uskd_matches_a_direct_computation_of_its_three_terms():
         target = -q * torch.log(p_s[i, y[i]])
         others = [k for k in range(6) if k != y[i]]
         p_w = F.softmax(w[i], 0)
-        score = {k: p_w[k] / (1 - p_w[y[i]]) + torch.log(p_s[i, k]) / (1 - p_s[i, y[i]]) for k in others}
-        ranked = sorted(others, key=lambda k: -score[k])
+        # the authors' ranking (yzd-v/cls_KD uskd.py line 73): all 6 classes, the target included, the student's part
+        # divided by 1 - LOG p_y; Zipf 1/rank first, the target dropped after
+        log_p_y = torch.log(p_s[i, y[i]])
+        score = {k: p_w[k] / (1 - p_w[y[i]] + 1e-6) + torch.log(p_s[i, k]) / (1 - log_p_y + 1e-6) for k in range(6)}
+        ranked = sorted(range(6), key=lambda k: -score[k])
         zipf = torch.tensor([1.0 / (ranked.index(k) + 1) for k in others])
         zipf = zipf / zipf.sum()
         non_target = -(zipf * F.log_softmax(s[i, others], 0)).sum()

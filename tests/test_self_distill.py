@@ -38,6 +38,31 @@ def test_uskd_trains_the_weak_head_and_exports_the_plain_student(cifar10_root, t
     torch.testing.assert_close(plain(inputs), model(inputs))
 
 
+def test_uskd_distiller_hands_mixup_labels_to_the_loss_unreduced(cifar10_root, tmp_path):
+    """Mixup / cutmix leave soft labels in gt_score: the distiller passes them whole, and the loss keeps both mixed
+    classes (their top-2), as the authors' code does, instead of their argmax."""
+    import torch.nn.functional as F
+    from mmengine.registry import DefaultScope, MODELS
+    from mmpretrain.structures import DataSample
+    from kdplug.losses import USKDLoss
+    cfg = run_config(cifar10_root, tmp_path, model_from=USKD_CONFIG)
+    cfg.model.student.head.num_classes = 10
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg.model)
+    model.train()
+    torch.manual_seed(0)
+    inputs = torch.randn(4, 3, 32, 32)
+    first, second = torch.tensor([0, 1, 2, 3]), torch.tensor([5, 6, 7, 3])  # the last sample mixed with its class
+    soft = 0.6 * F.one_hot(first, 10).float() + 0.4 * F.one_hot(second, 10).float()
+    samples = [DataSample().set_gt_label(int(a)).set_gt_score(row) for a, row in zip(first, soft)]
+    losses = model.loss(inputs, samples)
+    feats = model.student.extract_feat(inputs)  # train mode: batch statistics, the same outputs again
+    logits, weak = model.student.head(feats), model._weak_logits(feats)
+    uskd = USKDLoss(alpha=0.1, beta=0.1, mu=0.1)
+    torch.testing.assert_close(losses['distill.loss_uskd'], uskd(logits, weak, soft))
+    assert not torch.allclose(losses['distill.loss_uskd'], uskd(logits, weak, first))
+
+
 def test_uskd_middle_stage_must_not_be_the_last(cifar10_root, tmp_path):
     cfg = run_config(cifar10_root, tmp_path, model_from=USKD_CONFIG)
     cfg.model.weak_stage = 3

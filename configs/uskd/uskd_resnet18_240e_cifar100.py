@@ -1,5 +1,5 @@
-# USKD (001), CIFAR-100 recipe: alpha = 0.1, beta = 0.1, mu = 0.1, added to the student's cross-entropy; the weak
-# head on stage 2 (of 4) of mmpretrain's CIFAR ResNet-18. No teacher.
+# USKD (Yang et al., ICCV 2023, arXiv:2303.13005), CIFAR-100 recipe: alpha = 0.1, beta = 0.1, mu = 0.1, added to
+# the student's cross-entropy; the weak head on stage 2 (of 4) of mmpretrain's CIFAR ResNet-18. No teacher.
 _base_ = ['../_base_/datasets/cifar100.py', '../_base_/schedules/cifar_240e.py', '../_base_/default_runtime.py']
 model = dict(
     type='kdplug.USKDDistiller',

@@ -1,5 +1,6 @@
-"""USKD self-distillation (Yang et al., ICCV 2023; ../shared/papers/001): no teacher; a weak linear head on the
-student's middle stage supplies the ranking of the non-target soft labels (see kdplug/losses/uskd.py).
+"""USKD self-distillation (Yang et al., "From Knowledge Distillation to Self-Knowledge Distillation: A Unified
+Approach with Normalized Loss and Customized Soft Labels", ICCV 2023, arXiv:2303.13005): no teacher; a weak linear
+head on the student's middle stage supplies the ranking of the non-target soft labels (see kdplug/losses/uskd.py).
 
     model = dict(
         type='kdplug.USKDDistiller',
@@ -9,7 +10,8 @@ student's middle stage supplies the ranking of the non-target soft labels (see k
 
 The student's backbone is asked for ``out_indices=(weak_stage, last)``; its neck pools both and its head uses the
 last, so the student is unchanged. The weak head (``weak_head.*`` in checkpoints) is a training-only module:
-the student export drops it. Its cross-entropy (weight mu) also trains the backbone up to the weak stage.
+the student export drops it. Its cross-entropy (weight mu) also trains the backbone up to the weak stage. Mixup /
+cutmix soft labels (``gt_score``) reach the loss whole: it keeps their two largest entries, as the authors' code.
 """
 from typing import Dict, List, Mapping, Optional
 

@@ -1,62 +1,123 @@
-"""USKD: the self-distillation of Yang et al., "From Knowledge Distillation to Self-Knowledge Distillation: A
-Unified Approach with Normalized Loss and Customized Soft Labels" (ICCV 2023; supplement ../shared/papers/001).
+"""USKD: the self-distillation of Yang, Zeng, Li, Zhang, Yuan and Li, "From Knowledge Distillation to
+Self-Knowledge Distillation: A Unified Approach with Normalized Loss and Customized Soft Labels" (ICCV 2023,
+arXiv:2303.13005).
 
-No teacher: the soft labels come from the student itself and from a weak linear head on its middle stage.
-With p^s = softmax(s), w = weak-head logits, y the label and C the number of classes:
+No teacher: the soft labels come from the student itself and from a weak linear head on its middle stage. kdplug
+computes what the authors' code computes: yzd-v/cls_KD, ``mmcls/models/dis_losses/uskd.py`` (commit 1e5d48f),
+cited below as "their line L". With s the student's logits, w the weak head's, C classes and, per sample, the
+labels l_1 (and l_2) with weights v_1 (and v_2):
 
-    target soft label  q_i = p^s_y(i)^2 + (1 - mean_batch(p^s_y^2))                      (detached)
-    L_target = -1/N sum_i q_i * log p^s_y(i)
-    non-target labels  z_i(k) = (1 / rank_i(k)) / sum_j (1 / rank_i(j)) over the C - 1 non-target classes,
-                       ranked by  softmax(w_i)_k / (1 - softmax(w_i)_y) + log p^s_i(k) / (1 - p^s_y(i))   (detached)
-    L_non = -1/N sum_i sum_k z_i(k) * log softmax(s_i without y)_k
-    L_weak = cross-entropy of w with labels 0.9 * onehot(y) + 0.1 / C
-    L_USKD = alpha * L_target + beta * L_non + mu * L_weak
+* labels (lines 33-39): a hard label y gives one label l_1 = y, v_1 = 1. A soft label (mixup / cutmix) gives its
+  two largest entries, l_1, l_2 with their weights v_1, v_2 (the top-2 of a sort, ties to the lower class index).
+* target term (lines 44-55), q detached::
 
-The ranking follows the authors' code (weak-head probability plus the student's LOG-probability, each divided by
-one minus its target probability): Zipf's law 1/rank turns the rank into the soft label. Defaults: ImageNet
-alpha = 1, beta = 0.1, mu = 0.005; CIFAR-100 alpha = 0.1, beta = 0.1, mu = 0.1. Needs hard labels (soft labels from
-mixup / cutmix are reduced to their argmax).
+      q_ij = p_s(l_ij)^2 + v_ij - mean_batch(p_s(l_.j)^2)       (0 where v_ij = 0; the mean is per label column)
+      L_target_i = -sum_j q_ij * log p_s(l_ij)
+
+* weak head (lines 58-66): L_weak_i = -sum_k t_ik log softmax(w_i)_k with t = 0.9 * onehot(y) + 0.1 / C, or
+  t = 0.9 * (the whole soft label) + 0.1 / C for soft labels.
+* non-target labels (lines 69-87), detached: every class k of ALL C, the labels included, is ranked by::
+
+      score_k = p_w(k) / (1 - sum_j p_w(l_j) + 1e-6) + log p_s(k) / (1 - sum_j log p_s(l_j) + 1e-6)
+
+  The second denominator is one minus the LOG-probability of the labels (their line 53 reassigns ``s_i``/``s_t``
+  to log-probabilities before line 73 uses them): this is their code, not a typo of kdplug's. Zipf's law turns the
+  rank (1 = highest score) into 1 / rank (lines 76-79); only then are the labels dropped and the rest renormalised
+  (lines 81-87): z_i(k) = (1 / rank_k) / sum_{k' not a label} (1 / rank_k'). A label that ranks first leaves the
+  non-target classes 1/2 ... 1/C, not 1 ... 1/(C - 1).
+* non-target term (lines 83-90): L_non_i = -sum_k z_i(k) * log softmax(s_i without its labels)_k.
+* L_USKD = 1/N sum_i (alpha * L_target_i + beta * L_non_i + mu * L_weak_i)  (line 93; mu sits in line 66).
+
+Where their code has no defined result, kdplug decides: a soft label whose second weight is 0 (a sample mixed with
+its own class, or a one-hot soft label) has one label, as a hard label would; their line 34 would drop whichever
+class the sort put second among the zeros (``p_t[value == 0] = 0`` zeroes its target weight, but it still leaves
+the non-target set and enters both denominators). The batch mean of column 2 runs over the samples that have a
+second label. So one-hot soft labels give exactly the hard-label loss. Defaults: ImageNet alpha = 1, beta = 0.1,
+mu = 0.005; CIFAR-100 alpha = 0.1, beta = 0.1, mu = 0.1.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dkd import drop_target
 from .functional import check_hyperparameter, hard_labels, reduce_per_sample
 
+#: Weak-head label smoothing of the authors' code (their lines 59 and 61).
+WEAK_LABEL_SMOOTHING = 0.1
+#: Added to both denominators of the ranking score (their line 73).
+RANK_EPS = 1e-6
 
-def zipf_non_target_labels(student_logits: Tensor, weak_logits: Tensor, target: Tensor) -> Tensor:
-    """Zipf soft labels over the C - 1 non-target classes, (N, C - 1), detached."""
+
+def uskd_labels(target: Optional[Tensor], num_samples: int, num_classes: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """(labels, weights, active), each (N, K): K = 1 for hard labels (weight 1); K = 2 for soft labels (N, C), their
+    two largest entries (stable sort: ties go to the lower class index). ``active`` is False for a second label of
+    weight 0: such a label does not exist for the loss."""
+    indices = hard_labels(target, num_samples, num_classes, method='USKDLoss', soft_ok=True)  # checks the shapes
+    if target.dim() == 1:
+        labels = indices.unsqueeze(1)
+        weights = torch.ones(labels.shape, device=labels.device)
+        return labels, weights, torch.ones_like(labels, dtype=torch.bool)
+    weights, labels = target.float().sort(dim=-1, descending=True, stable=True)
+    weights, labels = weights[:, :2], labels[:, :2]
+    active = torch.ones_like(labels, dtype=torch.bool)
+    active[:, 1:] = weights[:, 1:] > 0
+    return labels, weights, active
+
+
+def zipf_non_target_labels(student_logits: Tensor, weak_logits: Tensor, labels: Tensor, active: Tensor
+                           ) -> Tuple[Tensor, Tensor]:
+    """The Zipf soft labels z (N, C), 0 on each sample's labels, and ``keep`` (N, C), False on the labels; detached.
+
+    Ranks all C classes (labels included) by the authors' score, then drops the labels and renormalises."""
     with torch.no_grad():
-        index = target.unsqueeze(1)
         p_weak = F.softmax(weak_logits, dim=-1)
         log_p_student = F.log_softmax(student_logits, dim=-1)
-        weak_part = p_weak / (1 - p_weak.gather(1, index)).clamp_min(1e-12)
-        student_part = log_p_student / (1 - log_p_student.gather(1, index).exp()).clamp_min(1e-12)
-        score = drop_target(weak_part + student_part, target)
-        rank = score.argsort(dim=-1, descending=True).argsort(dim=-1) + 1  # 1 = highest score
-        zipf = 1.0 / rank.to(student_logits.dtype)
-        return zipf / zipf.sum(dim=-1, keepdim=True)
+        weak_label = (p_weak.gather(1, labels) * active).sum(1, keepdim=True)
+        student_label = (log_p_student.gather(1, labels) * active).sum(1, keepdim=True)  # log p: the authors' code
+        score = p_weak / (1 - weak_label + RANK_EPS) + log_p_student / (1 - student_label + RANK_EPS)
+        rank = score.argsort(dim=-1, descending=True, stable=True).argsort(dim=-1) + 1  # 1 = highest score
+        dropped = torch.where(active, labels, labels[:, :1])  # an inactive label drops nothing new
+        keep = torch.ones_like(score, dtype=torch.bool).scatter_(1, dropped, False)
+        zipf = torch.where(keep, 1.0 / rank.to(score.dtype), torch.zeros_like(score))
+        return zipf / zipf.sum(dim=-1, keepdim=True).clamp_min(1e-12), keep
 
 
 def uskd_per_sample(student_logits: Tensor, weak_logits: Tensor, target: Tensor, alpha: float, beta: float,
-                    mu: float, label_smoothing: float = 0.1) -> Tensor:
-    index = target.unsqueeze(1)
-    log_p_target = F.log_softmax(student_logits, dim=-1).gather(1, index).squeeze(1)
+                    mu: float) -> Tensor:
+    """alpha * L_target + beta * L_non + mu * L_weak of each sample, (N,); ``target`` hard (N,) or soft (N, C)."""
+    num_samples, num_classes = student_logits.shape
+    labels, weights, active = uskd_labels(target, num_samples, num_classes)
+    weights = weights.to(student_logits)
+    log_p_label = F.log_softmax(student_logits, dim=-1).gather(1, labels)
     with torch.no_grad():
-        squared = log_p_target.exp().pow(2)
-        soft_target = squared + (1 - squared.mean()) if squared.numel() else squared
-    target_term = -soft_target * log_p_target
-    zipf = zipf_non_target_labels(student_logits, weak_logits, target)
-    non_target = -(zipf * F.log_softmax(drop_target(student_logits, target), dim=-1)).sum(dim=-1)
-    weak = F.cross_entropy(weak_logits, target, reduction='none', label_smoothing=label_smoothing)
+        squared = log_p_label.exp().pow(2)
+        column_mean = (squared * active).sum(0) / active.sum(0).clamp_min(1)
+        soft_target = torch.where(active & (weights > 0), squared + weights - column_mean, torch.zeros_like(squared))
+    target_term = -(soft_target * log_p_label).sum(dim=-1)
+
+    zipf, keep = zipf_non_target_labels(student_logits, weak_logits, labels, active)
+    # log-softmax over the kept classes only; the fill is finite so that a sample with no class left (C = 2 and two
+    # labels) gives 0, not NaN, in value and gradient
+    kept = student_logits.masked_fill(~keep, torch.finfo(student_logits.dtype).min)
+    log_non = torch.where(keep, student_logits - torch.logsumexp(kept, dim=-1, keepdim=True),
+                          torch.zeros_like(student_logits))
+    non_target = -(zipf * log_non).sum(dim=-1)
+
+    if target.dim() == 2:
+        weak_label = target.to(weak_logits)
+    else:
+        weak_label = F.one_hot(labels[:, 0], num_classes).to(weak_logits)
+    weak_label = (1 - WEAK_LABEL_SMOOTHING) * weak_label + WEAK_LABEL_SMOOTHING / num_classes
+    weak = -(weak_label * F.log_softmax(weak_logits, dim=-1)).sum(dim=-1)
     return alpha * target_term + beta * non_target + mu * weak
 
 
 class USKDLoss(nn.Module):
-    """Self-KD loss: ``forward(student_logits, weak_logits, target)``; the weak logits come from the middle stage."""
+    """Self-KD loss: ``forward(student_logits, weak_logits, target)``; the weak logits come from the middle stage.
+
+    ``target``: hard labels (N,) or soft labels (N, C) (mixup / cutmix: the two largest entries count, see the
+    module docstring)."""
 
     teacher_based = False  # its second input is trained too (the weak head), unlike a teacher's logits
 
@@ -71,7 +132,6 @@ class USKDLoss(nn.Module):
         if student_logits.shape != weak_logits.shape or student_logits.dim() != 2:
             raise ValueError(f'student logits {tuple(student_logits.shape)} and weak-head logits '
                              f'{tuple(weak_logits.shape)} must both be (N, C)')
-        target = hard_labels(target, *student_logits.shape, method='USKDLoss', soft_ok=True)
         per_sample = uskd_per_sample(student_logits, weak_logits, target, self.alpha, self.beta, self.mu)
         return self.loss_weight * reduce_per_sample(per_sample)
 

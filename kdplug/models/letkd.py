@@ -1,4 +1,5 @@
-"""letKD, the knowledge-distillation layer that lets the student decide (../shared/papers/004, supplement).
+"""letKD: Görgün, Gürbüz and Alatan, "Knowledge Distillation Layer that Lets the Student Decide" (BMVC 2023,
+arXiv:2309.02843), from its supplementary material (the "supplement" below).
 
 Three parts, torch only (no mmengine, no mmpretrain):
 
@@ -22,7 +23,8 @@ Three parts, torch only (no mmengine, no mmpretrain):
   - ``level='penultimate'`` (letKD-1, Alg. 1): ``p_T = softmax(-||f - rho_k||^2 / T)`` over the K k-means codewords
     ``rho`` of the teacher's features. The pseudo-code writes ``softmax(d)`` with ``d`` the squared distances; a soft
     assignment must favour the NEAREST codeword, so kdplug uses ``softmax(-d)`` (the sign is a typo of the
-    pseudo-code). ``T`` (``temperature``) is 1 in the paper.
+    pseudo-code; the authors' code, adagorgun/letKD-framework, has ``softmax(-T * distances)``). ``T``
+    (``temperature``) is 1 in the paper.
   - ``level='intermediate'`` (letKD-2, Alg. 2): the teacher feature is projected by LDA (``W f + b``), the
     position is given the nearest sub-class prototype **of its image's class** (``k*``), and ``p_T`` is the row
     ``k*`` of the sub-class score matrix ``s_T`` (C*K_inter x C*K_inter). The student predicts over C*K_inter
@@ -33,7 +35,8 @@ Three parts, torch only (no mmengine, no mmpretrain):
 Choices where the supplement is silent (documented here and in docs/letkd.md):
 
 * ``p_S`` is the softmax of the scaled cosine similarities ``a`` (before BN); BN-ReLU shapes only the feature that
-  is added back. s1 starts at 10 (a softmax over thousands of cosines needs a range of ~10 to be peaked), s2 at 1.
+  is added back. s1 starts at 10 (a softmax over thousands of cosines needs a range of ~10 to be peaked; the
+  authors' configs start it at 3), s2 at 1. docs/letkd.md lists each open choice with the supplement's words.
   "The kernels are l2 normalised": for both convs each output kernel (one filter, over the input channels) has
   unit norm; the first conv also l2-normalises its input at every position (cosine similarity).
 * ``alpha`` (the paper's alpha_inter / alpha_penult, Fig. 2) is a fixed factor of the layer's output.
@@ -210,6 +213,13 @@ def intermediate_assignment(teacher_rows: Tensor, labels: Tensor, section: Mappi
     return section['scores'][h1]
 
 
+def mean_entropy(probs: Tensor) -> Tensor:
+    """Mean over the rows of the entropy ``-sum_k p_k log p_k`` of each row of ``probs`` (n, K), in nats, detached
+    (``0 log 0 = 0``; an empty batch gives 0)."""
+    with torch.no_grad():
+        return reduce_per_sample(torch.special.entr(probs.float()).sum(dim=1))
+
+
 def kl_batchmean(target: Tensor, logits: Tensor) -> Tensor:
     """``KL(target || softmax(logits))`` summed over the last dim and averaged over the rows, in float32
     (``0 log 0 = 0``): kdplug's KL of rows and its one reduction."""
@@ -247,7 +257,9 @@ class LetKDLoss(nn.Module):
         loss_weight: factor of the loss.
 
     ``forward(layer, teacher_feature, target)`` returns ``{'loss': weighted KL, 'agreement': fraction of positions
-    where the student's and the teacher's top assignments agree}``.
+    where the student's and the teacher's top assignments agree, 'entropy_teacher': mean entropy of p_T,
+    'entropy_student': mean entropy of p_S}``; the entropies are in nats, averaged over every position of the
+    batch, detached (diagnostics: 0 is one-hot, log K uniform; with raw squared distances p_T may be near one-hot).
     """
 
     def __init__(self, student_module: str, level: str = 'penultimate', codewords: Optional[str] = None,
@@ -355,7 +367,9 @@ class LetKDLoss(nn.Module):
         loss = kl_batchmean(p_t, student_rows)
         with torch.no_grad():
             agreement = (student_rows.argmax(1) == p_t.argmax(1)).float().mean()
-        return {'loss': self.loss_weight * loss, 'agreement': agreement}
+            entropy_student = mean_entropy(torch.softmax(student_rows.float(), dim=1))
+        return {'loss': self.loss_weight * loss, 'agreement': agreement, 'entropy_teacher': mean_entropy(p_t),
+                'entropy_student': entropy_student}
 
     def extra_repr(self) -> str:
         return (f'student_module={self.student_module!r}, level={self.level!r}, teacher_stage={self.teacher_stage!r}, '
