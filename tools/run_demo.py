@@ -4,17 +4,19 @@
 2. trains a small teacher (resnet20) on a class-balanced 10k-image subset for 4 epochs;
 3. trains the student (resnet8) on the same data and schedule: alone, with KD, NormKD and KD + logit
    standardization, each through tools/train.py and an mmengine Runner;
-4. prints a table of top-1 accuracies on 2k test images (and writes it to work_dirs/demo/results.md).
+4. prints a table of top-1 accuracies on 2k test images, validated after every epoch: the best over the epochs
+   (what the papers report) and the last (and writes it to work_dirs/demo/results.md).
 
     python tools/run_demo.py [--epochs 4] [--work-dir work_dirs/demo]
     python tools/run_demo.py --seeds 1 2 --teacher-ckpt work_dirs/demo/teacher_resnet20/epoch_4.pth \
         --work-dir work_dirs/demo_seeds          # more seeds of the students, same teacher
 
-The numbers of such a short run are small and noisy (one seed by default, --seeds for more); the comparison is fair:
-same data, schedule, seed.
+The numbers of such a short run are small and noisy (one seed by default; with --seeds the table gives the mean and
+the sample standard deviation over the seeds, then each seed); the comparison is fair: same data, schedule, seed.
 """
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -30,18 +32,47 @@ STUDENTS = [
 ]
 
 
-def last_metrics(work_dir: Path) -> dict:
-    """The metrics of the last validation of a run, from mmengine's scalars.json."""
-    logs = sorted(work_dir.glob('*/vis_data/scalars.json'))
-    metrics = {}
-    for line in logs[-1].read_text().splitlines() if logs else []:
-        record = json.loads(line)
-        if 'accuracy/top1' in record:
-            metrics = record
-        for key, value in record.items():
-            if key.startswith('teacher/'):
-                metrics.setdefault('teacher', {})[key] = value
-    return metrics
+def top1_history(work_dir: Path) -> dict:
+    """{epoch: top-1} of every validation of a run, from mmengine's scalars.json files: one per launch, in a
+    timestamped folder; for an epoch validated twice (a resumed run), the later launch wins."""
+    history = {}
+    for log in sorted(work_dir.glob('*/vis_data/scalars.json')):
+        for line in log.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if 'accuracy/top1' in record:
+                history[record['step']] = record['accuracy/top1']
+    return history
+
+
+def best_and_last(work_dir: Path) -> tuple:
+    """(best top-1 over the validated epochs, top-1 of the last validated epoch), or (None, None) without any."""
+    history = top1_history(work_dir)
+    if not history:
+        return None, None
+    return max(history.values()), history[max(history)]
+
+
+def cell(values: list) -> str:
+    """One value as is; several (one per seed) as mean +- sample std, then each value; 'n/a' if one is missing."""
+    if not values or None in values:
+        return 'n/a'
+    if len(values) == 1:
+        return f'{values[0]:.2f}'
+    mean, std = statistics.mean(values), statistics.stdev(values)
+    return f'{mean:.2f} +- {std:.2f} ({", ".join(f"{v:.2f}" for v in values)})'
+
+
+def results_table(rows: list, seeds: list, epochs: int) -> str:
+    """The demo's table. rows: (name, work dirs (one per seed; the teacher's one), train seconds per run)."""
+    spread = ', mean +- std over the seeds (sample std), then each seed' if len(seeds) > 1 else ''
+    lines = [f'CIFAR-10, 10k training images, {epochs} epochs, batch 64; top-1 (%) on 2k test images, validated after '
+             f'every epoch: the best over the epochs and the last; seed(s) {", ".join(map(str, seeds))}{spread}:',
+             '', '| model | best top-1 (%) | last top-1 (%) | train time per run (s) |', '|---|---|---|---|']
+    for name, work_dirs, seconds in rows:
+        results = [best_and_last(Path(work_dir)) for work_dir in work_dirs]
+        best, last = [result[0] for result in results], [result[1] for result in results]
+        lines.append(f'| {name} | {cell(best)} | {cell(last)} | {seconds:.0f} |')
+    return '\n'.join(lines)
 
 
 def train(name: str, config: Path, work_dir: Path, options: list) -> float:
@@ -57,13 +88,14 @@ def main(argv=None) -> None:
     parser.add_argument('--epochs', type=int, default=4)
     parser.add_argument('--work-dir', type=Path, default=REPO / 'work_dirs' / 'demo')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0],
-                        help='train every student once per seed (the teacher once, seed 0); the table gives the mean')
+                        help='train every student once per seed (the teacher once, seed 0); the table gives '
+                             'the mean and the sample std over the seeds of the best and the last top-1')
     parser.add_argument('--teacher-ckpt', type=Path, help='reuse this teacher instead of training one')
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error('--epochs must be at least 2: one warm-up epoch, then the cosine decay')
     subprocess.run([sys.executable, str(REPO / 'tools' / 'prepare_data.py'), 'cifar10'], check=True)
-    epochs = [f'train_cfg.max_epochs={args.epochs}', f'train_cfg.val_interval={args.epochs}',
+    epochs = [f'train_cfg.max_epochs={args.epochs}', 'train_cfg.val_interval=1',
               f'param_scheduler.1.end={args.epochs}']
 
     rows = []
@@ -71,33 +103,29 @@ def main(argv=None) -> None:
     if teacher_ckpt is None:
         teacher_dir = args.work_dir / 'teacher_resnet20'
         seconds = train('teacher resnet20', CONFIGS / 'teacher_resnet20_4e_cifar10-10k.py', teacher_dir, epochs)
-        rows.append(('teacher resnet20', [last_metrics(teacher_dir).get('accuracy/top1')], seconds))
+        rows.append(('teacher resnet20', [teacher_dir], seconds))
         teacher_ckpt = teacher_dir / f'epoch_{args.epochs}.pth'
     for name, config in STUDENTS:
-        accuracies, seconds = [], 0.0
+        work_dirs, seconds = [], 0.0
         for seed in args.seeds:
             work_dir = args.work_dir / (Path(config).stem + (f'_seed{seed}' if args.seeds != [0] else ''))
             options = epochs + [f'randomness.seed={seed}']
             options += [f'model.teacher_ckpt={teacher_ckpt}'] if 'alone' not in name else []
             seconds += train(f'{name}, seed {seed}', CONFIGS / config, work_dir, options)
-            accuracies.append(last_metrics(work_dir).get('accuracy/top1'))
-        rows.append((f'resnet8, {name}', accuracies, seconds / len(args.seeds)))
+            work_dirs.append(work_dir)
+        rows.append((f'resnet8, {name}', work_dirs, seconds / len(args.seeds)))
 
-    def cell(accuracies):
-        if None in accuracies:
-            return 'n/a'
-        mean = sum(accuracies) / len(accuracies)
-        if len(accuracies) == 1:
-            return f'{mean:.2f}'
-        return f'{mean:.2f} ({", ".join(f"{a:.2f}" for a in accuracies)})'
-
-    seeds = ', '.join(map(str, args.seeds))
-    table = [f'| model | top-1 (%) on 2k CIFAR-10 test images, seed(s) {seeds} | train time per run (s) |',
-             '|---|---|---|']
-    table += [f'| {name} | {cell(accuracies)} | {sec:.0f} |' for name, accuracies, sec in rows]
-    text = (f'CIFAR-10, 10k training images, {args.epochs} epochs, batch 64 (last epoch):\n\n' + '\n'.join(table))
+    text = results_table(rows, args.seeds, args.epochs)
     (args.work_dir / 'results.md').write_text(text + '\n')
     print('\n' + text, flush=True)
+    # the students' curves beside the table (tools/analyze_logs.py; the total loss is on each method's own scale)
+    sys.path.insert(0, str(REPO / 'tools'))  # a sibling tool, whether this one runs as a script or is imported
+    from analyze_logs import load_scalars, plot_curves
+    curves = {f'{name}, seed {seed}' if len(work_dirs) > 1 else name: load_scalars(work_dir)
+              for name, work_dirs, _ in rows if name != 'teacher resnet20'
+              for seed, work_dir in zip(args.seeds, work_dirs)}
+    plot_curves(curves, ['accuracy/top1', 'loss'], args.work_dir / 'curves.png')
+    print(f'curves: {args.work_dir / "curves.png"}', flush=True)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
-# DKD + NormKD (003 Tables 2-5): t_norm = 2, alpha = 4.0, beta = 5.0, warm-up 20 epochs.
+# DKD + NormKD: alpha = 4, beta = 5, t_norm = 2, w_ce = 1, warm-up 20 epochs: the authors' values
+# (gizi1/NormKD configs/cifar100/NormKD_DKD/res32x4_res8x4.yaml; t_norm, w_ce and the warm-up are its defaults).
 _base_ = ['../_base_/models/resnet32x4_resnet8x4_cifar100.py', '../_base_/datasets/cifar100.py',
           '../_base_/schedules/cifar_240e.py', '../_base_/distill_runtime.py']
 model = dict(

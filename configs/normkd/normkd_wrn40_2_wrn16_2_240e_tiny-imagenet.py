@@ -1,4 +1,5 @@
-# NormKD (003): t_norm = 2, w_ce = 0.1, w_kd = 0.9.
+# NormKD: t_norm = 2, w_ce = 0.1, w_kd = 0.9, the paper's CIFAR-100 values (section 4.3) and the defaults of
+# the authors' gizi1/NormKD configs/cifar100/NormKD/wrn40_2_wrn_16_2.yaml.
 _base_ = ['../_base_/models/wrn40_2_wrn16_2_tiny-imagenet.py', '../_base_/datasets/tiny_imagenet_folder.py',
           '../_base_/schedules/cifar_240e.py', '../_base_/distill_runtime.py']
 model = dict(

@@ -1,0 +1,8 @@
+# NormKD: t_norm = 2, w_ce = 0.1, w_kd = 0.9, the paper's values (section 4.3) and the defaults of
+# the authors' gizi1/NormKD configs/cifar100/NormKD/wrn40_2_wrn_40_1.yaml.
+_base_ = ['../_base_/models/wrn40_2_wrn40_1_cifar100.py', '../_base_/datasets/cifar100.py',
+          '../_base_/schedules/cifar_240e.py', '../_base_/distill_runtime.py']
+model = dict(
+    student=dict(head=dict(loss=dict(loss_weight=0.1))),  # w_ce
+    losses=dict(normkd=dict(type='NormKDLoss', t_norm=2.0, loss_weight=0.9)),
+)
