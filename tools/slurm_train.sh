@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Train on a Slurm cluster: srun starts one task per GPU, mmengine's slurm launcher reads Slurm's variables.
+#   bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py flags]
+#   GPUS=16 GPUS_PER_NODE=8 CPUS_PER_TASK=5 SRUN_ARGS="--time=2-00:00:00" bash tools/slurm_train.sh ...
+# GPUS: tasks in all (default 8); GPUS_PER_NODE: default 8, or GPUS when fewer; SRUN_ARGS: more srun options.
+set -euo pipefail
+if [ $# -lt 4 ]; then
+    echo "usage: bash $0 PARTITION JOB_NAME CONFIG WORK_DIR [train.py flags]" >&2
+    exit 2
+fi
+PARTITION=$1
+JOB_NAME=$2
+CONFIG=$3
+WORK_DIR=$4
+GPUS=${GPUS:-8}
+GPUS_PER_NODE=${GPUS_PER_NODE:-$((GPUS < 8 ? GPUS : 8))}
+CPUS_PER_TASK=${CPUS_PER_TASK:-5}
+# SRUN_ARGS holds several options: split it on whitespace, as a user typing them would expect
+read -r -a SRUN_EXTRA <<< "${SRUN_ARGS:-}"
+PYTHONPATH="$(dirname "$0")/..${PYTHONPATH:+:$PYTHONPATH}" \
+srun -p "$PARTITION" --job-name="$JOB_NAME" --gres=gpu:"$GPUS_PER_NODE" --ntasks="$GPUS" \
+    --ntasks-per-node="$GPUS_PER_NODE" --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-exit=1 \
+    ${SRUN_EXTRA[@]+"${SRUN_EXTRA[@]}"} \
+    python -u "$(dirname "$0")/train.py" "$CONFIG" --work-dir "$WORK_DIR" --launcher slurm "${@:5}"
