@@ -200,22 +200,128 @@ def bench_detection(device: str, batch_size: int, repeat: int, warmup: int, data
                            f'{device}')
 
 
+PIPELINE_RUNS = (('student alone', 'student_resnet8_4e_cifar10-10k.py'),
+                 ('KD', 'kd_resnet20_resnet8_4e_cifar10-10k.py'))
+
+
+def train_tool_seconds_per_iter(config: str, teacher_path: str, data_root: str, ann_file: str, warmup: int,
+                                work_dir: str, extra: tuple = ()) -> float:
+    """Median of mmengine's logged ``time`` per iteration of one epoch of ``tools/train.py CONFIG`` (after
+    ``warmup`` iterations), run as a user runs it."""
+    import glob
+    import json
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    options = ['train_cfg.max_epochs=1', 'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=100',
+               'default_hooks.checkpoint.save_last=False', 'default_hooks.checkpoint.save_best=None',
+               f'train_dataloader.dataset.data_root={data_root}', f'train_dataloader.dataset.ann_file={ann_file}',
+               f'model.teacher_ckpt={teacher_path}', 'custom_hooks=[]', *extra]
+    if 'student' in os.path.basename(config):
+        options.remove(f'model.teacher_ckpt={teacher_path}')
+    subprocess.run([sys.executable, os.path.join(repo, 'tools', 'train.py'), config, '--work-dir', work_dir,
+                    '--no-validate', '--cfg-options', *options], check=True, capture_output=True, cwd=repo)
+    scalars = sorted(glob.glob(os.path.join(work_dir, '*', 'vis_data', 'scalars.json')))[-1]
+    times = [json.loads(line)['time'] for line in open(scalars) if '"time"' in line]
+    return statistics.median(times[warmup:])
+
+
+def plain_loop_seconds_per_iter(config: str, teacher_path: str, images: torch.Tensor, labels: torch.Tensor,
+                                iters: int, warmup: int) -> float:
+    """The same models, batch, augmentation (pad-4 crop, flip), normalisation, losses and SGD as the config, as a
+    plain PyTorch loop on in-memory tensors: the floor a training framework adds its cost to."""
+    import torch.nn.functional as F
+    from mmengine.config import Config
+    from kdplug.adapters.mmpretrain import build_classifier
+    from kdplug.registry import MODELS
+    cfg = Config.fromfile(config)
+    distilled = cfg.model.get('type') == 'kdplug.LogitDistiller'
+    student = build_classifier(cfg.model.student if distilled else cfg.model)
+    teacher = build_classifier(cfg.model.teacher).eval() if distilled else None
+    if teacher is not None:
+        teacher.load_state_dict(torch.load(teacher_path, weights_only=True))
+        losses = [MODELS.build(loss) for loss in cfg.model.losses.values()]
+    ce_weight = (cfg.model.student if distilled else cfg.model).head.loss.get('loss_weight', 1.0)
+    optim = cfg.optim_wrapper.optimizer
+    optimizer = torch.optim.SGD(student.parameters(), lr=optim.lr, momentum=optim.momentum,
+                                weight_decay=optim.weight_decay, nesterov=optim.nesterov)
+    mean = torch.tensor(cfg.data_preprocessor.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.data_preprocessor.std).view(1, 3, 1, 1)
+    batch = cfg.train_dataloader.batch_size
+    generator = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        index = torch.randint(0, len(images), (batch,), generator=generator)
+        padded = F.pad(images[index], (4, 4, 4, 4))
+        dy, dx = torch.randint(0, 9, (2, batch), generator=generator).tolist()
+        crops = torch.stack([padded[i, :, y:y + 32, x:x + 32] for i, (y, x) in enumerate(zip(dy, dx))])
+        flip = torch.rand(batch, generator=generator) < 0.5
+        crops[flip] = crops[flip].flip(-1)
+        inputs = (crops.float() - mean) / std
+        target = labels[index]
+        logits = student(inputs, mode='tensor')
+        loss = ce_weight * F.cross_entropy(logits, target)
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logits = teacher(inputs, mode='tensor')
+            loss = loss + sum(fn(logits, teacher_logits, target) for fn in losses)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[warmup:])
+
+
+def bench_pipeline(data_root: str, ann_file: str, warmup: int) -> None:
+    import cv2
+    import numpy as np
+    from mmengine.config import Config
+    from kdplug.adapters.mmpretrain import build_classifier
+    configs = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'configs', 'demo')
+    lines = open(os.path.join(data_root, ann_file)).read().split('\n')
+    samples = [line.rsplit(' ', 1) for line in lines if line.strip()]
+    # the images as the dataset decodes them (BGR), reordered to RGB as the data preprocessor's to_rgb does
+    decoded = [cv2.imread(os.path.join(data_root, 'train', path))[..., ::-1] for path, _ in samples]
+    images = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor([int(label) for _, label in samples])
+    iters = len(samples) // 64
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher_path = os.path.join(tmp, 'teacher.pth')
+        teacher_cfg = Config.fromfile(os.path.join(configs, PIPELINE_RUNS[1][1])).model.teacher
+        torch.save(build_classifier(teacher_cfg).state_dict(), teacher_path)
+        print(f'one epoch of {len(samples)} CIFAR-10 images ({ann_file}), batch 64, {torch.get_num_threads()} threads, '
+              f'median over iterations after {warmup}')
+        print('| run | tools/train.py (img/s) | plain PyTorch loop (img/s) | kdplug / plain |')
+        print('|---|---|---|---|')
+        for name, config in PIPELINE_RUNS:
+            path = os.path.join(configs, config)
+            kdplug = train_tool_seconds_per_iter(path, teacher_path, data_root, ann_file, warmup,
+                                                 os.path.join(tmp, config))
+            plain = plain_loop_seconds_per_iter(path, teacher_path, images, labels, iters, warmup)
+            print(f'| {name} | {64 / kdplug:.0f} | {64 / plain:.0f} | {plain / kdplug:.0%} |', flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('what', choices=['losses', 'step', 'detection'])
+    parser.add_argument('what', choices=['losses', 'step', 'detection', 'pipeline'])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--repeat', type=int, default=20)
     parser.add_argument('--warmup', type=int, help='untimed runs first (default: 3; 1 for detection)')
     parser.add_argument('--batch-size', type=int, help='default: 64 for step, 2 for detection')
-    parser.add_argument('--data-root', default='data/coco128', help='coco128 for detection (tools/prepare_data.py)')
+    parser.add_argument('--data-root', help='default: data/coco128 for detection, data/cifar10 for pipeline '
+                        '(tools/prepare_data.py)')
+    parser.add_argument('--ann-file', default='meta/train_5000.txt', help='pipeline: the training images')
     args = parser.parse_args(argv)
     if args.what == 'losses':
         bench_losses(args.device, args.repeat, 3 if args.warmup is None else args.warmup)
     elif args.what == 'step':
         bench_step(args.device, args.batch_size or 64, args.repeat, 3 if args.warmup is None else args.warmup)
-    else:
+    elif args.what == 'detection':
         bench_detection(args.device, args.batch_size or 2, args.repeat, 1 if args.warmup is None else args.warmup,
-                        args.data_root)
+                        args.data_root or 'data/coco128')
+    else:
+        bench_pipeline(args.data_root or 'data/cifar10', args.ann_file, 10 if args.warmup is None else args.warmup)
 
 
 if __name__ == '__main__':
