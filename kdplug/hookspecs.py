@@ -32,8 +32,9 @@ hookspec = pluggy.HookspecMarker('kdplug')
 def kdplug_losses() -> List[type]:
     """Logit loss classes (``torch.nn.Module``), registered into ``kdplug.registry.MODELS``.
 
-    A teacher-based logit loss follows ``forward(student_logits, teacher_logits, target=None)`` and returns a
-    scalar already multiplied by its ``loss_weight``.
+    A teacher-based logit loss follows ``forward(student_logits, teacher_logits, target=None, weight=None)`` and
+    returns a scalar already multiplied by its ``loss_weight``; ``weight`` (N,) are per-row weights the reduction
+    honours (sum(w * l) / sum(w)).
     """
 
 
@@ -60,6 +61,11 @@ def kdplug_student_modules() -> List[type]:
     attribute naming the position and are called by ``kdplug.FeatureDistiller`` as
     ``loss(module, teacher_feature, target)`` (see :mod:`kdplug.models.student_modules`).
     """
+
+
+@hookspec
+def kdplug_transforms() -> List[type]:
+    """Data transforms (mmcv ``BaseTransform`` subclasses), registered into ``kdplug.registry.TRANSFORMS``."""
 
 
 @hookspec

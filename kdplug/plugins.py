@@ -34,6 +34,7 @@ BUILTIN_PLUGINS = (
     'kdplug.distillers.plugin',
     'kdplug.engine.plugin',
     'kdplug.models.plugin',
+    'kdplug.transforms.plugin',
 )
 
 

@@ -1,7 +1,7 @@
 """kdplug's mmengine registries (scope ``kdplug``), filled from the plugins on first lookup.
 
-``MODELS`` holds losses, distillers and model components; ``HOOKS`` holds mmengine hooks. Build from them
-directly, whatever the default scope of the run::
+``MODELS`` holds losses, distillers and model components; ``HOOKS`` holds mmengine hooks; ``TRANSFORMS`` holds
+data transforms. Build from them directly, whatever the default scope of the run::
 
     from kdplug.registry import MODELS
     loss = MODELS.build(dict(type='NormKDLoss', t_norm=2.0))
@@ -17,6 +17,7 @@ from typing import Any
 
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
 
 SCOPE = 'kdplug'
@@ -72,6 +73,7 @@ class PluginRegistry(Registry):
 
 MODELS = PluginRegistry('model', parent=MMENGINE_MODELS, scope=SCOPE)
 HOOKS = PluginRegistry('hook', parent=MMENGINE_HOOKS, scope=SCOPE)
+TRANSFORMS = PluginRegistry('transform', parent=MMENGINE_TRANSFORMS, scope=SCOPE)
 
 #: Which registry each hook of :mod:`kdplug.hookspecs` fills.
 HOOK_REGISTRIES = {
@@ -80,4 +82,5 @@ HOOK_REGISTRIES = {
     'kdplug_models': MODELS,
     'kdplug_student_modules': MODELS,
     'kdplug_engine_hooks': HOOKS,
+    'kdplug_transforms': TRANSFORMS,
 }

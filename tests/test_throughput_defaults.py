@@ -1,7 +1,9 @@
 """The dataloader defaults that make kdplug's tools as fast as mmpretrain's, and proof that they change nothing the
 model sees."""
 import importlib.util
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -70,3 +72,37 @@ def test_default_collate_changes_nothing_the_model_sees(cifar10_root, teacher_ck
     assert len(losses['default_collate']) == 4
     assert losses['default_collate'] == losses['pseudo_collate']
     assert torch.tensor(losses['default_collate']).std(0).min() > 0  # the steps differ: real, changing batches
+
+
+def test_cached_load_returns_what_load_image_from_file_returns(cifar10_root, tmp_path):
+    """Same arrays and keys, on the first (decoding) and later (cached) passes; the cache is not written through."""
+    import shutil
+    from mmcv.transforms import LoadImageFromFile
+    from kdplug.registry import TRANSFORMS
+    images = sorted((cifar10_root / 'train').glob('*/*.jpg'))[:5]
+    copies = [Path(shutil.copy(path, tmp_path / f'{i}.jpg')) for i, path in enumerate(images)]
+    cached, plain = TRANSFORMS.build(dict(type='CachedLoadImageFromFile')), LoadImageFromFile()
+    first = [cached(dict(img_path=str(path))) for path in copies]
+    for path in copies:
+        path.unlink()
+    for path, image, decoded in zip(copies, images, first):
+        expected = plain(dict(img_path=str(image)))
+        again = cached(dict(img_path=str(path)))  # the file is gone: served from memory
+        for results in (decoded, again):
+            assert set(results) == set(expected)
+            assert np.array_equal(results['img'], expected['img'])
+            assert results['img_shape'] == expected['img_shape'] and results['ori_shape'] == expected['ori_shape']
+        again['img'][:] = 0  # a transform writing into its input does not reach the cache
+        assert np.array_equal(cached(dict(img_path=str(path)))['img'], expected['img'])
+
+
+def test_cached_load_changes_nothing_the_model_sees(cifar10_root, teacher_ckpt, tmp_path, one_thread):
+    """Two epochs and more of the demo's pipeline (the cache serves from the second): identical losses per step."""
+    losses = {}
+    for load in ('LoadImageFromFile', 'kdplug.CachedLoadImageFromFile'):
+        cfg = run_config(cifar10_root, tmp_path / load, teacher_ckpt, max_iters=12)  # 80 images, batch 8
+        cfg.train_dataloader.dataset.pipeline[0] = dict(type=load)
+        make_runner(cfg).train()
+        losses[load] = [(r['loss'], r['distill.loss_kd']) for r in scalars(tmp_path / load) if 'loss' in r]
+    assert len(losses['LoadImageFromFile']) == 12
+    assert losses['kdplug.CachedLoadImageFromFile'] == losses['LoadImageFromFile']

@@ -1,0 +1,1 @@
+"""Data transforms of kdplug (contributed through the ``kdplug_transforms`` plugin hook)."""
