@@ -106,3 +106,25 @@ def test_cached_load_changes_nothing_the_model_sees(cifar10_root, teacher_ckpt, 
         losses[load] = [(r['loss'], r['distill.loss_kd']) for r in scalars(tmp_path / load) if 'loss' in r]
     assert len(losses['LoadImageFromFile']) == 12
     assert losses['kdplug.CachedLoadImageFromFile'] == losses['LoadImageFromFile']
+
+
+def test_pipeline_benchmark_prints_the_three_speeds_and_the_ratio(cifar10_root):
+    """tools/benchmark.py pipeline on the few images the tests use (1 iteration an epoch): a row per run."""
+    import subprocess
+    import sys
+    images = sorted(p.relative_to(cifar10_root / 'train') for p in (cifar10_root / 'train').glob('*/*.jpg'))
+    classes = sorted({p.parts[0] for p in images})
+    (cifar10_root / 'meta').mkdir(exist_ok=True)
+    (cifar10_root / 'meta' / 'bench.txt').write_text(''.join(f'{p} {classes.index(p.parts[0])}\n' for p in images))
+    result = subprocess.run([sys.executable, str(REPO / 'tools' / 'benchmark.py'), 'pipeline', '--data-root',
+                             str(cifar10_root), '--ann-file', 'meta/bench.txt', '--warmup', '0'],
+                            cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]
+            for line in result.stdout.splitlines() if line.startswith('| ') and 'img/s' not in line}
+    assert set(rows) == {'student alone', 'KD'}
+    for cells in rows.values():
+        kdplug, mmpretrain, plain, ratio = cells
+        assert float(kdplug) > 0 and float(mmpretrain) > 0 and float(plain) > 0
+        expected = 100 * float(kdplug) / float(plain)
+        assert abs(int(ratio.rstrip('%')) - expected) <= 0.05 * expected + 1  # the img/s shown are rounded

@@ -14,9 +14,9 @@ its floor (student step + teacher forward). ``detection``: the same for Faster R
 RoIHeadDistiller's train_step, with KD, NKD, NormKD and KD with background RoIs excluded. Weights are random (the
 cost does not depend on them; no download). Median of ``--repeat`` runs after warm-up; on a GPU each row also gives
 its peak memory (torch.cuda.max_memory_allocated, reset before the row: weights, gradients, activations).
-``pipeline``: images per second of real ``tools/train.py`` runs of the demo's configs (student alone, KD; CPU) beside
-a plain PyTorch loop with the same models, batch, augmentation, losses and optimizer on in-memory tensors: the
-whole cost of the framework, the data pipeline and kdplug, as a ratio.
+``pipeline``: images per second of real ``tools/train.py`` runs of the demo's configs (student alone, KD; CPU), through
+kdplug's tool and through mmpretrain's own, beside a plain PyTorch loop with the same models, batch, augmentation,
+losses and optimizer on in-memory tensors: the whole cost of the framework, the data pipeline and kdplug, as a ratio.
 """
 import argparse
 import os
@@ -208,8 +208,14 @@ PIPELINE_RUNS = (('student alone', 'student_resnet8_4e_cifar10-10k.py'),
                  ('KD', 'kd_resnet20_resnet8_4e_cifar10-10k.py'))
 
 
+def mmpretrain_train_tool() -> str:
+    """mmpretrain's own tools/train.py, shipped inside its package."""
+    import mmpretrain
+    return os.path.join(os.path.dirname(mmpretrain.__file__), '.mim', 'tools', 'train.py')
+
+
 def train_tool_seconds_per_iter(config: str, teacher_path: str, data_root: str, ann_file: str, warmup: int,
-                                work_dir: str, extra: tuple = ()) -> float:
+                                work_dir: str, extra: tuple = (), tool: str = '') -> float:
     """Median of mmengine's logged ``time`` per iteration of the second of two epochs of ``tools/train.py CONFIG``
     (after ``warmup`` iterations of it), run as a user runs it: the steady state of a run whose workers are up and
     whose images are decoded (the demo trains 4 epochs, the papers' recipes 240)."""
@@ -224,8 +230,9 @@ def train_tool_seconds_per_iter(config: str, teacher_path: str, data_root: str, 
                f'model.teacher_ckpt={teacher_path}', 'custom_hooks=[]', *extra]
     if 'student' in os.path.basename(config):
         options.remove(f'model.teacher_ckpt={teacher_path}')
-    subprocess.run([sys.executable, os.path.join(repo, 'tools', 'train.py'), config, '--work-dir', work_dir,
-                    '--no-validate', '--cfg-options', *options], check=True, capture_output=True, cwd=repo)
+    tool = tool or os.path.join(repo, 'tools', 'train.py')
+    subprocess.run([sys.executable, tool, config, '--work-dir', work_dir, '--no-validate', '--cfg-options', *options],
+                   check=True, capture_output=True, cwd=repo)
     scalars = sorted(glob.glob(os.path.join(work_dir, '*', 'vis_data', 'scalars.json')))[-1]
     records = [json.loads(line) for line in open(scalars)]
     times = [r['time'] for r in records if 'time' in r and r.get('epoch') == 2]
@@ -299,14 +306,19 @@ def bench_pipeline(data_root: str, ann_file: str, warmup: int) -> None:
         print(f'{len(samples)} CIFAR-10 images ({ann_file}), batch 64, {torch.get_num_threads()} threads; '
               f'tools/train.py: median time per iteration of the 2nd epoch after {warmup} iterations; plain loop: '
               f'median of {iters} iterations after {warmup}')
-        print('| run | tools/train.py (img/s) | plain PyTorch loop (img/s) | kdplug / plain |')
-        print('|---|---|---|---|')
+        print('| run | kdplug tools/train.py (img/s) | mmpretrain tools/train.py (img/s) | plain PyTorch loop '
+              '(img/s) | kdplug / plain |')
+        print('|---|---|---|---|---|')
         for name, config in PIPELINE_RUNS:
             path = os.path.join(configs, config)
             kdplug = train_tool_seconds_per_iter(path, teacher_path, data_root, ann_file, warmup,
                                                  os.path.join(tmp, config))
+            mmpretrain = train_tool_seconds_per_iter(path, teacher_path, data_root, ann_file, warmup,
+                                                     os.path.join(tmp, 'mmpretrain_' + config),
+                                                     tool=mmpretrain_train_tool())
             plain = plain_loop_seconds_per_iter(path, teacher_path, images, labels, iters, warmup)
-            print(f'| {name} | {64 / kdplug:.0f} | {64 / plain:.0f} | {plain / kdplug:.0%} |', flush=True)
+            print(f'| {name} | {64 / kdplug:.0f} | {64 / mmpretrain:.0f} | {64 / plain:.0f} | {plain / kdplug:.0%} |',
+                  flush=True)
 
 
 def main(argv=None) -> None:
