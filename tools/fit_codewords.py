@@ -161,7 +161,9 @@ def collect(model, loader, specs: List[dict], device: torch.device, max_images: 
             chunks[i].append((x, y))
         seen += take
         if seen / total >= next_report or seen >= total:
-            log(f'teacher features: {seen}/{total} images ({time.time() - start:.0f} s)')
+            elapsed = time.time() - start
+            left = f', about {elapsed * (total - seen) / seen:.0f} s left' if seen < total else ''
+            log(f'teacher features: {seen}/{total} images ({elapsed:.0f} s{left})')
             next_report = math.floor(seen / total * 10 + 1) / 10
     if seen == 0:
         raise SystemExit('the training dataloader yielded no images: check train_dataloader.dataset (data_root)')

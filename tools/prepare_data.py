@@ -31,6 +31,7 @@ import pickle
 import random
 import shutil
 import stat
+import sys
 import tarfile
 import urllib.request
 import zipfile
@@ -79,6 +80,43 @@ def given_source(source: str | os.PathLike | None) -> Path | None:
         raise FileNotFoundError(f'--source {source} does not exist (nothing was downloaded in its place): give an '
                                 f'existing path, or leave --source out to use the shared data or the official download')
     return source
+
+
+# ---------------------------------------------------------------------------------------------- progress
+
+class Progress:
+    """Progress through ``total`` files on stdout: mmengine's ProgressBar (count, rate, elapsed, ETA), redrawn about
+    every 1% so that a log file gets ~100 updates, not one per file; a line per 10% without mmengine."""
+
+    def __init__(self, total: int, what: str) -> None:
+        self.total, self.done, self.shown = total, 0, 0
+        self.step = max(1, -(-total // 100))  # at most ~100 redraws
+        print(f'{what}: {total} files', flush=True)
+        try:
+            from mmengine.utils import ProgressBar
+        except ImportError:
+            self.bar = None
+        else:  # file= given here: the default is bound to the sys.stdout of import time
+            self.bar = ProgressBar(total, file=sys.stdout) if total else None
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.done - self.shown >= self.step or self.done >= self.total:
+            self._show()
+
+    def _show(self) -> None:
+        if self.done == self.shown:
+            return
+        if self.bar is not None:
+            self.bar.update(self.done - self.shown)
+        elif self.done * 10 // self.total > self.shown * 10 // self.total or self.done >= self.total:
+            print(f'  {self.done}/{self.total} files', flush=True)
+        self.shown = self.done
+
+    def close(self) -> None:
+        self._show()
+        if self.bar is not None:
+            print(flush=True)  # the bar redraws in place: end its line
 
 
 # ---------------------------------------------------------------------------------------------- downloads, checksums
@@ -165,10 +203,13 @@ def extract_zip(archive: Path, dest: Path, prefix: str = '') -> int:
         # the stripped names are checked too ('prefix//etc/x' loses its prefix to an absolute path), all up front
         plan = [(info, member_target(info.filename[len(prefix):], dest, archive)) for info in zf.infolist()
                 if info.filename.startswith(prefix) and info.filename != prefix and not info.is_dir()]
+        progress = Progress(len(plan), f'extracting {archive.name}')
         for info, target in plan:
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(info) as src, open(target, 'wb') as out:
                 shutil.copyfileobj(src, out)
+            progress.update()
+        progress.close()
     return len(plan)
 
 
@@ -188,10 +229,14 @@ def extract_members(tar: tarfile.TarFile, archive: Path, dest: Path, rename: Cal
         if name and (member.isfile() or member.isdir()):  # links and devices are skipped, as before
             member_target(name, dest, archive)
             plan.append((member, name))
+    progress = Progress(sum(member.isfile() for member, _ in plan), f'extracting {archive.name}')
     for member, name in plan:
         member.name = name
         tar.extract(member, dest, filter='data')
-    return sum(member.isfile() for member, _ in plan)
+        if member.isfile():
+            progress.update()
+    progress.close()
+    return progress.total
 
 
 def unpack_folder_tarball(source: Path, root: Path) -> None:
@@ -294,6 +339,7 @@ def class_sets_agree(splits: dict[str, set], what: str) -> None:
 
 CIFAR10_ARCHIVE = 'cifar-10-python.tar.gz'
 CIFAR10_PARTS = ('train', 'test', 'meta')
+CIFAR10_IMAGES = 60000
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -312,6 +358,7 @@ def convert_official(archive: Path, root: Path) -> None:
     """The official python archive (verified by the caller) as PNG folders ``<split>/<class>/NNNN.png``."""
     from PIL import Image
     print(f'converting {archive} into {root} ...', flush=True)
+    progress = Progress(CIFAR10_IMAGES, 'writing PNG images')  # the archive passed its md5: the official 60k
     with tarfile.open(archive) as tar:
         for split, names in (('train', [f'data_batch_{i}' for i in range(1, 6)]), ('test', ['test_batch'])):
             counts = {c: 0 for c in CIFAR10_CLASSES}
@@ -323,6 +370,8 @@ def convert_official(archive: Path, root: Path) -> None:
                     (root / split / cls).mkdir(parents=True, exist_ok=True)
                     Image.fromarray(image).save(root / split / cls / f'{counts[cls]:04d}.png')
                     counts[cls] += 1
+                    progress.update()
+    progress.close()
 
 
 def cifar10_counts(root: Path) -> dict:

@@ -7,6 +7,9 @@
 4. prints a table of top-1 accuracies on 2k test images, validated after every epoch: the best over the epochs
    (what the papers report) and the last (and writes it to work_dirs/demo/results.md).
 
+It prints one line per training run (time, top-1, where its mmengine log is); the full output of each tools/train.py
+goes to ``train_output.txt`` in the run's work dir, and a failed run prints the last lines of it.
+
     python tools/run_demo.py [--epochs 4] [--work-dir work_dirs/demo]
     python tools/run_demo.py --seeds 1 2 --teacher-ckpt work_dirs/demo/teacher_resnet20/epoch_4.pth \
         --work-dir work_dirs/demo_seeds          # more seeds of the students, same teacher
@@ -24,6 +27,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / 'configs' / 'demo'
+TRAIN = REPO / 'tools' / 'train.py'
+OUTPUT = 'train_output.txt'  # tools/train.py's stdout and stderr, in the run's work dir
+TAIL = 40  # lines of that output shown when a run fails
 STUDENTS = [
     ('student alone', 'student_resnet8_4e_cifar10-10k.py'),
     ('KD (T=4)', 'kd_resnet20_resnet8_4e_cifar10-10k.py'),
@@ -75,12 +81,56 @@ def results_table(rows: list, seeds: list, epochs: int) -> str:
     return '\n'.join(lines)
 
 
+def duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f'{minutes}m{seconds:02d}s' if minutes else f'{seconds}s'
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the current folder when it lies below it (shorter lines), else as is."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def run_log(work_dir: Path) -> Path | None:
+    """The newest mmengine log of a run (``<work_dir>/<timestamp>/<timestamp>.log``), or None."""
+    logs = sorted(log for log in Path(work_dir).glob('*/*.log') if log.stem == log.parent.name)
+    return logs[-1] if logs else None
+
+
 def train(name: str, config: Path, work_dir: Path, options: list) -> float:
-    print(f'\n=== {name}: tools/train.py {config.relative_to(REPO)} ===', flush=True)
+    """tools/train.py on ``config``, its output into ``<work_dir>/train_output.txt``; returns the seconds it took.
+    A failed run prints the last lines of that output and exits."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    output = work_dir / OUTPUT
+    cmd = [sys.executable, str(TRAIN), str(config), '--work-dir', str(work_dir)]
     start = time.time()
-    cmd = [sys.executable, str(REPO / 'tools' / 'train.py'), str(config), '--work-dir', str(work_dir)]
-    subprocess.run(cmd + (['--cfg-options', *options] if options else []), cwd=REPO, check=True)
+    with open(output, 'w') as out:
+        code = subprocess.run(cmd + (['--cfg-options', *options] if options else []), cwd=REPO, stdout=out,
+                              stderr=subprocess.STDOUT).returncode
+    if code:
+        lines = output.read_text(errors='replace').splitlines()
+        print(f'failed (exit code {code}) after {duration(time.time() - start)}', flush=True)
+        print(f'--- last {min(TAIL, len(lines))} lines of {shown(output)} ---', *lines[-TAIL:], '---', sep='\n',
+              flush=True)
+        log = run_log(work_dir)
+        raise SystemExit(f'run_demo.py: {name} failed; full output: {shown(output)}'
+                         + (f'; mmengine log: {shown(log)}' if log else ''))
     return time.time() - start
+
+
+def phase(step: int, steps: int, name: str, epochs: int, config: Path, work_dir: Path, options: list) -> float:
+    """One line for one training run: what, then (once done) its time, top-1 and log; returns train()'s seconds."""
+    print(f'[{step}/{steps}] {name}: training {epochs} epochs ... ', end='', flush=True)
+    seconds = train(name, config, work_dir, options)
+    best, last = best_and_last(work_dir)
+    top1 = f'top-1 {last:.2f} (best {best:.2f})' if last is not None else 'no top-1 logged'
+    log = run_log(work_dir) or Path(work_dir) / OUTPUT
+    print(f'done in {duration(seconds)}, {top1}; log: {shown(log)}', flush=True)
+    return seconds
 
 
 def main(argv=None) -> None:
@@ -94,15 +144,19 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error('--epochs must be at least 2: one warm-up epoch, then the cosine decay')
+    steps = 1 + (args.teacher_ckpt is None) + len(STUDENTS) * len(args.seeds)
+    print(f'[1/{steps}] CIFAR-10: tools/prepare_data.py cifar10', flush=True)
     subprocess.run([sys.executable, str(REPO / 'tools' / 'prepare_data.py'), 'cifar10'], check=True)
     epochs = [f'train_cfg.max_epochs={args.epochs}', 'train_cfg.val_interval=1',
               f'param_scheduler.1.end={args.epochs}']
 
-    rows = []
+    rows, step = [], 1
     teacher_ckpt = args.teacher_ckpt
     if teacher_ckpt is None:
         teacher_dir = args.work_dir / 'teacher_resnet20'
-        seconds = train('teacher resnet20', CONFIGS / 'teacher_resnet20_4e_cifar10-10k.py', teacher_dir, epochs)
+        step += 1
+        seconds = phase(step, steps, 'teacher resnet20', args.epochs, CONFIGS / 'teacher_resnet20_4e_cifar10-10k.py',
+                        teacher_dir, epochs)
         rows.append(('teacher resnet20', [teacher_dir], seconds))
         teacher_ckpt = teacher_dir / f'epoch_{args.epochs}.pth'
     for name, config in STUDENTS:
@@ -111,7 +165,9 @@ def main(argv=None) -> None:
             work_dir = args.work_dir / (Path(config).stem + (f'_seed{seed}' if args.seeds != [0] else ''))
             options = epochs + [f'randomness.seed={seed}']
             options += [f'model.teacher_ckpt={teacher_ckpt}'] if 'alone' not in name else []
-            seconds += train(f'{name}, seed {seed}', CONFIGS / config, work_dir, options)
+            step += 1
+            seconds += phase(step, steps, f'resnet8, {name}, seed {seed}', args.epochs, CONFIGS / config, work_dir,
+                             options)
             work_dirs.append(work_dir)
         rows.append((f'resnet8, {name}', work_dirs, seconds / len(args.seeds)))
 

@@ -1,4 +1,4 @@
-# NormKD (papers/003) on the RoI classification logits: per-RoI temperature t_norm * std(logits), t_norm = 1
-# (the ImageNet value), weight 1.
+# NormKD (Chi et al., arXiv:2308.00520) on the RoI classification logits: per-RoI temperature t_norm * std(logits),
+# t_norm = 1 (the ImageNet value), weight 1.
 _base_ = ['./_base_/faster-rcnn_r101_r50_fpn_12e_coco128.py']
 model = dict(losses=dict(normkd=dict(type='NormKDLoss', t_norm=1.0, loss_weight=1.0)))

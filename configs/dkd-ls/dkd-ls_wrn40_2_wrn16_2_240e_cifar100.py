@@ -1,4 +1,5 @@
-# DKD + logit standardization (002): z-score, base T = 2, alpha and beta x9 (9.0, 54.0), warm-up 20 epochs.
+# DKD + logit standardization (Sun et al., CVPR 2024, arXiv:2403.01427): z-score, base T = 2, alpha and beta x9 (9.0,
+# 54.0), warm-up 20 epochs.
 _base_ = ['../_base_/models/wrn40_2_wrn16_2_cifar100.py', '../_base_/datasets/cifar100.py',
           '../_base_/schedules/cifar_240e.py', '../_base_/distill_runtime.py']
 model = dict(

@@ -1,5 +1,5 @@
-# Self-distillation from an EMA teacher with L2-normalised logits (000) on CIFAR-10 image folders: tau = 1,
-# xi = 0.99, w_kd = 10 (kdplug's choice), w_ce = 1.
+# Self-distillation from an EMA teacher with L2-normalised logits (appendix of Kong et al., CVPR 2022) on CIFAR-10 image
+# folders: tau = 1, xi = 0.99, w_kd = 10 (kdplug's choice), w_ce = 1.
 _base_ = ['../_base_/datasets/cifar10_folder.py', '../_base_/schedules/cifar_240e.py', '../_base_/default_runtime.py']
 model = dict(
     type='kdplug.EMADistiller',

@@ -1,5 +1,6 @@
-# Self-distillation from an EMA teacher with L2-normalised logits (000): tau = 1, xi = 0.99 (000 Table 3 spans
-# 0.9..0.99). Unit-norm logits make the KL small: w_kd = 10 is kdplug's choice (not a paper value), w_ce = 1.
+# Self-distillation from an EMA teacher with L2-normalised logits (appendix of Kong et al., CVPR 2022): tau = 1,
+# xi = 0.99 (its Table 3 spans 0.9..0.99). Unit-norm logits make the KL small: w_kd = 10 is kdplug's choice (not a
+# paper value), w_ce = 1.
 _base_ = ['../_base_/datasets/cifar100.py', '../_base_/schedules/cifar_240e.py', '../_base_/default_runtime.py']
 model = dict(
     type='kdplug.EMADistiller',

@@ -1,5 +1,5 @@
-# KD on L2-normalised logits (000): tau = 1. Unit-norm logits make the loss small: w_kd = 10 is
-# kdplug's choice (not a paper value), w_ce = 1.
+# KD on L2-normalised logits (appendix of Kong et al., CVPR 2022): tau = 1. Unit-norm logits make the loss small:
+# w_kd = 10 is kdplug's choice (not a paper value), w_ce = 1.
 _base_ = ['../_base_/models/resnet56_resnet20_cifar10.py', '../_base_/datasets/cifar10_folder.py',
           '../_base_/schedules/cifar_240e.py', '../_base_/distill_runtime.py']
 model = dict(

@@ -1,4 +1,4 @@
-# KD + logit standardization (002): z-score, base T = 2, w_ce = 0.1, w_kd = 9.
+# KD + logit standardization (Sun et al., CVPR 2024, arXiv:2403.01427): z-score, base T = 2, w_ce = 0.1, w_kd = 9.
 _base_ = ['../_base_/models/resnet56_resnet20_tiny-imagenet.py', '../_base_/datasets/tiny_imagenet_folder.py',
           '../_base_/schedules/cifar_240e.py', '../_base_/distill_runtime.py']
 model = dict(

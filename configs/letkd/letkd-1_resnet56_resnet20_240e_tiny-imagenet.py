@@ -1,4 +1,5 @@
-# letKD-1 (papers/004): the KD layer at the penultimate stage, predicting the teacher's soft assignment to
+# letKD (Gorgun et al., "Knowledge Distillation Layer that Lets the Student Decide", BMVC 2023, arXiv:2309.02843).
+# letKD-1: the KD layer at the penultimate stage, predicting the teacher's soft assignment to
 # K_penult = 4096 k-means codewords of its features; alpha_penult = 1, loss weight 1, w_ce = 1.
 # Paper (Table 3, Tiny-ImageNet top-1 %): 55.54 +- 0.33 (teacher 58.34, student alone 52.66).
 # 1. train the teacher; 2. python tools/fit_codewords.py configs/letkd/letkd-1_resnet56_resnet20_240e_tiny-imagenet.py

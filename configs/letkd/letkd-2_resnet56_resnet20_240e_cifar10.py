@@ -1,7 +1,8 @@
-# letKD-2 (papers/004): the KD layer at the intermediate stage (LDA, then K_inter = 8 sub-classes per class:
+# letKD (Gorgun et al., "Knowledge Distillation Layer that Lets the Student Decide", BMVC 2023, arXiv:2309.02843).
+# letKD-2: the KD layer at the intermediate stage (LDA, then K_inter = 8 sub-classes per class:
 # 10 x 8 = 80 assignments) and at the penultimate stage (K_penult = 4096 k-means codewords);
 # alpha_inter = alpha_penult = 1, loss weights 1, w_ce = 1.
-# CIFAR-10 read from image folders (../shared/data, tools/prepare_data.py): no paper numbers.
+# CIFAR-10 read from image folders (data/cifar10, see tools/prepare_data.py): no paper numbers.
 # 1. train the teacher; 2. python tools/fit_codewords.py configs/letkd/letkd-2_resnet56_resnet20_240e_cifar10.py
 #    (writes `codewords`); 3. python tools/train.py <this config>. See docs/letkd.md.
 _base_ = ['../_base_/models/resnet56_resnet20_cifar10.py', '../_base_/datasets/cifar10_folder.py',

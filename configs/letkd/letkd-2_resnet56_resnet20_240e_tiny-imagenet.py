@@ -1,4 +1,5 @@
-# letKD-2 (papers/004): the KD layer at the intermediate stage (LDA, then K_inter = 8 sub-classes per class:
+# letKD (Gorgun et al., "Knowledge Distillation Layer that Lets the Student Decide", BMVC 2023, arXiv:2309.02843).
+# letKD-2: the KD layer at the intermediate stage (LDA, then K_inter = 8 sub-classes per class:
 # 200 x 8 = 1600 assignments) and at the penultimate stage (K_penult = 4096 k-means codewords);
 # alpha_inter = alpha_penult = 1, loss weights 1, w_ce = 1.
 # Paper (Table 3, Tiny-ImageNet top-1 %): 57.35 +- 0.46 (teacher 58.34, student alone 52.66).

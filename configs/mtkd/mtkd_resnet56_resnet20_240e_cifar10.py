@@ -1,4 +1,5 @@
-# Multi-temperature KD (003 section 3.2): temperatures 1..14 (best set of Table 1), w_ce = 0.1, w_kd = 0.9.
+# Multi-temperature KD (Chi et al., "NormKD", arXiv:2308.00520, section 3.2): temperatures 1..14 (best set of Table 1),
+# w_ce = 0.1, w_kd = 0.9.
 _base_ = ['../_base_/models/resnet56_resnet20_cifar10.py', '../_base_/datasets/cifar10_folder.py',
           '../_base_/schedules/cifar_240e.py', '../_base_/distill_runtime.py']
 model = dict(

@@ -1,6 +1,8 @@
-"""Self-distillation from an EMA teacher (appendix of ../shared/papers/000): the teacher is an exponential moving
-average of the student, theta_T <- xi * theta_T + (1 - xi) * theta_S after every optimizer step, used with
-L2-normalised logits at tau = 1 (``KDLoss(temperature=1.0, logit_norm='l2')``) or any loss of the library.
+"""Self-distillation from an EMA teacher, after the appendix of Kong et al., "En-Compactness: Self-Distillation
+Embedding & Contrastive Generation for Generalized Zero-Shot Learning" (ICCE), CVPR 2022: the teacher is an
+exponential moving average of the student, theta_T <- xi * theta_T + (1 - xi) * theta_S after every optimizer
+step, used with L2-normalised logits at tau = 1 (``KDLoss(temperature=1.0, logit_norm='l2')``) or any loss of the
+library.
 
     model = dict(type='kdplug.EMADistiller', student=dict(...), xi=0.99,
                  losses=dict(kd=dict(type='KDLoss', temperature=1.0, logit_norm='l2', loss_weight=10.0)))
@@ -27,7 +29,8 @@ class EMADistiller(ClassifierDistiller):
         super().__init__(losses=losses, data_preprocessor=adapter.data_preprocessor_config(data_preprocessor, student),
                          init_cfg=init_cfg)
         if not 0.0 <= xi < 1.0:
-            raise ValueError(f'xi is the EMA decay and must lie in [0, 1), got {xi} (000 Table 3 uses 0.9 to 0.99)')
+            raise ValueError(f'xi is the EMA decay and must lie in [0, 1), got {xi} '
+                             '(Kong et al., CVPR 2022, use 0.9 to 0.99)')
         self.xi = float(xi)
         self.student = adapter.build_classifier(student)
         teacher = copy.deepcopy(self.student)

@@ -1,4 +1,4 @@
-"""DKD: Zhao et al., "Decoupled Knowledge Distillation" (CVPR 2022).
+"""DKD: Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022, arXiv:2203.08679.
 
 With p = softmax(x / T), b = (p_y, 1 - p_y) the binary target/non-target split and p_hat the softmax over the C - 1
 non-target logits only:
@@ -8,8 +8,9 @@ non-target logits only:
 
 KD decomposes as KL(p^t || p^s) = TCKD + (1 - p_y^t) * NCKD per sample: DKD frees the two weights. The warm-up
 min(epoch / warmup, 1) of the paper is an mmengine hook on the distiller, not part of the loss. With ``t_norm``
-this is NormKD+DKD (../shared/papers/003 Tables 2-5): both terms use the per-sample NormKD temperatures. Needs
-hard labels. Defaults: alpha = 1, beta = 8, T = 4 (CIFAR-100 resnet32x4 -> resnet8x4).
+this is NormKD+DKD (Chi et al., "NormKD: Normalized Logits for Knowledge Distillation", arXiv:2308.00520,
+Tables 2-5): both terms use the per-sample NormKD temperatures. Needs hard labels. Defaults: alpha = 1, beta = 8,
+T = 4 (CIFAR-100 resnet32x4 -> resnet8x4).
 
 Computed exactly (the non-target softmax drops the target column; log(1 - p_y) is a log-sum-exp), where the
 published code subtracts 1000 from the target logit and takes log of a clamped probability.

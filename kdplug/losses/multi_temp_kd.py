@@ -1,12 +1,12 @@
-"""Multi-temperature KD: section 3.2 of "NormKD: Normalized Logits for Knowledge Distillation"
-(../shared/papers/003).
+"""Multi-temperature KD: section 3.2 of Chi et al., "NormKD: Normalized Logits for Knowledge Distillation",
+arXiv:2308.00520.
 
 Soften the logits with each temperature of a set and average the predictions, for student and teacher:
 
     p_bar(x) = 1/k sum_j softmax(x / t_j)
     L = 1/N sum_i max(t)^2 * KL( p_bar(t_i) || p_bar(s_i) )                 (eq. 3-4, T_mul = max of the set)
 
-Default set: 1..14, the best of 003 Table 1 (resnet32x4 -> resnet8x4 on CIFAR-100, 76.33). With ``t_norm`` every
+Default set: 1..14, the best of its Table 1 (resnet32x4 -> resnet8x4 on CIFAR-100, 76.33). With ``t_norm`` every
 temperature of the set is multiplied by the per-sample NormKD temperature t_norm * std(x_i).
 """
 import math

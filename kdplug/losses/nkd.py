@@ -1,5 +1,5 @@
 """NKD: Yang et al., "From Knowledge Distillation to Self-Knowledge Distillation: A Unified Approach with
-Normalized Loss and Customized Soft Labels" (ICCV 2023; supplement in ../shared/papers/001).
+Normalized Loss and Customized Soft Labels", ICCV 2023, arXiv:2303.13005 (and its supplementary material).
 
 With p = softmax at T = 1 and, for the non-target part, the target column dropped and the C - 1 remaining logits
 softened at temperature T (Tn = softmax(t_nt / T), Sn = log_softmax(s_nt / T)):

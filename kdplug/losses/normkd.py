@@ -1,4 +1,4 @@
-"""NormKD: Chi et al., "NormKD: Normalized Logits for Knowledge Distillation" (../shared/papers/003).
+"""NormKD: Chi et al., "NormKD: Normalized Logits for Knowledge Distillation", arXiv:2308.00520.
 
 Each sample gets its own temperature from the spread of its logits, for student and teacher separately:
 
@@ -7,7 +7,7 @@ Each sample gets its own temperature from the spread of its logits, for student 
 
 Defaults: t_norm = 2.0 (CIFAR-100); ImageNet uses 1.0. The per-sample temperature is
 :class:`kdplug.losses.functional.Temperature` with ``t_norm``, shared by every loss: ``DKDLoss(t_norm=2.0)`` is
-NormKD+DKD (003 Tables 2-5). The std is floored at ``SPREAD_FLOOR`` (1e-2): a (near-)constant row is softened
+NormKD+DKD (Tables 2-5). The std is floored at ``SPREAD_FLOOR`` (1e-2): a (near-)constant row is softened
 at T = t_norm * 0.01 with a bounded gradient, and a constant teacher row gets the small weight (t_norm * 0.01)^2.
 """
 from typing import Optional

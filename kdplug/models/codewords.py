@@ -1,8 +1,10 @@
-"""The offline codeword math of letKD (../shared/papers/004, supplement Alg. 1-2), torch only: k-means (k-means++
-then Lloyd) for the penultimate codewords, LDA then per-class k-means sub-classes and their score matrix for the
-intermediate level. Used by tools/fit_codewords.py; the online side (layer, assignments, loss) is
+"""The offline codeword math of letKD (Gorgun, Gurbuz and Alatan, "Knowledge Distillation Layer that Lets the
+Student Decide", BMVC 2023, arXiv:2309.02843; supplement Alg. 1-2), torch only: k-means (k-means++ then Lloyd)
+for the penultimate codewords, LDA then per-class k-means sub-classes and their score matrix for the intermediate
+level. Used by tools/fit_codewords.py; the online side (layer, assignments, loss) is
 kdplug/models/letkd.py.
 """
+import time
 import warnings
 from typing import Optional, Tuple
 
@@ -12,8 +14,9 @@ from torch import Tensor
 from .letkd import Log, assign_subclasses, nearest
 
 
-def _kmeans_pp(x: Tensor, k: int, generator: torch.Generator, sample: int) -> Tensor:
-    """k-means++ seeding (D^2 sampling) on a random subset of at most ``sample`` rows."""
+def _kmeans_pp(x: Tensor, k: int, generator: torch.Generator, sample: int, log: Log = None) -> Tensor:
+    """k-means++ seeding (D^2 sampling) on a random subset of at most ``sample`` rows; ``log`` hears of every tenth
+    of the ``k`` picks (K = 4096 takes minutes on a CPU)."""
     n = x.shape[0]
     if n > sample:
         x = x[torch.randperm(n, generator=generator, device=generator.device)[:sample].to(x.device)]
@@ -27,13 +30,16 @@ def _kmeans_pp(x: Tensor, k: int, generator: torch.Generator, sample: int) -> Te
     first = torch.randint(n, (1, ), generator=generator, device=generator.device).item()
     picks = [first]
     closest = distances_to(first)
-    for _ in range(1, k):
+    start, report = time.time(), max(1, k // 10)
+    for i in range(1, k):
         total = closest.sum()
         # every remaining point coincides with a center: any point will do
         probs = closest / total if total > 0 else torch.ones_like(closest)
         pick = torch.multinomial(probs, 1, generator=generator).item()
         picks.append(pick)
         torch.minimum(closest, distances_to(pick), out=closest)
+        if log is not None and k >= 100 and ((i + 1) % report == 0 or i + 1 == k):
+            log(f'k-means++ seeding: {i + 1}/{k} centers ({time.time() - start:.0f} s)')
     return x[picks].clone()
 
 
@@ -59,8 +65,9 @@ def kmeans(x: Tensor, k: int, iters: int = 30, tol: float = 1e-4, seed: int = 0,
     if init == 'random':
         centers = x[torch.randperm(n, generator=generator, device=x.device)[:k]].clone()
     else:
-        centers = _kmeans_pp(x, k, generator, init_sample or max(16 * k, 4096))
+        centers = _kmeans_pp(x, k, generator, init_sample or max(16 * k, 4096), log=log)
     threshold = tol * x.var(0, unbiased=False).mean().item()
+    start = time.time()
     for it in range(iters):
         labels, dist = nearest(x, centers)
         counts = torch.bincount(labels, minlength=k)
@@ -74,8 +81,9 @@ def kmeans(x: Tensor, k: int, iters: int = 30, tol: float = 1e-4, seed: int = 0,
         shift = ((new - centers) ** 2).sum().item()
         centers = new
         if log is not None:
-            log(f'k-means K={k}, n={n}: iteration {it + 1}/{iters}, mean squared distance {dist.mean().item():.5g}, '
-                f'center shift {shift:.3g}' + (f', {len(empty)} empty clusters re-seeded' if len(empty) else ''))
+            log(f'k-means K={k}, n={n}: iteration {it + 1}/{iters} ({time.time() - start:.0f} s), mean squared '
+                f'distance {dist.mean().item():.5g}, center shift {shift:.3g}'
+                + (f', {len(empty)} empty clusters re-seeded' if len(empty) else ''))
         if shift <= threshold:
             break
     labels, _ = nearest(x, centers)
