@@ -5,8 +5,11 @@ Loading happens once, on the first lookup in a kdplug registry (or an explicit :
 1. the builtin plugin modules (``BUILTIN_PLUGINS``), the same way as any other plugin;
 2. unless ``KDPLUG_DISABLE_PLUGIN_AUTOLOAD`` is set (to anything but ``0``/empty), every entry point of the group
    ``kdplug``, each registered under its entry-point name;
-3. hook names are checked (a misspelled ``@hookimpl`` is an error) and every contribution is registered into the
-   registry of its hook (:data:`kdplug.registry.HOOK_REGISTRIES`) under its class name.
+3. hook names are checked (a misspelled ``@hookimpl`` is an error), every hook is called, and each class it returns
+   is checked against the hook's kind (:data:`HOOK_KINDS`).
+
+This module only loads and collects (:func:`plugin_infos`); :mod:`kdplug.registry` registers each contribution into
+the registry of its hook under its class name.
 
 ``KDPLUG_BLOCK_PLUGINS=name1,name2`` skips named plugins (entry-point names, or builtin module names such as
 ``kdplug.losses.plugin``); a name that is neither is an error, so that a typo cannot leave the plugin loaded. Errors
@@ -44,12 +47,28 @@ class PluginError(RuntimeError):
 
 @dataclass
 class PluginInfo:
-    """One loaded plugin and what it contributed, hook name -> registered names."""
+    """One loaded plugin and what it contributed: hook name -> classes (and their names, as registered)."""
     name: str
     distribution: str
     version: str
     module: str
-    contributions: Dict[str, List[str]] = field(default_factory=dict)
+    classes: Dict[str, List[type]] = field(default_factory=dict)
+
+    @property
+    def contributions(self) -> Dict[str, List[str]]:
+        return {hook: [cls.__name__ for cls in classes] for hook, classes in self.classes.items()}
+
+
+#: What each hook's classes must subclass (module, class name; imported when checked): the contract of
+#: :mod:`kdplug.hookspecs`, checked for every contribution so that a wrong one names its plugin at load time.
+HOOK_KINDS = {
+    'kdplug_losses': ('torch.nn', 'Module'),
+    'kdplug_distillers': ('mmengine.model', 'BaseModel'),
+    'kdplug_models': ('torch.nn', 'Module'),
+    'kdplug_student_modules': ('torch.nn', 'Module'),
+    'kdplug_engine_hooks': ('mmengine.hooks', 'Hook'),
+    'kdplug_transforms': ('mmcv.transforms', 'BaseTransform'),
+}
 
 
 _lock = threading.RLock()
@@ -164,10 +183,9 @@ def _check_hook_names(pm: pluggy.PluginManager) -> None:
                           'rename the function to one of them') from err
 
 
-def _register_contributions(pm: pluggy.PluginManager) -> None:
-    from .registry import HOOK_REGISTRIES
-    owners: Dict[tuple, str] = {}  # (registry, class name) -> plugin name
-    for hook_name, registry in HOOK_REGISTRIES.items():
+def _collect_contributions(pm: pluggy.PluginManager) -> None:
+    """Call every hook of every plugin; check that it returned a list of classes of the hook's kind."""
+    for hook_name, (module_name, base_name) in HOOK_KINDS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():  # in registration order
             info = _infos[impl.plugin_name]
             try:
@@ -186,26 +204,23 @@ def _register_contributions(pm: pluggy.PluginManager) -> None:
             # tuple only, and say so
             if not isinstance(contributed, (list, tuple)):
                 raise _hook_result_error(info, hook_name, contributed)
-            names = info.contributions.setdefault(hook_name, [])
+            base = getattr(importlib.import_module(module_name), base_name)
             for cls in contributed:
                 if not isinstance(cls, type):
                     raise PluginError(f'kdplug plugin {info.name!r} ({info.distribution}): {hook_name}() must '
                                       f'return classes, got {cls!r}')
-                name = cls.__name__
-                key = (registry.name, name)
-                if key in owners or name in registry._module_dict:
-                    other = owners.get(key, 'an earlier registration')
+                if not issubclass(cls, base):
                     raise PluginError(
-                        f'name clash in the kdplug::{registry.name} registry: {name!r} from plugin {info.name!r} '
-                        f'({info.distribution}) is already contributed by plugin {other!r}. Rename the class '
-                        f'in one of the two packages, or block one with {BLOCK_ENV}=<plugin name>')
-                registry.register_module(name=name, module=cls)
-                owners[key] = info.name
-                names.append(name)
+                        f'kdplug plugin {info.name!r} ({info.distribution}): {hook_name}() returned '
+                        f'{cls.__module__}.{cls.__qualname__}, which is not a {module_name}.{base_name}: each class '
+                        f'of {hook_name}() must subclass it (see kdplug/hookspecs.py), or belongs to another hook')
+                info.classes.setdefault(hook_name, []).append(cls)
 
 
 def load_plugins() -> pluggy.PluginManager:
-    """Load every plugin once and register what it contributes; returns the pluggy manager."""
+    """Load every plugin once and collect what it contributes (:func:`plugin_infos`); returns the pluggy manager.
+
+    Registering the contributions is :mod:`kdplug.registry`'s job: this module only loads."""
     global _manager
     with _lock:
         if _manager is not None:
@@ -224,9 +239,9 @@ def load_plugins() -> pluggy.PluginManager:
             if not _env_flag(DISABLE_AUTOLOAD_ENV):
                 _load_entry_points(pm, blocked, eps)
             _check_hook_names(pm)
-            _register_contributions(pm)
+            _collect_contributions(pm)
         except BaseException:
-            _reset_registries()
+            forget_plugins()
             raise
         _manager = pm
         return pm
@@ -238,23 +253,12 @@ def plugin_infos() -> List[PluginInfo]:
     return list(_infos.values())
 
 
-def _reset_registries() -> None:
-    """Forget loaded plugins and empty the kdplug registries (tests; a failed load)."""
+def forget_plugins() -> None:
+    """Forget the loaded plugins (a failed load; kdplug.registry's reset)."""
     global _manager
-    from .registry import HOOK_REGISTRIES
     with _lock:
-        for registry in set(HOOK_REGISTRIES.values()):
-            registry._module_dict.clear()
-            registry._imported = False
         _infos.clear()
         _manager = None
-
-
-def reload_plugins() -> pluggy.PluginManager:
-    """Load the plugins again, e.g. after ``pip install`` of a plugin package in a running process."""
-    _reset_registries()
-    importlib.invalidate_caches()
-    return load_plugins()
 
 
 def format_plugins() -> str:

@@ -10,10 +10,13 @@ or from another OpenMMLab package's config with the scope prefix: ``dict(type='k
 (mmengine imports this module for the ``kdplug`` scope and finds these children of its root registries).
 
 Creating the registries registers nothing: :meth:`PluginRegistry.import_from_location`, which mmengine calls on
-every lookup, loads the plugins once (:func:`kdplug.plugins.load_plugins`).
+every lookup, loads the plugins once (:func:`kdplug.plugins.load_plugins`) and registers what they contributed
+(:func:`register_plugins`).
 """
 import difflib
-from typing import Any
+import inspect
+import threading
+from typing import Any, Dict
 
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
@@ -36,12 +39,7 @@ class PluginRegistry(Registry):
 
     def import_from_location(self) -> None:
         if not self._imported:
-            self._imported = True  # before loading: the plugins register into this registry
-            from .engine.checkpoint import allow_mmengine_checkpoints
-            from .plugins import load_plugins
-            # a kdplug config run by any tool (mmpretrain's, mmdet's, a plain Runner) resumes under torch >= 2.6
-            allow_mmengine_checkpoints()
-            load_plugins()
+            register_plugins()
 
     def build(self, cfg: Any, *args: Any, **kwargs: Any) -> Any:
         if not isinstance(cfg, dict) or 'type' not in cfg:
@@ -60,11 +58,17 @@ class PluginRegistry(Registry):
                 f'{obj_type!r} is not in the kdplug::{self.name} registry.{hint} Registered: {", ".join(names)}. '
                 'A component of a third-party plugin appears once its package is installed (entry-point group '
                 '"kdplug"); run tools/list_plugins.py to see what each plugin contributed.')
+        try:  # only a config that does not fit the signature is a config error; the constructor's own pass through
+            signature = inspect.signature(obj_cls)
+        except ValueError:  # no signature to check (a builtin): let the call tell
+            signature = None
         try:
-            return obj_cls(*args, **cfg, **kwargs)
+            if signature is not None:
+                signature.bind(*args, **cfg, **kwargs)
         except TypeError as err:
             raise TypeError(f'{obj_type}({", ".join(cfg)}): {err}. Check the keys of its config against '
                             f'{obj_cls.__module__}.{obj_cls.__qualname__}') from err
+        return obj_cls(*args, **cfg, **kwargs)
 
     def all_names(self) -> list:
         self.import_from_location()
@@ -84,3 +88,47 @@ HOOK_REGISTRIES = {
     'kdplug_engine_hooks': HOOKS,
     'kdplug_transforms': TRANSFORMS,
 }
+
+_lock = threading.RLock()
+
+
+def register_plugins() -> None:
+    """Load the plugins (once) and register every class they contribute into the registry of its hook; a class
+    name contributed twice to one registry is an error naming both plugins. Runs on the first lookup in any kdplug
+    registry, and sets torch's weights-only allow-list for mmengine checkpoints on the way."""
+    from .engine.checkpoint import allow_mmengine_checkpoints
+    from .plugins import BLOCK_ENV, PluginError, forget_plugins, load_plugins, plugin_infos
+    with _lock:
+        if all(registry._imported for registry in HOOK_REGISTRIES.values()):
+            return
+        for registry in HOOK_REGISTRIES.values():
+            registry._imported = True  # before loading: a plugin's import may look a name up
+        try:
+            # a kdplug config run by any tool (mmpretrain's, mmdet's, a plain Runner) resumes under torch >= 2.6
+            allow_mmengine_checkpoints()
+            load_plugins()
+            owners: Dict[tuple, str] = {}  # (registry, class name) -> plugin name
+            for hook_name, registry in HOOK_REGISTRIES.items():
+                for info in plugin_infos():
+                    for cls in info.classes.get(hook_name, []):
+                        key = (registry.name, cls.__name__)
+                        if key in owners or cls.__name__ in registry._module_dict:
+                            raise PluginError(
+                                f'name clash in the kdplug::{registry.name} registry: {cls.__name__!r} from plugin '
+                                f'{info.name!r} ({info.distribution}) is already contributed by plugin '
+                                f'{owners.get(key, "an earlier registration")!r}. Rename the class in one of the two '
+                                f'packages, or block one with {BLOCK_ENV}=<plugin name>')
+                        registry.register_module(name=cls.__name__, module=cls)
+                        owners[key] = info.name
+        except BaseException:
+            reset_registries()
+            forget_plugins()
+            raise
+
+
+def reset_registries() -> None:
+    """Empty the kdplug registries; the next lookup loads and registers the plugins again."""
+    with _lock:
+        for registry in HOOK_REGISTRIES.values():
+            registry._module_dict.clear()
+            registry._imported = False

@@ -66,6 +66,26 @@ def test_wrong_config_key_names_the_class(python):
     assert 'NormKDLoss(tnorm)' in result.stderr and 'kdplug.losses.normkd.NormKDLoss' in result.stderr
 
 
+def test_a_constructor_s_own_type_error_is_not_blamed_on_the_config_keys(python):
+    """Only a config that does not fit the signature is reported as a config error; an error raised inside a
+    valid constructor call passes through unchanged."""
+    result = python("from kdplug.registry import MODELS; MODELS.build(dict(type='MultiTempKDLoss', temperatures=3))")
+    assert 'TypeError' in result.stderr and 'Check the keys' not in result.stderr
+
+
+def test_a_contribution_of_the_wrong_kind_names_the_plugin(python, tmp_path):
+    fake_distribution(tmp_path, 'wrongkind', '''
+        from kdplug import hookimpl
+        class NotAHook:
+            pass
+        @hookimpl
+        def kdplug_engine_hooks():
+            return [NotAHook]''')
+    result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
+    assert "kdplug plugin 'wrongkind' (wrongkind): kdplug_engine_hooks() returned wrongkind_plugin.NotAHook" in \
+        result.stderr and 'not a mmengine.hooks.Hook' in result.stderr
+
+
 def test_name_clash_names_both_plugins(python, tmp_path):
     fake_distribution(tmp_path, 'clashing', '''
         from torch import nn

@@ -42,10 +42,6 @@ def num_classes(classifier: nn.Module) -> Optional[int]:
     return getattr(getattr(classifier, 'head', None), 'num_classes', None)
 
 
-def predict(classifier: nn.Module, inputs: Tensor, data_samples: Optional[List]) -> List:
-    return classifier.predict(inputs, data_samples)
-
-
 def data_preprocessor_config(data_preprocessor: Optional[dict], student_cfg: dict) -> dict:
     """The distiller's data preprocessor: the run's (or the student's, also from its ``cfg_path``), as a mmpretrain
     ClsDataPreprocessor with the student's batch augments (mixup / cutmix)."""
