@@ -8,6 +8,9 @@ import torch
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 
+from kdplug.losses.ctkd import cosine_curriculum
+from kdplug.losses.functional import LearnableTemperature, check_hyperparameter
+
 
 def unwrap(model):
     return model.module if is_model_wrapper(model) else model
@@ -38,6 +41,71 @@ class LossWarmupHook(Hook):
         scale = min(step / self.warmup, 1.0)
         for name in names:
             model.loss_scales[name] = scale
+
+
+class CTKDCurriculumHook(Hook):
+    """CTKD's curriculum (Li et al., "Curriculum Temperature for Knowledge Distillation", AAAI 2023,
+    arXiv:2211.16231, eq. 11): before every training iteration, the gradient-reversal strength lambda of every
+    learned temperature (:class:`~kdplug.losses.functional.LearnableTemperature`, e.g. in ``CTKDLoss``) among the
+    distiller's losses is set to
+
+        lambda_n = lambda_min + 1/2 (lambda_max - lambda_min) (1 + cos((1 + min(n, loops) / loops) pi))
+
+    with n the epoch counted from 1 (with ``by_epoch=False``, the iteration counted from 1): a half cosine from
+    lambda_min (n = 0) to lambda_max (n >= ``loops``). The authors' CIFAR recipe: 0 -> 1 over 10 of 240 epochs
+    (5 of 120 on ImageNet), so lambda is 0.0245 during the first epoch and 1 from the tenth on. Derived from the
+    loop's position before every iteration, so it is right after a resume too.
+    After every epoch the lambda and the temperature (the mean of the last batch) are logged as
+    ``ctkd/<loss>/lambda`` and ``ctkd/<loss>/temperature``. ``losses`` restricts it to the named losses.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, lambda_min: float = 0.0, lambda_max: float = 1.0, loops: float = 10,
+                 losses: Optional[Sequence[str]] = None, by_epoch: bool = True) -> None:
+        self.lambda_min = check_hyperparameter('lambda_min', lambda_min)
+        self.lambda_max = check_hyperparameter('lambda_max', lambda_max)
+        self.loops = check_hyperparameter('loops', loops, strict=True)
+        self.losses, self.by_epoch = losses, by_epoch
+
+    def temperatures(self, model) -> dict:
+        """Loss name -> its learned temperatures, for the losses this hook drives."""
+        losses = getattr(model, 'losses', None)
+        if losses is None:
+            raise TypeError(f'CTKDCurriculumHook works with a kdplug distiller, not {type(model).__name__}')
+        names = list(losses) if self.losses is None else list(self.losses)
+        unknown = sorted(set(names) - set(losses))
+        if unknown:
+            raise KeyError(f'CTKDCurriculumHook: no loss named {unknown} in the distiller; its losses are '
+                           f'{sorted(losses)}')
+        found = {name: [m for m in losses[name].modules() if isinstance(m, LearnableTemperature)] for name in names}
+        if self.losses is not None and not all(found.values()):
+            raise ValueError(f'CTKDCurriculumHook: {sorted(n for n, t in found.items() if not t)} learn no '
+                             'temperature (use CTKDLoss)')
+        found = {name: temps for name, temps in found.items() if temps}
+        if not found:
+            raise ValueError(f'CTKDCurriculumHook: none of the distiller\'s losses {sorted(losses)} learns a '
+                             "temperature: add a CTKDLoss, e.g. losses=dict(ctkd=dict(type='CTKDLoss'))")
+        return found
+
+    def value(self, step: float) -> float:
+        return cosine_curriculum(step, self.lambda_min, self.lambda_max, self.loops)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        strength = self.value(runner.epoch + 1 if self.by_epoch else runner.iter + 1)
+        for temperatures in self.temperatures(unwrap(runner.model)).values():
+            for temperature in temperatures:
+                temperature.grl_lambda = strength
+
+    def after_train_epoch(self, runner) -> None:
+        scalars = {}
+        for name, temperatures in self.temperatures(unwrap(runner.model)).items():
+            last = temperatures[0].last_temperature
+            scalars[f'ctkd/{name}/lambda'] = temperatures[0].grl_lambda
+            if last is not None:
+                scalars[f'ctkd/{name}/temperature'] = float(last)
+        runner.logger.info('CTKD: ' + '  '.join(f'{key}: {value:.4f}' for key, value in scalars.items()))
+        runner.visualizer.add_scalars(scalars, step=runner.iter)
 
 
 class TeacherEvalHook(Hook):

@@ -7,4 +7,5 @@ from kdplug import hookimpl
 @hookimpl
 def kdplug_engine_hooks() -> List[type]:
     from kdplug.engine.hooks import AtomicCheckpointHook, EMATeacherHook, LossWarmupHook, TeacherEvalHook
-    return [LossWarmupHook, TeacherEvalHook, EMATeacherHook, AtomicCheckpointHook]
+    from kdplug.engine.hooks import CTKDCurriculumHook
+    return [LossWarmupHook, TeacherEvalHook, EMATeacherHook, AtomicCheckpointHook, CTKDCurriculumHook]

@@ -7,4 +7,5 @@ from kdplug import hookimpl
 @hookimpl
 def kdplug_losses() -> List[type]:
     from kdplug.losses import DKDLoss, KDLoss, MultiTempKDLoss, NKDLoss, NormKDLoss, USKDLoss
-    return [KDLoss, DKDLoss, NKDLoss, NormKDLoss, MultiTempKDLoss, USKDLoss]
+    from kdplug.losses.ctkd import CTKDLoss
+    return [KDLoss, DKDLoss, NKDLoss, NormKDLoss, MultiTempKDLoss, USKDLoss, CTKDLoss]
