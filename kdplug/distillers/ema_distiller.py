@@ -2,7 +2,7 @@
 Embedding & Contrastive Generation for Generalized Zero-Shot Learning" (ICCE), CVPR 2022: the teacher is an
 exponential moving average of the student, theta_T <- xi * theta_T + (1 - xi) * theta_S after every optimizer
 step, used with L2-normalised logits at tau = 1 (``KDLoss(temperature=1.0, logit_norm='l2')``) or any loss of the
-library.
+library::
 
     model = dict(type='kdplug.EMADistiller', student=dict(...), xi=0.99,
                  losses=dict(kd=dict(type='KDLoss', temperature=1.0, logit_norm='l2', loss_weight=10.0)))

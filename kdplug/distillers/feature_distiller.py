@@ -1,5 +1,5 @@
 """FeatureDistiller: a LogitDistiller that also trains student-side modules (letKD's KD layer...) from the teacher's
-features at named stages.
+features at named stages::
 
     model = dict(
         type='kdplug.FeatureDistiller',
