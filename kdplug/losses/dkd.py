@@ -22,13 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import LogitLoss
-from .functional import Temperature, check_hyperparameter, hard_labels, kl_rows
-
-
-def drop_target(x: Tensor, target: Tensor) -> Tensor:
-    """The C - 1 non-target columns of each row, (N, C - 1)."""
-    keep = torch.ones_like(x, dtype=torch.bool).scatter_(1, target.unsqueeze(1), False)
-    return x[keep].view(x.shape[0], x.shape[1] - 1)
+from .functional import Temperature, check_hyperparameter, drop_target, hard_labels, kl_rows
 
 
 def binary_log_probs(scaled_logits: Tensor, target: Tensor) -> Tensor:

@@ -115,10 +115,6 @@ class Temperature:
         self.values = tuple(check_hyperparameter('temperature', v, strict=True) for v in values)
         self.t_norm = None if t_norm is None else check_hyperparameter('t_norm', t_norm, strict=True)
 
-    @property
-    def per_sample(self) -> bool:
-        return self.t_norm is not None
-
     def __call__(self, logits: Tensor) -> Tensor:
         base = logits.new_tensor(self.values).unsqueeze(0)  # (1, K)
         if self.t_norm is None:
@@ -251,6 +247,12 @@ def kl_rows(log_p_teacher: Tensor, log_p_student: Tensor) -> Tensor:
     p_teacher = log_p_teacher.exp()
     terms = p_teacher * (log_p_teacher - log_p_student)
     return torch.where(p_teacher == 0, torch.zeros_like(terms), terms).sum(dim=-1)
+
+
+def drop_target(x: Tensor, target: Tensor) -> Tensor:
+    """The C - 1 non-target columns of each row, (N, C - 1): DKD's and NKD's non-target distributions."""
+    keep = torch.ones_like(x, dtype=torch.bool).scatter_(1, target.unsqueeze(1), False)
+    return x[keep].view(x.shape[0], x.shape[1] - 1)
 
 
 def hard_labels(target: Optional[Tensor], num_samples: int, num_classes: int, method: str,

@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import LogitLoss
-from .dkd import drop_target
-from .functional import Temperature, check_hyperparameter, hard_labels
+from .functional import Temperature, check_hyperparameter, drop_target, hard_labels
 
 
 def nkd_per_sample(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: Temperature,
