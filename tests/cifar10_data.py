@@ -1,39 +1,25 @@
 """A few real CIFAR-10 images for the tests, in the folder layout of the configs (train/<class>, test/<class>).
 
-Taken from data/cifar10 when tools/prepare_data.py has unpacked it, else streamed out of the shared tarball
-(../shared/data/cifar10/cifar10_jpg.tar.xz; KDPLUG_SHARED_DATA points elsewhere).
+Copied out of tests/data/cifar10, which the repository ships (8 train and 4 test images per class, the first by file
+name; tests/data/cifar10/PROVENANCE.md): the tests read nothing outside the repository.
 """
 import shutil
-import tarfile
 from pathlib import Path
 
-from conftest import DATA, REPO
+from conftest import TEST_DATA
 
 CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
+SHIPPED = TEST_DATA / 'cifar10'
 
 
 def make_cifar10_subset(root: Path, per_class: dict) -> Path:
-    """Write ``per_class[split]`` images of every class of each split under ``root``; returns root."""
-    wanted = {(split, cls): n for split, n in per_class.items() for cls in CLASSES}
-    prepared = REPO / 'data' / 'cifar10'
-    if all((prepared / split / cls).is_dir() for split, cls in wanted):
-        for (split, cls), n in wanted.items():
+    """Write the first ``per_class[split]`` images (by file name) of every class of each split under ``root``."""
+    for split, n in per_class.items():
+        for cls in CLASSES:
+            images = sorted((SHIPPED / split / cls).glob('*.jpg'))
+            if len(images) < n:
+                raise ValueError(f'tests/data/cifar10/{split}/{cls} ships {len(images)} images, {n} asked for')
             (root / split / cls).mkdir(parents=True, exist_ok=True)
-            for path in sorted((prepared / split / cls).iterdir())[:n]:
+            for path in images[:n]:
                 shutil.copy(path, root / split / cls / path.name)
-        return root
-    tarball = DATA / 'cifar10' / 'cifar10_jpg.tar.xz'
-    if not tarball.exists():
-        raise FileNotFoundError(f'no CIFAR-10 images: run tools/prepare_data.py cifar10 or provide {tarball}')
-    counts = dict.fromkeys(wanted, 0)
-    with tarfile.open(tarball) as tar:
-        for member in tar:
-            parts = Path(member.name).parts
-            key = tuple(parts[-3:-1]) if len(parts) >= 3 else None
-            if member.isfile() and key in counts and counts[key] < wanted[key]:
-                (root / key[0] / key[1]).mkdir(parents=True, exist_ok=True)
-                (root / key[0] / key[1] / parts[-1]).write_bytes(tar.extractfile(member).read())
-                counts[key] += 1
-                if counts == wanted:
-                    break
     return root

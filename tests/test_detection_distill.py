@@ -6,15 +6,17 @@ Small models keep it fast on CPU: ResNet-18-FPN teacher and student at 256 px, b
 import copy
 import functools
 import json
-import tarfile
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import DATA, REPO
+from conftest import REPO, TEST_DATA, require_detection_stack
 from runner_helpers import make_runner, scalars
+
+require_detection_stack(module_level=True)  # mmdet + mmcv.ops: not in tools/install.sh's classification mode
 
 DETECTION = REPO / 'configs' / 'detection'
 KD_COCO128 = DETECTION / 'kd_faster-rcnn_r101_r50_fpn_12e_coco128.py'
@@ -45,24 +47,15 @@ pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py: tiny CPU tens
 
 @pytest.fixture(scope='session')
 def coco128(tmp_path_factory) -> Path:
-    """A few real coco128 images in its layout (train2017/, val2017/, annotations/), read out of the shared tarball,
-    with annotation files cut to those images; train image 250 has no box in COCO."""
-    tarball = DATA / 'coco128' / 'coco128.tar'
-    if not tarball.exists():
-        raise FileNotFoundError(f'no coco128 images: provide {tarball} (KDPLUG_SHARED_DATA points elsewhere)')
-    root = tmp_path_factory.mktemp('coco128')
-    (root / 'annotations').mkdir()
-    with tarfile.open(tarball) as tar:
-        for split, ids in (('train2017', TRAIN_IDS), ('val2017', VAL_IDS)):
-            full = json.load(tar.extractfile(f'coco128/annotations/instances_{split}.json'))
-            images = {image['id']: image for image in full['images']}
-            subset = dict(full, images=[images[i] for i in ids],
-                          annotations=[a for a in full['annotations'] if a['image_id'] in ids])
-            (root / 'annotations' / f'instances_{split}.json').write_text(json.dumps(subset))
-            (root / split).mkdir()
-            for i in ids:
-                name = images[i]['file_name']
-                (root / split / name).write_bytes(tar.extractfile(f'coco128/{split}/{name}').read())
+    """A few real coco128 images in its layout (train2017/, val2017/, annotations/), as tests/data/coco128 ships them
+    (copied: nothing writes into the repository), with annotation files cut to those images; train image 250 has
+    no box in COCO."""
+    root = tmp_path_factory.mktemp('data') / 'coco128'
+    shutil.copytree(TEST_DATA / 'coco128', root, ignore=shutil.ignore_patterns('*.md'))
+    for split, ids in (('train2017', TRAIN_IDS), ('val2017', VAL_IDS)):
+        subset = json.loads((root / 'annotations' / f'instances_{split}.json').read_text())
+        assert [image['id'] for image in subset['images']] == list(ids), split  # the json's order: see run_config
+        assert len(subset['categories']) == NUM_CLASSES
     train = json.loads((root / 'annotations' / 'instances_train2017.json').read_text())
     assert not [a for a in train['annotations'] if a['image_id'] == NO_BOX]
     return root

@@ -49,6 +49,8 @@ def test_the_shipped_dataset_configs_carry_the_defaults_themselves():
 
 
 def test_the_flags_and_the_config_win_and_detection_keeps_mmdet_s_defaults():
+    from conftest import require_detection_stack
+    require_detection_stack()
     cfg = as_tools_train_runs(REPO / 'configs' / 'demo' / 'kd_resnet20_resnet8_4e_cifar10-10k.py',
                               '--no-pin-memory', '--no-persistent-workers')
     assert cfg.train_dataloader.pin_memory is False and cfg.train_dataloader.persistent_workers is False
