@@ -154,8 +154,10 @@ def all_configs():
                   if '_base_' not in p.parts and 'detection' not in p.parts)
 
 
-def real_batch(cifar10_root: Path, size: int, count: int = 4):
-    """``count`` real CIFAR-10 training images of different classes, resized to ``size``, with their labels."""
+def real_batch(cifar10_root: Path, size: int, count: int = 4, views: int = 1):
+    """``count`` real CIFAR-10 training images of different classes, resized to ``size``, with their labels. With
+    ``views`` > 1 (a pipeline with mmpretrain's MultiView) the batch default_collate makes of such a pipeline's
+    output: one (N, 3, H, W) tensor per view (the images, then their mirror images)."""
     import numpy as np
     from PIL import Image
     from mmpretrain.structures import DataSample
@@ -165,7 +167,18 @@ def real_batch(cifar10_root: Path, size: int, count: int = 4):
         image = Image.open(sorted(class_dir.iterdir())[0]).convert('RGB').resize((size, size))
         inputs.append(torch.from_numpy(np.asarray(image)[:, :, ::-1].copy()).permute(2, 0, 1))  # BGR, as mmcv reads
         samples.append(DataSample().set_gt_label(label))
+    if views > 1:
+        inputs = [torch.stack(inputs)] + [torch.stack(inputs).flip(-1)] * (views - 1)
     return dict(inputs=inputs, data_samples=samples)
+
+
+def pipeline_views(cfg: Config) -> int:
+    """Views of each image in a config's training pipeline: those of its MultiView transform, else 1."""
+    for transform in cfg.get('train_dataloader', {}).get('dataset', {}).get('pipeline', []):
+        if transform.get('type') == 'MultiView':
+            views = transform['num_views']
+            return views if isinstance(views, int) else sum(views)
+    return 1
 
 
 @pytest.mark.parametrize('config', all_configs(), ids=lambda p: str(p.relative_to(REPO / 'configs')))
@@ -195,7 +208,7 @@ def test_every_config_builds_predicts_and_takes_a_training_step(config, tmp_path
     model.train()
     if hasattr(model, 'hook_attached'):  # what kdplug.EMATeacherHook does before training
         model.hook_attached = True
-    data = model.data_preprocessor(real_batch(cifar10_root, size), training=True)
+    data = model.data_preprocessor(real_batch(cifar10_root, size, views=pipeline_views(cfg)), training=True)
     losses = model(**data, mode='loss')
     total, log_vars = model.parse_losses(losses)
     assert torch.isfinite(total), log_vars

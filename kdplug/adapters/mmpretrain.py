@@ -31,6 +31,39 @@ def logits_and_losses(classifier: nn.Module, inputs: Tensor, data_samples: List)
     return cls_score, classifier.head._get_loss(cls_score, data_samples)
 
 
+def split_views(inputs) -> List[Tensor]:
+    """The views of a batch: one (N, C, H, W) tensor is one view; a MultiView pipeline (mmpretrain's ``MultiView``
+    before ``PackInputs``, default_collate, then ``SelfSupDataPreprocessor``) gives a list of them, one per view."""
+    if isinstance(inputs, Tensor):
+        if inputs.dim() == 5:
+            raise ValueError(
+                f'a batch of shape {tuple(inputs.shape)}: mmpretrain\'s ClsDataPreprocessor stacks the views of a '
+                'MultiView pipeline into one tensor (and its to_rgb looks at the wrong axis). Give such a pipeline '
+                "data_preprocessor=dict(type='mmpretrain.SelfSupDataPreprocessor', mean=..., std=..., to_rgb=...), "
+                'as configs/_base_/datasets/*_multiview.py do')
+        return [inputs]
+    views = list(inputs)
+    if not views or not all(isinstance(v, Tensor) and v.dim() == 4 and v.shape[0] == views[0].shape[0]
+                            for v in views):
+        shapes = [tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__ for v in views]
+        raise ValueError(f'expected one (N, C, H, W) tensor per view of a MultiView batch (default_collate), got '
+                         f'{shapes}')
+    return views
+
+
+def views_logits_and_losses(classifier: nn.Module, views: List[Tensor], data_samples: List) -> Tuple[Tensor, Dict]:
+    """The logits of every view stacked along the batch, (V N, C), view after view, and the student's own losses
+    summed over the views (e.g. w_ce (CE(weak) + CE(strong)) for MLKD). One forward per view, as separate batches
+    (BatchNorm statistics per view); keys without "loss" (e.g. accuracy) come from the first view."""
+    scores, losses = [], {}
+    for view in views:
+        cls_score = logits(classifier, view)
+        scores.append(cls_score)
+        for key, value in classifier.head._get_loss(cls_score, data_samples).items():
+            losses[key] = losses[key] + value if key in losses and 'loss' in key else losses.get(key, value)
+    return torch.cat(scores), losses
+
+
 def targets(data_samples: List) -> Tensor:
     """Hard labels (N,), or the soft labels (N, C) that mixup / cutmix leave in ``gt_score``."""
     if 'gt_score' in data_samples[0]:
@@ -51,6 +84,9 @@ def data_preprocessor_config(data_preprocessor: Optional[dict], student_cfg: dic
     if cfg['type'] == 'ClsDataPreprocessor':
         cfg['type'] = DEFAULT_DATA_PREPROCESSOR
     if student_cfg.get('train_cfg'):
+        if str(cfg['type']).endswith('SelfSupDataPreprocessor'):
+            raise ValueError(f"{cfg['type']} (a MultiView pipeline's) takes no batch augments: drop the student's "
+                             'train_cfg (mixup / cutmix), or use one view and ClsDataPreprocessor')
         cfg.setdefault('batch_augments', student_cfg['train_cfg'])
     return cfg
 

@@ -16,7 +16,15 @@ class DistillerBase(BaseModel):
     :meth:`set_teacher`; they compute the logits and call :meth:`distill_losses`.
 
     ``loss_scales[name]`` multiplies loss ``name`` (1.0 unless a hook such as ``LossWarmupHook`` changes it).
+
+    Views: a loss with ``views = 2`` (MLKD) takes two views of every image, their logits stacked along the batch
+    (weak rows, then strong rows). All the losses of a distiller take the same number (``num_views``, checked at
+    build, as is ``max_views``, the most the distiller can feed), and every batch must bring it (checked in
+    :meth:`distill_losses`, with an error that names the transform to add or remove).
     """
+
+    #: The most views of each image this distiller gives its losses (ClassifierDistiller: 2).
+    max_views = 1
 
     def __init__(self, losses: Optional[Mapping[str, dict]] = None, data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -31,6 +39,15 @@ class DistillerBase(BaseModel):
         # rows left out (background RoIs, non-finite teacher rows) reach it as ordinary rows
         self._takes_weight = {name: 'weight' in inspect.signature(loss.forward).parameters
                               for name, loss in self.losses.items()}
+        views = {name: getattr(loss, 'views', 1) for name, loss in self.losses.items()}
+        if len(set(views.values())) > 1:
+            raise ValueError(f'the losses take different numbers of views of each image ({views}): a batch brings '
+                             'one number of views, so give them all the same (e.g. MLKDLoss(views=2) alone)')
+        self.num_views = next(iter(views.values()))
+        if self.num_views > self.max_views:
+            raise ValueError(f'{type(self).__name__} gives its losses one view of each image, but {sorted(views)} '
+                             f'take {self.num_views} (e.g. MLKDLoss(views=2)): use kdplug.LogitDistiller with a '
+                             'MultiView pipeline, or views=1')
         object.__setattr__(self, 'teacher', None)
         self.teacher_name = 'the teacher'
         self._predict_with_teacher = False
@@ -102,9 +119,28 @@ class DistillerBase(BaseModel):
                             'lower the learning rate' if 'EMA' in self.teacher_name else ''))
 
     # -- losses ---------------------------------------------------------------------------------------------------
+    def check_views(self, views: int) -> None:
+        """Raise unless the batch brings as many views of each image as the losses take."""
+        if views == self.num_views:
+            return
+        names = {name: type(loss).__name__ for name, loss in self.losses.items()}
+        if views < self.num_views:
+            raise ValueError(
+                f'the losses {names} take {self.num_views} views of every image (MLKD: a weak and a strong one), '
+                f'but the batch brings {views}: put mmpretrain\'s dict(type=\'MultiView\', num_views=[1, 1], '
+                'transforms=[weak_pipeline, strong_pipeline]) before PackInputs in the training pipeline, with '
+                "data_preprocessor=dict(type='mmpretrain.SelfSupDataPreprocessor', ...), as "
+                'configs/_base_/datasets/*_multiview.py do')
+        raise ValueError(f'the training pipeline gives {views} views of every image (a MultiView transform), but the '
+                         f'losses {names} take {self.num_views}: remove the MultiView transform, or use losses that '
+                         'take the views (MLKDLoss(views=2))')
+
     def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor],
-                       weight: Optional[Tensor] = None, names: Optional[Iterable[str]] = None) -> Dict[str, Tensor]:
-        """``distill.loss_<name>`` of each loss (of ``names``, default all), scaled by its warm-up scale."""
+                       weight: Optional[Tensor] = None, names: Optional[Iterable[str]] = None,
+                       views: int = 1) -> Dict[str, Tensor]:
+        """``distill.loss_<name>`` of each loss (of ``names``, default all), scaled by its warm-up scale. With
+        ``views`` > 1 the rows are the views of the batch stacked (view after view), ``target`` repeated alike."""
+        self.check_views(views)
         if self.teacher is not None:  # a teacher's logits (USKD's second input is the student's own weak head)
             teacher_logits, weight = self.finite_teacher_rows(teacher_logits, weight)
         out = {}

@@ -66,6 +66,8 @@ def stage_features(classifier: nn.Module, inputs: Tensor, stages: Iterable[str],
 
 class FeatureDistiller(LogitDistiller):
 
+    max_views = 1  # its loss step feeds the logit losses one view (LogitDistiller's two-view path is not used)
+
     def __init__(self, student: dict, teacher: dict, teacher_ckpt: Optional[str], losses: Mapping[str, dict],
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
         super().__init__(student=student, teacher=teacher, teacher_ckpt=teacher_ckpt, losses=losses,

@@ -20,15 +20,29 @@ from .teacher import check_num_classes, load_teacher_weights
 
 
 class ClassifierDistiller(DistillerBase):
-    """A classifier student distilled from ``self.teacher``, whatever made the teacher (loaded or EMA)."""
+    """A classifier student distilled from ``self.teacher``, whatever made the teacher (loaded or EMA).
+
+    A batch of a MultiView pipeline (a list of (N, C, H, W) tensors, one per view) goes to losses that take the
+    views (``views = 2``, MLKD) as (V N, C) logits, view after view: the student runs once per view and its own
+    losses are summed over the views (w_ce (CE(weak) + CE(strong))), the teacher runs once on all the views.
+    """
+
+    max_views = 2
 
     def loss(self, inputs: Tensor, data_samples: List) -> Dict[str, Tensor]:
         from kdplug.adapters import mmpretrain as adapter
-        student_logits, student_losses = adapter.logits_and_losses(self.student, inputs, data_samples)
+        views = adapter.split_views(inputs)
+        self.check_views(len(views))
+        if len(views) == 1:
+            student_logits, student_losses = adapter.logits_and_losses(self.student, views[0], data_samples)
+        else:
+            student_logits, student_losses = adapter.views_logits_and_losses(self.student, views, data_samples)
         with torch.no_grad():
-            teacher_logits = adapter.logits(self.teacher, inputs)
+            teacher_logits = adapter.logits(self.teacher, views[0] if len(views) == 1 else torch.cat(views))
         losses = self.prefixed(student_losses, 'student')
-        losses.update(self.distill_losses(student_logits, teacher_logits, adapter.targets(data_samples)))
+        target = adapter.targets(data_samples)
+        target = target if len(views) == 1 else torch.cat([target] * len(views))
+        losses.update(self.distill_losses(student_logits, teacher_logits, target, views=len(views)))
         return losses
 
     def predict(self, inputs: Tensor, data_samples: Optional[List] = None) -> List:
