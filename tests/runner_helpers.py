@@ -1,5 +1,6 @@
 """Helpers to run kdplug configs through an mmengine Runner on a few real images, fast."""
 import copy
+import importlib.util
 import itertools
 import json
 from pathlib import Path
@@ -82,3 +83,11 @@ def make_runner(cfg):
 def scalars(work_dir: Path) -> list:
     logs = sorted(Path(work_dir).glob('*/vis_data/scalars.json'))
     return [json.loads(line) for line in logs[-1].read_text().splitlines()]
+
+
+def load_tool(name: str):
+    """A command-line tool of tools/ (``'train'``, ``'fit_codewords'``...) as a module, to call its functions."""
+    spec = importlib.util.spec_from_file_location(f'kdplug_tool_{name}', REPO / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,6 +1,5 @@
 """Runs survive a crash at any moment: a kill during a checkpoint write loses at most the epoch being written,
 and --resume takes the newest intact checkpoint, or says clearly that there is nothing to resume."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from runner_helpers import KD_CONFIG, data_options
+from runner_helpers import KD_CONFIG, data_options, load_tool
 
 # Kill the process (SIGKILL: no cleanup, as a preempted job or an OOM kill) half-way through writing the checkpoint
 # of the second epoch, after half of its bytes reached the disk.
@@ -76,10 +75,7 @@ def test_mmengine_checkpoint_hook_alone_loses_the_run_there(cifar10_root, teache
 
 
 def train_tool():
-    spec = importlib.util.spec_from_file_location('kdplug_train_tool', REPO / 'tools' / 'train.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('train')
 
 
 def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path):

@@ -1,7 +1,6 @@
 """letKD: the KD layer inside the student, the codeword fitting on real CIFAR-10 images, training through the Runner,
 and the student export that keeps the layer."""
 import copy
-import importlib.util
 import math
 import os
 import textwrap
@@ -11,16 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO
-from runner_helpers import make_runner, run_config, scalars
+from runner_helpers import load_tool, make_runner, run_config, scalars
 
 LETKD_CONFIG = REPO / 'configs' / 'letkd' / 'letkd-2_resnet20_resnet8_4e_cifar10-10k.py'
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('fit_codewords', REPO / 'tools' / 'fit_codewords.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def fit_codewords_tool():
+    return load_tool('fit_codewords')
 
 
 def letkd_config(cifar10_root, work_dir, teacher_ckpt, codewords, **kwargs):
@@ -37,7 +33,7 @@ def codewords(cifar10_root, teacher_ckpt, tmp_path_factory):
     work = tmp_path_factory.mktemp('letkd_codewords')
     cfg = letkd_config(cifar10_root, work, teacher_ckpt, work / 'unused.pth')
     path = work / 'codewords.pth'
-    files = load_tool().fit_codewords(cfg, out=str(path), device='cpu', iters=10)
+    files = fit_codewords_tool().fit_codewords(cfg, out=str(path), device='cpu', iters=10)
     return path, files[str(path)]
 
 
@@ -137,7 +133,7 @@ def test_fit_codewords_on_real_images(codewords):
 def test_codewords_are_better_than_random_features(codewords, cifar10_root, teacher_ckpt, tmp_path):
     """The k-means codewords quantise the teacher's penultimate features of the training images well."""
     from kdplug.models.letkd import nearest
-    tool = load_tool()
+    tool = fit_codewords_tool()
     path, loaded = codewords
     cfg = letkd_config(cifar10_root, tmp_path, teacher_ckpt, path)
     from mmengine.registry import DefaultScope

@@ -1,6 +1,5 @@
 """The dataloader defaults that make kdplug's tools as fast as mmpretrain's, and proof that they change nothing the
 model sees."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -9,17 +8,14 @@ import torch
 from mmengine.config import Config
 
 from conftest import REPO
-from runner_helpers import make_runner, run_config, scalars
+from runner_helpers import load_tool, make_runner, run_config, scalars
 from test_classification_distill import all_configs
 
 DETECTION = REPO / 'configs' / 'detection' / 'kd_faster-rcnn_r101_r50_fpn_12e_coco128.py'
 
 
 def train_tool():
-    spec = importlib.util.spec_from_file_location('kdplug_train_tool', REPO / 'tools' / 'train.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('train')
 
 
 def as_tools_train_runs(config, *argv) -> Config:
