@@ -143,3 +143,16 @@ def test_the_console_script_of_the_wheel_lists_the_plugins(installed, tmp_path):
     result = run_outside_the_tree(target, tmp_path, str(script))
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'kdplug.losses.plugin' in result.stdout and 'NormKDLoss' in result.stdout
+
+
+@pytest.mark.parametrize('script, usage', [('kdplug-train', 'usage: kdplug-train'),
+                                           ('kdplug-test', 'usage: kdplug-test'),
+                                           ('kdplug-export-student', 'usage: kdplug-export-student')])
+def test_the_main_tools_come_with_the_installed_wheel(installed, tmp_path, script, usage):
+    """train, test and export from an installed kdplug: console scripts and ``python -m kdplug.tools.<tool>``."""
+    _, target = installed
+    result = run_outside_the_tree(target, tmp_path, str(target / 'bin' / script), '--help')
+    assert result.returncode == 0 and usage in result.stdout, result.stdout + result.stderr
+    module = 'kdplug.tools.' + script[len('kdplug-'):].replace('-', '_')
+    result = run_outside_the_tree(target, tmp_path, '-m', module, '--help')
+    assert result.returncode == 0 and 'usage:' in result.stdout, result.stdout + result.stderr

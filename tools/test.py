@@ -1,52 +1,10 @@
-"""Evaluate a checkpoint with a config: a kdplug distillation run's checkpoint (the student is evaluated) or a
-plain mmpretrain / mmdet one.
+"""Evaluate a checkpoint with a config (a kdplug distillation run's student, or a plain mmpretrain / mmdet model).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--cfg-options k=v ...]
 
-``--out`` also writes every test sample's prediction to a pickle: a list of dicts (for a classifier: pred_score,
-pred_label, gt_label, img_path...), through mmengine's ``DumpResults`` as mmpretrain's own ``tools/test.py --out``
-does, so its analysis tools read the file. The metrics are printed and written to
-``<work_dir>/<timestamp>/<timestamp>.json`` as before.
+The code is kdplug.tools.test (also ``kdplug-test`` and ``python -m kdplug.tools.test`` from an installed kdplug).
 """
-import argparse
-import os
-import os.path as osp
-
-from mmengine.config import Config, DictAction
-from mmengine.evaluator import DumpResults
-from mmengine.runner import Runner
-
-from kdplug.engine.checkpoint import allow_mmengine_checkpoints
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description='Evaluate a checkpoint')
-    parser.add_argument('config')
-    parser.add_argument('checkpoint')
-    parser.add_argument('--work-dir')
-    parser.add_argument('--out', help='also write the predictions of every test sample to this .pkl file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    # DumpResults would refuse other suffixes only once the runner (model, teacher, data) is built: say so at once
-    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
-        parser.error(f'--out must name a .pkl or .pickle file, got {args.out!r}')
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    allow_mmengine_checkpoints()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
-    cfg.load_from = args.checkpoint
-    runner = Runner.from_cfg(cfg)
-    if args.out is not None:
-        # one more metric of the test evaluator: gathered from every rank, written once by rank 0
-        runner.test_evaluator.metrics.append(DumpResults(out_file_path=osp.abspath(args.out)))
-    print(runner.test())
-
+from kdplug.tools.test import main
 
 if __name__ == '__main__':
     main()

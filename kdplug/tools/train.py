@@ -1,0 +1,129 @@
+"""Train a model (a student with kdplug's distillers, or a plain mmpretrain / mmdet teacher) from a config.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
+    bash tools/dist_train.sh CONFIG GPUS [...]      # several GPUs, through torchrun and mmengine's launcher
+
+The flags are OpenMMLab's (mmpretrain / mmdet tools/train.py).
+"""
+import argparse
+import copy
+import glob
+import os
+import os.path as osp
+from typing import Optional, Tuple
+
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.runner import Runner
+
+from kdplug.engine.checkpoint import allow_mmengine_checkpoints, unreadable_reason
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a model (kdplug distillation or a plain teacher)')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from the given checkpoint, or from the latest one of the work dir')
+    parser.add_argument('--amp', action='store_true', help='mixed precision training (AmpOptimWrapper, GPU)')
+    parser.add_argument('--no-validate', action='store_true', help='do not evaluate during training')
+    parser.add_argument('--auto-scale-lr', action='store_true', help='scale the lr with the total batch size')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. model.teacher_ckpt=teacher.pth')
+    parser.add_argument('--no-pin-memory', action='store_true', help='do not pin the dataloaders\' memory')
+    parser.add_argument('--no-persistent-workers', action='store_true',
+                        help='do not keep the dataloaders\' workers alive between epochs')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
+    """The newest intact checkpoint of ``work_dir`` and a sentence saying where it came from (None: nothing).
+
+    ``last_checkpoint`` names it unless a crash left that file empty or pointing at a truncated checkpoint; then
+    the newest ``*.pth`` of the work dir that is complete is taken instead.
+    """
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    named = open(pointer).read().strip() if osp.isfile(pointer) else ''
+    if named and unreadable_reason(named) is None:
+        return named, f'resuming from {named} (last_checkpoint of {work_dir})'
+    candidates = sorted(glob.glob(osp.join(work_dir, '*.pth')), key=osp.getmtime, reverse=True)
+    intact = next((path for path in candidates if unreadable_reason(path) is None), None)
+    problem = (f'last_checkpoint names {named}, which {unreadable_reason(named)}' if named else
+               'last_checkpoint is empty' if osp.isfile(pointer) else 'there is no last_checkpoint')
+    if intact is not None:
+        return intact, f'{problem}; resuming from the newest intact checkpoint instead: {intact}'
+    return None, (f'nothing to resume in {work_dir} ({problem}, and no complete *.pth): training starts from '
+                  'scratch')
+
+
+#: The dataloader defaults of mmpretrain's own tools/train.py (batches stacked in the workers, pinned memory,
+#: workers kept between epochs): a classification config runs as fast here as there. mmdet's tools set none.
+CLASSIFICATION_DATALOADER_DEFAULTS = dict(pin_memory=True, persistent_workers=True,
+                                          collate_fn=dict(type='default_collate'))
+
+
+def set_dataloader_defaults(cfg: Config, args: argparse.Namespace) -> None:
+    """mmpretrain's dataloader defaults under a classification config's keys (the config's own values win)."""
+    if cfg.get('default_scope') != 'mmpretrain':
+        return
+    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if cfg.get(field) is None:
+            continue
+        loader = ConfigDict(copy.deepcopy(CLASSIFICATION_DATALOADER_DEFAULTS))
+        loader.update(cfg[field])
+        if args.no_pin_memory:
+            loader.pin_memory = False
+        if args.no_persistent_workers or not loader.get('num_workers', 0):
+            loader.persistent_workers = False  # torch refuses persistent workers without workers
+        cfg[field] = loader
+
+
+def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        from mmengine.device import get_device
+        if get_device() == 'cpu':  # mmengine's own test: CUDA, NPU, MLU or MUSA
+            raise SystemExit('--amp uses mmengine\'s AmpOptimWrapper, which needs a GPU (float16 autocast + '
+                             'GradScaler); this machine has none: train without --amp')
+        if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+            print('AMP is already enabled in the config')
+        else:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.resume == 'auto':
+        checkpoint, note = resumable_checkpoint(cfg.work_dir)
+        print(f'--resume: {note}', flush=True)
+        cfg.resume, cfg.load_from = checkpoint is not None, checkpoint
+    elif args.resume is not None:
+        reason = unreadable_reason(args.resume)
+        if reason is not None:
+            raise SystemExit(f'--resume {args.resume}: the checkpoint {reason}. Give another checkpoint, or '
+                             '--resume alone to take the newest intact one of the work dir')
+        cfg.resume, cfg.load_from = True, args.resume
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if args.auto_scale_lr:
+        cfg.setdefault('auto_scale_lr', {})['enable'] = True
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    set_dataloader_defaults(cfg, args)
+    return cfg
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    allow_mmengine_checkpoints()  # resume / load_from with torch >= 2.6 (weights_only=True by default)
+    cfg = merge_args(Config.fromfile(args.config), args)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
