@@ -1,8 +1,9 @@
 """Deliberately naive reference implementations of kdplug's logit losses, for the tests only.
 
-Written from the formulas (../shared/notes/methods.md, NormKD paper 003 sections 3.2-3.3, NKD paper 001), NOT from
-kdplug's code, and importing nothing from kdplug. Everything is float64 numpy, one sample at a time: a plain Python
-loop over the rows, each row handled as a 1-D array. No batching tricks, no shared helpers with the library.
+Written from the papers' formulas (NormKD, Chi et al., arXiv:2308.00520, sections 3.2-3.3; NKD, Yang et al., ICCV
+2023, arXiv:2303.13005), NOT from kdplug's code, and importing nothing from kdplug. Everything is float64 numpy, one
+sample at a time: a plain Python loop over the rows, each row handled as a 1-D array. No batching tricks, no shared
+helpers with the library.
 
 Every ``*_per_sample`` function takes student logits ``s`` and teacher logits ``t`` as (N, C) array-likes (numpy
 arrays, torch tensors or nested lists; converted to float64) and returns a numpy float64 array of shape (N,). The

@@ -122,6 +122,8 @@ def test_test_py_out_writes_the_students_predictions(kd_checkpoint, cifar10_root
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     check_predictions(read_predictions(out), log)
+    metrics = json.loads((tmp_path / 'preds' / 'results.metrics.json').read_text())
+    assert f"'accuracy/top1': {metrics['accuracy/top1']}" in log  # the metrics printed, written beside
 
 
 def test_test_py_refuses_an_out_file_that_is_no_pickle(capsys):

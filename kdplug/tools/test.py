@@ -5,10 +5,11 @@ plain mmpretrain / mmdet one.
 
 ``--out`` also writes every test sample's prediction to a pickle: a list of dicts (for a classifier: pred_score,
 pred_label, gt_label, img_path...), through mmengine's ``DumpResults`` as mmpretrain's own ``tools/test.py --out``
-does, so its analysis tools read the file. The metrics are printed and written to
-``<work_dir>/<timestamp>/<timestamp>.json`` as before.
+does, so its analysis tools read the file; the metrics go beside it (``results.metrics.json``). The metrics are
+also printed and written to ``<work_dir>/<timestamp>/<timestamp>.json``.
 """
 import argparse
+import json
 import os
 import os.path as osp
 
@@ -24,7 +25,8 @@ def main(argv=None) -> None:
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('--work-dir')
-    parser.add_argument('--out', help='also write the predictions of every test sample to this .pkl file')
+    parser.add_argument('--out', help='also write the predictions of every test sample to this .pkl file, and the '
+                        'metrics beside it (<out>.metrics.json)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -45,7 +47,12 @@ def main(argv=None) -> None:
     if args.out is not None:
         # one more metric of the test evaluator: gathered from every rank, written once by rank 0
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=osp.abspath(args.out)))
-    print(runner.test())
+    metrics = runner.test()
+    print(metrics)
+    if args.out is not None and runner.rank == 0:
+        with open(f'{osp.splitext(args.out)[0]}.metrics.json', 'w') as file:
+            json.dump({key: float(value) if isinstance(value, (int, float)) else str(value)
+                       for key, value in metrics.items()}, file, indent=1)
 
 
 if __name__ == '__main__':
