@@ -10,10 +10,10 @@ _base_ = ['./cifar100.py', './randaugment_fixmatch_multiview.py']
 data_preprocessor = dict(
     _delete_=True,
     type='mmpretrain.SelfSupDataPreprocessor',
-    # RGB, 0-255 scale (mmpretrain's CIFAR datasets yield RGB arrays)
-    mean=[129.304, 124.070, 112.434],
-    std=[68.170, 65.392, 70.418],
-    to_rgb=False,
+    # the single-view dataset config's normalisation and channel order
+    mean={{_base_.data_preprocessor.mean}},
+    std={{_base_.data_preprocessor.std}},
+    to_rgb={{_base_.data_preprocessor.to_rgb}},
 )
 
 weak_pipeline = [

@@ -7,10 +7,10 @@ _base_ = ['./cifar10_folder.py', './randaugment_fixmatch_multiview.py']
 data_preprocessor = dict(
     _delete_=True,
     type='mmpretrain.SelfSupDataPreprocessor',
-    # RGB, 0-255 scale; images are read as BGR, hence to_rgb
-    mean=[125.307, 122.961, 113.8575],
-    std=[51.5865, 50.847, 51.255],
-    to_rgb=True,
+    # the single-view dataset config's normalisation and channel order
+    mean={{_base_.data_preprocessor.mean}},
+    std={{_base_.data_preprocessor.std}},
+    to_rgb={{_base_.data_preprocessor.to_rgb}},
 )
 
 weak_pipeline = [

@@ -8,10 +8,10 @@ _base_ = ['./tiny_imagenet_folder.py', './randaugment_fixmatch_multiview.py']
 data_preprocessor = dict(
     _delete_=True,
     type='mmpretrain.SelfSupDataPreprocessor',
-    # ImageNet statistics, RGB, 0-255 scale; images are read as BGR, hence to_rgb
-    mean=[123.675, 116.28, 103.53],
-    std=[58.395, 57.12, 57.375],
-    to_rgb=True,
+    # the single-view dataset config's normalisation and channel order
+    mean={{_base_.data_preprocessor.mean}},
+    std={{_base_.data_preprocessor.std}},
+    to_rgb={{_base_.data_preprocessor.to_rgb}},
 )
 
 weak_pipeline = [
