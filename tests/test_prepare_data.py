@@ -373,3 +373,66 @@ def test_coco128_with_a_truncated_annotation_file_is_redone(tmp_path, capsys):
     prepare_data.prepare_coco128(root, source)
     assert 'from scratch' in capsys.readouterr().out
     assert json.loads(ann.read_text())['images'][0]['file_name'] == '000000000001.jpg'
+
+
+# ---------------------------------------------------------------------------------------------- coco128 from COCO
+
+COCO_SAMPLES = REPO / 'tests' / 'data' / 'coco128'
+
+
+def coco_bucket(tmp_path: Path, monkeypatch, damaged: str | None = None) -> list:
+    """COCO's bucket, offline: an annotations zip holding the shipped samples' annotations (COCO's own for train),
+    the shipped images behind their bucket URLs (``damaged``: served cut short). Returns the URLs asked for."""
+    archive = tmp_path / 'served' / 'annotations_trainval2017.zip'
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, 'w') as zf:
+        for split in ('train2017', 'val2017'):
+            zf.write(COCO_SAMPLES / 'annotations' / f'instances_{split}.json', f'annotations/instances_{split}.json')
+    monkeypatch.setattr(prepare_data, 'COCO_ANNOTATIONS_MD5', md5(archive))
+    urls = []
+
+    def fake_urlretrieve(url, filename):
+        urls.append(url)
+        if url == prepare_data.COCO_ANNOTATIONS_URL:
+            shutil.copyfile(archive, filename)
+            return
+        split, name = url.split('/')[-2:]
+        data = (COCO_SAMPLES / split / name).read_bytes()
+        Path(filename).write_bytes(data[:len(data) // 2] if name == damaged else data)
+    monkeypatch.setattr(prepare_data.urllib.request, 'urlretrieve', fake_urlretrieve)
+    return urls
+
+
+def test_coco128_is_the_first_images_by_file_name_with_their_annotations():
+    instances = json.loads((COCO_SAMPLES / 'annotations' / 'instances_train2017.json').read_text())
+    cut = prepare_data.first_images(instances, 2)
+    # the file lists 250 first; by file name 9 and 25 come first
+    assert [image['file_name'] for image in cut['images']] == ['000000000009.jpg', '000000000025.jpg']
+    assert {ann['image_id'] for ann in cut['annotations']} == {9, 25}
+    assert len(cut['annotations']) == sum(ann['image_id'] in (9, 25) for ann in instances['annotations'])
+    assert cut['categories'] == instances['categories'] and cut['licenses'] == instances['licenses']
+
+
+def test_coco128_without_a_source_comes_from_the_official_bucket(tmp_path, monkeypatch):
+    urls = coco_bucket(tmp_path, monkeypatch)
+    monkeypatch.setattr(prepare_data, 'COCO128_IMAGES', 2)
+    root = prepare_data.prepare_coco128(tmp_path / 'coco128')
+    assert urls[0] == 'https://s3.amazonaws.com/images.cocodataset.org/annotations/annotations_trainval2017.zip'
+    assert all(url.startswith('https://s3.amazonaws.com/images.cocodataset.org/') for url in urls)
+    assert sorted(p.name for p in (root / 'train2017').iterdir()) == ['000000000009.jpg', '000000000025.jpg']
+    assert sorted(p.name for p in (root / 'val2017').iterdir()) == ['000000000139.jpg', '000000000285.jpg']
+    for split in ('train2017', 'val2017'):
+        listed = json.loads((root / 'annotations' / f'instances_{split}.json').read_text())['images']
+        assert {image['file_name'] for image in listed} == {p.name for p in (root / split).iterdir()}
+        for name in (root / split).iterdir():
+            assert name.read_bytes() == (COCO_SAMPLES / split / name.name).read_bytes()
+    assert not (root / 'annotations_trainval2017.zip').exists()  # 253 MB: gone once cut
+    assert json.loads((root / prepare_data.MARKER).read_text())['source'] == prepare_data.COCO_BUCKET
+
+
+def test_a_coco_image_that_does_not_decode_at_its_size_is_refused(tmp_path, monkeypatch):
+    coco_bucket(tmp_path, monkeypatch, damaged='000000000025.jpg')
+    monkeypatch.setattr(prepare_data, 'COCO128_IMAGES', 2)
+    with pytest.raises(prepare_data.IncompleteDataError, match='000000000025.jpg .*not a whole 640x426 JPEG'):
+        prepare_data.prepare_coco128(tmp_path / 'coco128')
+    assert not (tmp_path / 'coco128' / 'train2017').exists()  # nothing half-made is left in place

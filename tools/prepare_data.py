@@ -10,9 +10,12 @@ or the official ``cifar-10-python.tar.gz``; default: ``$KDPLUG_SHARED_DATA/cifar
 (downloaded and written as PNG folders). Either way it also writes ``meta/<split>_<n>.txt``: class-balanced subsets
 (``class/file label`` lines, mmpretrain's CustomDataset ``ann_file`` format) for short runs.
 
-coco128 (the detection configs' short benchmark) comes from ``--source`` (default:
-``$KDPLUG_SHARED_DATA/coco128/coco128.tar`` or ``../shared/data/coco128/coco128.tar``), a tarball of
-``coco128/{train2017,val2017}/*.jpg`` and ``coco128/annotations/instances_{train,val}2017.json``, unpacked as
+coco128 (the detection configs' short benchmark) is the first 128 images, sorted by file name, of COCO train2017 and
+of COCO val2017, with their instance annotations. It comes from ``--source`` (a tarball of
+``coco128/{train2017,val2017}/*.jpg`` and ``coco128/annotations/instances_{train,val}2017.json``; default:
+``$KDPLUG_SHARED_DATA/coco128/coco128.tar`` or ``../shared/data/coco128/coco128.tar`` when present) or, elsewhere,
+from COCO's official bucket: ``annotations_trainval2017.zip`` (253 MB, md5-checked, deleted afterwards) cut to those
+images, and the 256 images fetched one by one (each must decode at the size its annotation records). Unpacked as
 ``train2017/``, ``val2017/`` and ``annotations/`` under ``--root``.
 
 What is unpacked is not trusted: a downloaded archive, or one already in place, must match its published md5 before
@@ -473,15 +476,87 @@ def coco128_counts(root: Path) -> dict:
     return counts
 
 
+# COCO's bucket (images.cocodataset.org is an alias of it) over https; the images' own coco_url fields say http.
+COCO_BUCKET = 'https://s3.amazonaws.com/images.cocodataset.org'
+COCO_ANNOTATIONS_URL = f'{COCO_BUCKET}/annotations/annotations_trainval2017.zip'
+# cocodataset.org publishes no checksum; this md5 is the bucket's ETag for the zip (252,907,541 bytes) and the value
+# the public loaders pin, e.g. PaddlePaddle/PaddleDetection's reader test (COCO_ANNO_MD5SUM).
+COCO_ANNOTATIONS_MD5 = 'f4bbac642086de4f52a3fdda2de5fa2c'
+COCO_ANNOTATIONS_CHECKSUM_SOURCE = 'the bucket ETag; PaddleDetection COCO_ANNO_MD5SUM'
+COCO_ANNOTATIONS_ARCHIVE = 'annotations_trainval2017.zip'
+COCO128_IMAGES = 128
+
+
+def first_images(instances: dict, count: int | None = None) -> dict:
+    """A COCO instances dict cut to its first ``count`` (default COCO128_IMAGES) images by file name, with their
+    annotations (boxes, polygons and crowd regions as they are), every category and the licences: how coco128 is
+    made from COCO 2017."""
+    images = sorted(instances['images'], key=lambda image: image['file_name'])[:count or COCO128_IMAGES]
+    kept = {image['id'] for image in images}
+    return {**instances, 'images': images,
+            'annotations': [ann for ann in instances['annotations'] if ann['image_id'] in kept]}
+
+
+def check_image(path: Path, width: int, height: int) -> None:
+    """Refuse a fetched image that is not a JPEG of the size its (checksummed) annotation records: the bucket
+    publishes no per-image checksum, so a truncated or substituted file is caught here."""
+    with open(path, 'rb') as f:
+        head = f.read(3)
+    size = None
+    if head == b'\xff\xd8\xff':
+        try:
+            from PIL import Image
+        except ImportError:  # without Pillow the JPEG signature is all that is checked
+            return
+        try:
+            with Image.open(path) as image:
+                image.load()
+                size = image.size
+        except OSError:
+            size = None
+    if size != (width, height):
+        raise IncompleteDataError(f'{path.name} from COCO is not a whole {width}x{height} JPEG; re-run to fetch it '
+                                  f'again')
+
+
+def download_coco128(root: Path, tmp: Path) -> None:
+    """coco128 from COCO's official bucket into ``tmp`` (see the module docstring)."""
+    archive = fetch_verified(root / COCO_ANNOTATIONS_ARCHIVE, COCO_ANNOTATIONS_URL, COCO_ANNOTATIONS_MD5,
+                             COCO_ANNOTATIONS_CHECKSUM_SOURCE)
+    cuts = {}
+    with zipfile.ZipFile(archive) as zf:
+        for split in COCO128_PARTS[:2]:
+            with zf.open(f'annotations/instances_{split}.json') as f:
+                cuts[split] = first_images(json.load(f))
+    (tmp / 'annotations').mkdir(parents=True, exist_ok=True)
+    progress = Progress(sum(len(cut['images']) for cut in cuts.values()), f'fetching coco128 from {COCO_BUCKET}')
+    for split, cut in cuts.items():
+        (tmp / 'annotations' / f'instances_{split}.json').write_text(json.dumps(cut))
+        (tmp / split).mkdir(exist_ok=True)
+        for image in cut['images']:
+            target = member_target(image['file_name'], (tmp / split).resolve(), archive)  # a name from the json
+            urllib.request.urlretrieve(f'{COCO_BUCKET}/{split}/{image["file_name"]}', target)
+            check_image(target, image['width'], image['height'])
+            progress.update()
+    progress.close()
+    archive.unlink()
+
+
 def prepare_coco128(root: Path, source: Path | None = None) -> Path:
     """coco128 as ``root/{train2017,val2017,annotations}`` (see the module docstring); returns root."""
     root = Path(root)
     source = given_source(source)
 
     def build(tmp: Path) -> str:
-        src = source or shared_data() / 'coco128' / 'coco128.tar'
+        src = source
+        if src is None:
+            default = shared_data() / 'coco128' / 'coco128.tar'
+            src = default if default.is_file() else None
+        if src is None:
+            download_coco128(root, tmp)
+            return COCO_BUCKET
         if not src.is_file():
-            raise FileNotFoundError(f'{src} does not exist: give the coco128 tarball with --source')
+            raise PrepareError(f'--source {src}: expected the coco128 tarball')
         print(f'unpacking {src} into {root} ...', flush=True)
 
         def rename(name: str) -> str | None:
