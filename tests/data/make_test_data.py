@@ -1,6 +1,6 @@
-"""How tests/data was made (a maintainer's tool: the tests only read what it wrote, never the shared data).
+"""How tests/data was made (a maintainer's tool: the tests only read what it wrote, never its source).
 
-    python tests/data/make_test_data.py ../shared/data
+    python tests/data/make_test_data.py DATA   # DATA holds cifar10/cifar10_jpg.tar.xz and coco128/coco128.tar
 
 CIFAR-10: the first 8 (train) and 4 (test) images of every class, by file name, out of cifar10/cifar10_jpg.tar.xz.
 coco128: the images that tests/test_detection_distill.py uses, out of coco128/coco128.tar, with both annotation files
@@ -46,6 +46,8 @@ def coco128(tarball: Path, out: Path) -> None:
 
 
 if __name__ == '__main__':
-    shared = Path(sys.argv[1] if len(sys.argv) > 1 else HERE.parents[2] / 'shared' / 'data')
-    cifar10(shared / 'cifar10' / 'cifar10_jpg.tar.xz', HERE / 'cifar10')
-    coco128(shared / 'coco128' / 'coco128.tar', HERE / 'coco128')
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    data = Path(sys.argv[1])
+    cifar10(data / 'cifar10' / 'cifar10_jpg.tar.xz', HERE / 'cifar10')
+    coco128(data / 'coco128' / 'coco128.tar', HERE / 'coco128')
