@@ -18,18 +18,17 @@ published code subtracts 1000 from the target logit and takes log of a clamped p
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .base import LogitLoss
-from .functional import Temperature, check_hyperparameter, drop_target, hard_labels, kl_rows
+from .functional import Temperature, check_hyperparameter, hard_labels, kl_rows, non_target_log_softmax, target_mask
 
 
-def binary_log_probs(scaled_logits: Tensor, target: Tensor) -> Tensor:
-    """log(p_y, 1 - p_y) of softmax(scaled_logits), (N, 2), stable for confident rows."""
+def binary_log_probs(scaled_logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """log(p_y, 1 - p_y) of softmax(scaled_logits), (N, 2), stable for confident rows (``mask``: the targets)."""
     log_all = torch.logsumexp(scaled_logits, dim=-1)
     log_target = scaled_logits.gather(1, target.unsqueeze(1)).squeeze(1) - log_all
-    log_other = torch.logsumexp(drop_target(scaled_logits, target), dim=-1) - log_all
+    log_other = torch.logsumexp(scaled_logits.masked_fill(mask, float('-inf')), dim=-1) - log_all
     return torch.stack([log_target, log_other], dim=-1)
 
 
@@ -38,8 +37,9 @@ def dkd_terms(student_logits: Tensor, teacher_logits: Tensor, target: Tensor,
     """(TCKD, NCKD, T_t^2) per sample, each (N,); the KL terms before the temperature weight."""
     s = student_logits / temperature(student_logits)
     t = teacher_logits / temperature(teacher_logits)
-    tckd = kl_rows(binary_log_probs(t, target), binary_log_probs(s, target))
-    nckd = kl_rows(F.log_softmax(drop_target(t, target), dim=-1), F.log_softmax(drop_target(s, target), dim=-1))
+    mask = target_mask(s, target)
+    tckd = kl_rows(binary_log_probs(t, target, mask), binary_log_probs(s, target, mask))
+    nckd = kl_rows(non_target_log_softmax(t, mask), non_target_log_softmax(s, mask))
     return tckd, nckd, temperature.compensation(temperature(teacher_logits))
 
 

@@ -249,10 +249,18 @@ def kl_rows(log_p_teacher: Tensor, log_p_student: Tensor) -> Tensor:
     return torch.where(p_teacher == 0, torch.zeros_like(terms), terms).sum(dim=-1)
 
 
-def drop_target(x: Tensor, target: Tensor) -> Tensor:
-    """The C - 1 non-target columns of each row, (N, C - 1): DKD's and NKD's non-target distributions."""
-    keep = torch.ones_like(x, dtype=torch.bool).scatter_(1, target.unsqueeze(1), False)
-    return x[keep].view(x.shape[0], x.shape[1] - 1)
+def target_mask(x: Tensor, target: Tensor) -> Tensor:
+    """(N, C) bool, True at each row's target column: DKD's and NKD's split into target and non-target classes."""
+    return torch.zeros_like(x, dtype=torch.bool).scatter_(1, target.unsqueeze(1), True)
+
+
+def non_target_log_softmax(x: Tensor, mask: Tensor, fill: float = float('-inf')) -> Tensor:
+    """log-softmax over the C - 1 non-target columns of each row, (N, C), with ``fill`` in the target column (-inf:
+    probability 0, which :func:`kl_rows` counts as absent). The same values as ``log_softmax`` of the rows with the
+    target column dropped, computed in place: dropping columns by a boolean index (nonzero, gather, index_put
+    backward) cost three quarters of DKD's time."""
+    lse = torch.logsumexp(x.masked_fill(mask, float('-inf')), dim=-1, keepdim=True)
+    return (x - lse).masked_fill(mask, fill)
 
 
 def hard_labels(target: Optional[Tensor], num_samples: int, num_classes: int, method: str,
