@@ -44,6 +44,25 @@ def kdplug_distillers() -> List[type]:
 
 
 @hookspec
+def kdplug_tasks() -> List[type]:
+    """Downstream tasks (subclasses of :class:`kdplug.tasks.base.Task`), registered into
+    ``kdplug.registry.TASKS``: what ``kdplug.Distiller`` asks of a family of models (build a student or teacher in
+    the task's scope, its data preprocessor, one student forward giving the rows of logits to distil with their
+    targets and row weights, the teacher's logits for the same rows, features at named positions, predict). The
+    contract is the docstring of :mod:`kdplug.tasks.base`; docs/plugins.md, "Writing a task", walks through one.
+    """
+
+
+@hookspec
+def kdplug_teachers() -> List[type]:
+    """Teacher sources (subclasses of :class:`kdplug.teachers.base.TeacherSource`), registered into
+    ``kdplug.registry.TEACHERS``: where the teacher's logits come from (a checkpoint, an EMA of the student, the
+    student's own weak head...). ``setup(task, student, data_preprocessor)`` once, then ``teach(...)`` every step
+    (see :mod:`kdplug.teachers.base`).
+    """
+
+
+@hookspec
 def kdplug_models() -> List[type]:
     """Other model components (backbones, necks, heads, student-side layers), into ``kdplug.registry.MODELS``."""
 
@@ -58,7 +77,7 @@ def kdplug_student_modules() -> List[type]:
     the student's backbone with ``kdplug.BackboneWithModules(backbone=..., modules={position: cfg})`` (position:
     a submodule name of the backbone, or ``'out'`` for its output). The losses that train it come through this hook
     too (``kdplug_losses`` is for logit losses, all held to one conformance test): they have a ``student_module``
-    attribute naming the position and are called by ``kdplug.FeatureDistiller`` as
+    attribute naming the position and are called by ``kdplug.Distiller`` as
     ``loss(module, teacher_feature, target)`` (see :mod:`kdplug.models.student_modules`).
     """
 

@@ -35,6 +35,8 @@ BLOCK_ENV = 'KDPLUG_BLOCK_PLUGINS'
 BUILTIN_PLUGINS = (
     'kdplug.losses.plugin',
     'kdplug.distillers.plugin',
+    'kdplug.tasks.plugin',
+    'kdplug.teachers.plugin',
     'kdplug.engine.plugin',
     'kdplug.models.plugin',
     'kdplug.transforms.plugin',
@@ -64,6 +66,8 @@ class PluginInfo:
 HOOK_KINDS = {
     'kdplug_losses': ('torch.nn', 'Module'),
     'kdplug_distillers': ('mmengine.model', 'BaseModel'),
+    'kdplug_tasks': ('kdplug.tasks.base', 'Task'),
+    'kdplug_teachers': ('kdplug.teachers.base', 'TeacherSource'),
     'kdplug_models': ('torch.nn', 'Module'),
     'kdplug_student_modules': ('torch.nn', 'Module'),
     'kdplug_engine_hooks': ('mmengine.hooks', 'Hook'),

@@ -1,7 +1,8 @@
 """kdplug's mmengine registries (scope ``kdplug``), filled from the plugins on first lookup.
 
-``MODELS`` holds losses, distillers and model components; ``HOOKS`` holds mmengine hooks; ``TRANSFORMS`` holds
-data transforms. Build from them directly, whatever the default scope of the run::
+``MODELS`` holds losses, distillers and model components; ``TASKS`` the downstream tasks and ``TEACHERS`` the
+teacher sources of ``kdplug.Distiller``; ``HOOKS`` holds mmengine hooks; ``TRANSFORMS`` holds data transforms.
+Build from them directly, whatever the default scope of the run::
 
     from kdplug.registry import MODELS
     loss = MODELS.build(dict(type='NormKDLoss', t_norm=2.0))
@@ -78,11 +79,15 @@ class PluginRegistry(Registry):
 MODELS = PluginRegistry('model', parent=MMENGINE_MODELS, scope=SCOPE)
 HOOKS = PluginRegistry('hook', parent=MMENGINE_HOOKS, scope=SCOPE)
 TRANSFORMS = PluginRegistry('transform', parent=MMENGINE_TRANSFORMS, scope=SCOPE)
+TASKS = PluginRegistry('task', scope=SCOPE)
+TEACHERS = PluginRegistry('teacher source', scope=SCOPE)
 
 #: Which registry each hook of :mod:`kdplug.hookspecs` fills.
 HOOK_REGISTRIES = {
     'kdplug_losses': MODELS,
     'kdplug_distillers': MODELS,
+    'kdplug_tasks': TASKS,
+    'kdplug_teachers': TEACHERS,
     'kdplug_models': MODELS,
     'kdplug_student_modules': MODELS,
     'kdplug_engine_hooks': HOOKS,

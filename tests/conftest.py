@@ -49,7 +49,7 @@ def python():
 
 
 @pytest.fixture(scope='session')
-def teacher_ckpt(tmp_path_factory) -> str:
+def teacher_checkpoint(tmp_path_factory) -> str:
     """A randomly initialised resnet20 CIFAR-10 teacher, saved as a training run would (detection tests override it)."""
     from runner_helpers import save_teacher
     return save_teacher(tmp_path_factory.mktemp('teacher') / 'teacher.pth')

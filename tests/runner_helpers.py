@@ -31,8 +31,22 @@ def data_options(root) -> list:
     return options
 
 
+def build_classifier(cfg: dict):
+    """An mmpretrain classifier from its config, as kdplug.Distiller builds its student and teacher."""
+    from kdplug.tasks.classification import ClassificationTask
+    return ClassificationTask().build_model(ClassificationTask.model_config(cfg), 'student')
+
+
+def distiller_cfg(teacher_checkpoint, losses=None, student=None, teacher=None, **kwargs) -> dict:
+    """A ``kdplug.Distiller`` config for classification: a ResNet8 student and a ResNet20 ``CheckpointTeacher``
+    (CIFAR-10) unless given, KD unless other ``losses`` are given."""
+    return dict(type='Distiller', task=dict(type='ClassificationTask'), student=student or classifier_cfg(),
+                teacher=dict(type='CheckpointTeacher', model=teacher or classifier_cfg('ResNet20'),
+                             checkpoint=teacher_checkpoint),
+                losses=losses or dict(kd=dict(type='KDLoss')), **kwargs)
+
+
 def save_teacher(path: Path, backbone='ResNet20', num_classes=10, seed=0) -> str:
-    from kdplug.adapters.mmpretrain import build_classifier
     torch.manual_seed(seed)
     teacher = build_classifier(classifier_cfg(backbone, num_classes))
     teacher.init_weights()
@@ -40,7 +54,7 @@ def save_teacher(path: Path, backbone='ResNet20', num_classes=10, seed=0) -> str
     return str(path)
 
 
-def run_config(cifar10_root, work_dir, teacher_ckpt=None, config=KD_CONFIG, max_iters=3, model_from=None,
+def run_config(cifar10_root, work_dir, teacher_checkpoint=None, config=KD_CONFIG, max_iters=3, model_from=None,
                **overrides):
     """The demo KD config on the real images, iteration-based and tiny, with a checkpoint every 2 iterations."""
     cfg = Config.fromfile(str(config))
@@ -49,8 +63,8 @@ def run_config(cifar10_root, work_dir, teacher_ckpt=None, config=KD_CONFIG, max_
         cfg.model = other.model
         cfg.custom_hooks = other.get('custom_hooks', [])
     cfg.work_dir = str(work_dir)
-    if cfg.model.get('type') == 'kdplug.LogitDistiller':
-        cfg.model.teacher_ckpt = teacher_ckpt
+    if str(cfg.model.get('teacher', {}).get('type')).split('.')[-1] == 'CheckpointTeacher':
+        cfg.model.teacher.checkpoint = teacher_checkpoint
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = str(cifar10_root)
         cfg[loader].dataset.pop('ann_file', None)

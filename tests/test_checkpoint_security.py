@@ -58,18 +58,18 @@ def _numpy_reconstruct():
     return _reconstruct
 
 
-def genuine_mmengine_checkpoint(tmp_path: Path, cifar10_root, teacher_ckpt) -> Path:
+def genuine_mmengine_checkpoint(tmp_path: Path, cifar10_root, teacher_checkpoint) -> Path:
     """A real run checkpoint: the message hub holds HistoryBuffers (pickled with getattr(HistoryBuffer, 'min'))."""
-    runner = make_runner(run_config(cifar10_root, tmp_path / 'genuine', teacher_ckpt, max_iters=2))
+    runner = make_runner(run_config(cifar10_root, tmp_path / 'genuine', teacher_checkpoint, max_iters=2))
     runner.train()
     return tmp_path / 'genuine' / 'iter_2.pth'
 
 
-def test_the_real_getattr_is_never_allowed_and_a_genuine_checkpoint_still_loads(cifar10_root, teacher_ckpt,
+def test_the_real_getattr_is_never_allowed_and_a_genuine_checkpoint_still_loads(cifar10_root, teacher_checkpoint,
                                                                                  tmp_path, one_thread):
     from mmengine.logging import HistoryBuffer
     from kdplug.engine.checkpoint import load_checkpoint_file
-    path = genuine_mmengine_checkpoint(tmp_path, cifar10_root, teacher_ckpt)
+    path = genuine_mmengine_checkpoint(tmp_path, cifar10_root, teacher_checkpoint)
     loaded = load_checkpoint_file(str(path), role='distillation run')
     buffers = loaded['message_hub']['log_scalars']
     assert buffers and all(isinstance(b, HistoryBuffer) for b in buffers.values())
@@ -79,12 +79,12 @@ def test_the_real_getattr_is_never_allowed_and_a_genuine_checkpoint_still_loads(
 
 @pytest.mark.parametrize('name', ['reduce', 'getattr-chain', 'history-buffer-init', 'history-buffer-globals',
                                   'history-buffer-class', 'numpy-reconstruct'])
-def test_crafted_checkpoints_are_refused_in_process(name, cifar10_root, teacher_ckpt, tmp_path, one_thread):
+def test_crafted_checkpoints_are_refused_in_process(name, cifar10_root, teacher_checkpoint, tmp_path, one_thread):
     """After a genuine mmengine checkpoint was loaded (the allow-list is process-wide), on kdplug's loader and on
     the plain torch.load that mmengine's resume / load_from use."""
     from kdplug.engine.checkpoint import load_checkpoint_file
     from kdplug.models.letkd import load_codewords_file
-    load_checkpoint_file(str(genuine_mmengine_checkpoint(tmp_path, cifar10_root, teacher_ckpt)), 'run')
+    load_checkpoint_file(str(genuine_mmengine_checkpoint(tmp_path, cifar10_root, teacher_checkpoint)), 'run')
     marker = tmp_path / 'pwned'
     path = tmp_path / f'{name}.pth'
     torch.save(payloads(marker)[name], path)
@@ -118,19 +118,21 @@ def run_tool(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
-def test_every_tool_refuses_a_crafted_checkpoint(cifar10_root, teacher_ckpt, tmp_path):
-    """teacher_ckpt, --resume, load_from, tools/test.py and tools/export_student.py, each in a fresh process."""
+def test_every_tool_refuses_a_crafted_checkpoint(cifar10_root, teacher_checkpoint, tmp_path):
+    """model.teacher.checkpoint, --resume, load_from, tools/test.py and tools/export_student.py, each in a fresh
+    process."""
     marker = tmp_path / 'pwned'
     crafted = tmp_path / 'crafted.pth'
     torch.save(payloads(marker)['getattr-chain'], crafted)
     train = [REPO / 'tools' / 'train.py', KD_CONFIG, '--work-dir', tmp_path / 'work']
     options = ['--cfg-options', 'train_cfg.max_epochs=1', *data_options(cifar10_root)]
+    teacher = f'model.teacher.checkpoint={teacher_checkpoint}'
     runs = {
-        'teacher': run_tool(*train, *options, f'model.teacher_ckpt={crafted}'),
-        'resume': run_tool(*train, '--resume', crafted, *options, f'model.teacher_ckpt={teacher_ckpt}'),
-        'load_from': run_tool(*train, *options, f'model.teacher_ckpt={teacher_ckpt}', f'load_from={crafted}'),
+        'teacher': run_tool(*train, *options, f'model.teacher.checkpoint={crafted}'),
+        'resume': run_tool(*train, '--resume', crafted, *options, teacher),
+        'load_from': run_tool(*train, *options, teacher, f'load_from={crafted}'),
         'test': run_tool(REPO / 'tools' / 'test.py', KD_CONFIG, crafted, '--work-dir', tmp_path / 'test',
-                         *options, f'model.teacher_ckpt={teacher_ckpt}'),
+                         *options, teacher),
         'export': run_tool(REPO / 'tools' / 'export_student.py', crafted, tmp_path / 'student.pth'),
     }
     for path, result in runs.items():

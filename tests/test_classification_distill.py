@@ -1,19 +1,22 @@
-"""The mmpretrain logit distiller through an mmengine Runner, on real CIFAR-10 images."""
+"""kdplug.Distiller with ClassificationTask and a CheckpointTeacher (an mmpretrain student distilled from a frozen
+teacher) through an mmengine Runner, on real CIFAR-10 images."""
 import copy
 from pathlib import Path
 
 import pytest
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, ConfigDict
 
 from conftest import REPO
 
-from runner_helpers import classifier_cfg, make_runner, run_config, save_teacher, scalars
+from runner_helpers import build_classifier, classifier_cfg, distiller_cfg, make_runner, run_config, save_teacher, \
+    scalars
 
 
-def test_distillation_steps_log_both_losses_and_leave_the_teacher_untouched(cifar10_root, tmp_path, teacher_ckpt):
-    runner = make_runner(run_config(cifar10_root, tmp_path, teacher_ckpt))
-    teacher = runner.model.teacher
+def test_distillation_steps_log_both_losses_and_leave_the_teacher_untouched(cifar10_root, tmp_path, teacher_checkpoint):
+    runner = make_runner(run_config(cifar10_root, tmp_path, teacher_checkpoint))
+    teacher = runner.model.teacher_model
+    assert teacher is not None and teacher is runner.model.teacher.model
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student_before = {k: v.clone() for k, v in runner.model.student.state_dict().items()}
     runner.train()
@@ -33,21 +36,25 @@ def test_distillation_steps_log_both_losses_and_leave_the_teacher_untouched(cifa
     assert any('accuracy/top1' in r for r in records)
 
 
-def test_teacher_is_outside_the_optimizer_and_stays_in_eval_mode(cifar10_root, tmp_path, teacher_ckpt):
-    runner = make_runner(run_config(cifar10_root, tmp_path, teacher_ckpt))
+def test_teacher_is_outside_the_optimizer_and_stays_in_eval_mode(cifar10_root, tmp_path, teacher_checkpoint):
+    runner = make_runner(run_config(cifar10_root, tmp_path, teacher_checkpoint))
     model = runner.model
     model.train()
-    assert model.student.training and not model.teacher.training
-    teacher_params = {id(p) for p in model.teacher.parameters()}
-    assert not teacher_params & {id(p) for p in model.parameters()}
+    teacher = model.teacher_model
+    assert model.student.training and not teacher.training
+    assert not any(module.training for module in teacher.modules())
+    teacher_params = {id(p) for p in teacher.parameters()}
+    assert teacher_params and not teacher_params & {id(p) for p in model.parameters()}
+    assert not any(module is teacher for module in model.modules()), 'the teacher network is in the module tree'
+    assert not any(key.startswith('teacher') for key in model.state_dict())
 
 
-def test_export_loads_in_plain_mmpretrain(cifar10_root, tmp_path, teacher_ckpt):
+def test_export_loads_in_plain_mmpretrain(cifar10_root, tmp_path, teacher_checkpoint):
     from mmengine.runner import load_checkpoint
     from mmpretrain.registry import MODELS
     from mmengine.registry import DefaultScope
     from kdplug.distillers.export import export_student
-    cfg = run_config(cifar10_root, tmp_path, teacher_ckpt, max_iters=2)
+    cfg = run_config(cifar10_root, tmp_path, teacher_checkpoint, max_iters=2)
     runner = make_runner(cfg)
     runner.train()
     exported = tmp_path / 'student.pth'
@@ -61,9 +68,9 @@ def test_export_loads_in_plain_mmpretrain(cifar10_root, tmp_path, teacher_ckpt):
     torch.testing.assert_close(plain(inputs), runner.model(inputs))
 
 
-def test_resume_continues_at_the_same_iteration_with_the_same_state(cifar10_root, tmp_path, teacher_ckpt):
+def test_resume_continues_at_the_same_iteration_with_the_same_state(cifar10_root, tmp_path, teacher_checkpoint):
     def config(work_dir, **overrides):
-        cfg = run_config(cifar10_root, work_dir, teacher_ckpt, max_iters=4, **overrides)
+        cfg = run_config(cifar10_root, work_dir, teacher_checkpoint, max_iters=4, **overrides)
         cfg.train_dataloader.dataset.pipeline = cfg.test_dataloader.dataset.pipeline  # no random augmentation
         return cfg
 
@@ -86,19 +93,17 @@ def test_resume_continues_at_the_same_iteration_with_the_same_state(cifar10_root
 
 def test_missing_checkpoint_names_the_file_and_the_fix(tmp_path):
     from kdplug.registry import MODELS
-    cfg = dict(type='LogitDistiller', student=classifier_cfg(), teacher=classifier_cfg('ResNet20'),
-               teacher_ckpt=str(tmp_path / 'nope.pth'), losses=dict(kd=dict(type='KDLoss')))
+    cfg = distiller_cfg(str(tmp_path / 'nope.pth'))
     with pytest.raises(FileNotFoundError, match=r"nope.pth' does not exist. Train the teacher first"):
         MODELS.build(cfg)
-    with pytest.raises(ValueError, match='teacher_ckpt is missing'):
-        MODELS.build({**cfg, 'teacher_ckpt': None})
+    with pytest.raises(ValueError, match="the teacher's checkpoint is missing"):
+        MODELS.build(distiller_cfg(None))
 
 
 def test_checkpoint_that_does_not_fit_the_teacher_config(tmp_path):
     from kdplug.registry import MODELS
     wrong = save_teacher(tmp_path / 'resnet8.pth', backbone='ResNet8')
-    cfg = dict(type='LogitDistiller', student=classifier_cfg(), teacher=classifier_cfg('ResNet20'),
-               teacher_ckpt=wrong, losses=dict(kd=dict(type='KDLoss')))
+    cfg = distiller_cfg(wrong)
     with pytest.raises(RuntimeError, match='does not fit the teacher config: missing keys: backbone'):
         MODELS.build(cfg)
 
@@ -106,8 +111,7 @@ def test_checkpoint_that_does_not_fit_the_teacher_config(tmp_path):
 def test_class_count_mismatch_is_an_error(tmp_path):
     from kdplug.registry import MODELS
     ckpt = save_teacher(tmp_path / 'teacher100.pth', num_classes=100)
-    cfg = dict(type='LogitDistiller', student=classifier_cfg(), teacher=classifier_cfg('ResNet20', 100),
-               teacher_ckpt=ckpt, losses=dict(kd=dict(type='KDLoss')))
+    cfg = distiller_cfg(ckpt, teacher=classifier_cfg('ResNet20', 100))
     with pytest.raises(ValueError, match='the teacher predicts 100 classes and the student 10'):
         MODELS.build(cfg)
 
@@ -118,10 +122,8 @@ def test_student_from_cfg_path_keeps_its_batch_augments(tmp_path):
     student = dict(cfg_path='mmpretrain::resnet/resnet50_8xb256-rsb-a1-600e_in1k.py', backbone=dict(depth=18),
                    head=dict(in_channels=512))
     ckpt = tmp_path / 'teacher.pth'
-    from kdplug.adapters.mmpretrain import build_classifier
     torch.save(build_classifier(student).state_dict(), ckpt)
-    model = MODELS.build(dict(type='LogitDistiller', student=student, teacher=student, teacher_ckpt=str(ckpt),
-                              losses=dict(kd=dict(type='KDLoss'))))
+    model = MODELS.build(distiller_cfg(str(ckpt), student=student, teacher=student))
     augments = model.data_preprocessor.batch_augments
     assert augments is not None and sorted(type(a).__name__ for a in augments.augments) == ['CutMix', 'Mixup']
 
@@ -130,8 +132,7 @@ def test_untrusted_pickle_is_refused(tmp_path):
     from kdplug.registry import MODELS
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'payload': Path('/')}, path)  # an arbitrary object: not weights
-    cfg = dict(type='LogitDistiller', student=classifier_cfg(), teacher=classifier_cfg('ResNet20'),
-               teacher_ckpt=str(path), losses=dict(kd=dict(type='KDLoss')))
+    cfg = distiller_cfg(str(path))
     with pytest.raises(RuntimeError, match='refused by the weights-only loader'):
         MODELS.build(cfg)
 
@@ -188,11 +189,14 @@ def test_every_config_builds_predicts_and_takes_a_training_step(config, tmp_path
     from mmengine.registry import DefaultScope, MODELS as ROOT
     cfg = Config.fromfile(str(config))
     model_cfg = copy.deepcopy(cfg.model)
-    if model_cfg.get('teacher_ckpt'):
-        from kdplug.adapters.mmpretrain import build_classifier
-        teacher = build_classifier(model_cfg.teacher)
-        model_cfg.teacher_ckpt = str(tmp_path / 'teacher.pth')
-        torch.save(teacher.state_dict(), model_cfg.teacher_ckpt)
+    teacher_source = model_cfg.get('teacher') if model_cfg.get('student') else None
+    if teacher_source and str(teacher_source.type).split('.')[-1] == 'CachedTeacher':
+        # the store is made from the run's own data: tests/test_teacher_cache.py makes one and trains this config
+        model_cfg.teacher = teacher_source = ConfigDict(type='CheckpointTeacher', model=teacher_source.model)
+    if teacher_source and str(teacher_source.type).split('.')[-1] == 'CheckpointTeacher':
+        teacher = build_classifier(teacher_source.model)
+        teacher_source.checkpoint = str(tmp_path / 'teacher.pth')
+        torch.save(teacher.state_dict(), teacher_source.checkpoint)
     if cfg.get('data_preprocessor'):
         model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
@@ -206,8 +210,8 @@ def test_every_config_builds_predicts_and_takes_a_training_step(config, tmp_path
     if 'letkd' in config.parts:
         return
     model.train()
-    if hasattr(model, 'hook_attached'):  # what kdplug.EMATeacherHook does before training
-        model.hook_attached = True
+    if hasattr(getattr(model, 'teacher', None), 'hook_attached'):  # what kdplug.EMATeacherHook does before training
+        model.teacher.hook_attached = True
     data = model.data_preprocessor(real_batch(cifar10_root, size, views=pipeline_views(cfg)), training=True)
     losses = model(**data, mode='loss')
     total, log_vars = model.parse_losses(losses)
@@ -221,14 +225,13 @@ def test_every_config_builds_predicts_and_takes_a_training_step(config, tmp_path
     assert head_grad and all(g is not None and g.abs().sum() > 0 for g in head_grad), 'no gradient reached the head'
 
 
-def test_teacher_runs_without_grad_in_the_students_autocast(tmp_path, teacher_ckpt):
+def test_teacher_runs_without_grad_in_the_students_autocast(tmp_path, teacher_checkpoint):
     """What AmpOptimWrapper does on a GPU (float16), checked on CPU with bfloat16 autocast."""
     from mmpretrain.structures import DataSample
     from kdplug.registry import MODELS
-    model = MODELS.build(dict(type='LogitDistiller', student=classifier_cfg(), teacher=classifier_cfg('ResNet20'),
-                              teacher_ckpt=teacher_ckpt, losses=dict(kd=dict(type='KDLoss'))))
+    model = MODELS.build(distiller_cfg(teacher_checkpoint))
     seen = {}
-    model.teacher.head.register_forward_hook(
+    model.teacher_model.head.register_forward_hook(
         lambda module, args, out: seen.update(dtype=out.dtype, grad=torch.is_grad_enabled()))
     samples = [DataSample().set_gt_label(i % 10) for i in range(4)]
     with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -237,17 +240,17 @@ def test_teacher_runs_without_grad_in_the_students_autocast(tmp_path, teacher_ck
     assert losses['distill.loss_kd'].dtype == torch.float32 and torch.isfinite(losses['distill.loss_kd'])
 
 
-def test_amp_optim_wrapper_runs_the_teacher_in_the_students_autocast(cifar10_root, tmp_path, teacher_ckpt,
+def test_amp_optim_wrapper_runs_the_teacher_in_the_students_autocast(cifar10_root, tmp_path, teacher_checkpoint,
                                                                      monkeypatch):
     """mmengine's AmpOptimWrapper itself, through the Runner. It refuses to start without an accelerator (patched
     here) and its CPU autocast takes bfloat16 only; on a GPU the same path runs in float16 with a GradScaler."""
     import mmengine.optim.optimizer.amp_optimizer_wrapper as amp
     monkeypatch.setattr(amp, 'is_cuda_available', lambda: True)
-    cfg = run_config(cifar10_root, tmp_path, teacher_ckpt, max_iters=2)
+    cfg = run_config(cifar10_root, tmp_path, teacher_checkpoint, max_iters=2)
     cfg.optim_wrapper.update(type='AmpOptimWrapper', dtype='bfloat16')
     runner = make_runner(cfg)
     seen = []
-    runner.model.teacher.head.register_forward_hook(
+    runner.model.teacher_model.head.register_forward_hook(
         lambda module, args, out: seen.append((out.dtype, torch.is_grad_enabled())))
     before = {k: v.clone() for k, v in runner.model.student.state_dict().items()}
     runner.train()
@@ -259,17 +262,16 @@ def test_amp_optim_wrapper_runs_the_teacher_in_the_students_autocast(cifar10_roo
     assert not torch.equal(before['head.fc.weight'], runner.model.student.state_dict()['head.fc.weight'])
 
 
-def test_teacher_from_a_url_is_downloaded_with_weights_only(tmp_path, teacher_ckpt, monkeypatch):
+def test_teacher_from_a_url_is_downloaded_with_weights_only(tmp_path, teacher_checkpoint, monkeypatch):
     from kdplug.registry import MODELS
     calls = []
 
     def fake_download(url, **kwargs):  # torch.hub's downloader, without the network
         calls.append((url, kwargs))
-        return torch.load(teacher_ckpt, map_location='cpu', weights_only=True)
+        return torch.load(teacher_checkpoint, map_location='cpu', weights_only=True)
     monkeypatch.setattr(torch.hub, 'load_state_dict_from_url', fake_download)
     url = 'https://example.org/teachers/resnet20_cifar10.pth'
-    model = MODELS.build(dict(type='LogitDistiller', student=classifier_cfg(), teacher=classifier_cfg('ResNet20'),
-                              teacher_ckpt=url, losses=dict(kd=dict(type='KDLoss'))))
+    model = MODELS.build(distiller_cfg(url))
     assert calls == [(url, {'map_location': 'cpu', 'weights_only': True})]
-    expected = torch.load(teacher_ckpt, weights_only=True)['state_dict']
-    assert all(torch.equal(model.teacher.state_dict()[k], v) for k, v in expected.items())
+    expected = torch.load(teacher_checkpoint, weights_only=True)['state_dict']
+    assert all(torch.equal(model.teacher_model.state_dict()[k], v) for k, v in expected.items())

@@ -31,8 +31,8 @@ KILL_DURING_SECOND_CHECKPOINT = textwrap.dedent('''
 ''')
 
 
-def train(work_dir, cifar10_root, teacher_ckpt, *extra, env=None, hook='kdplug.AtomicCheckpointHook'):
-    options = ['train_cfg.max_epochs=3', 'train_cfg.val_interval=3', f'model.teacher_ckpt={teacher_ckpt}',
+def train(work_dir, cifar10_root, teacher_checkpoint, *extra, env=None, hook='kdplug.AtomicCheckpointHook'):
+    options = ['train_cfg.max_epochs=3', 'train_cfg.val_interval=3', f'model.teacher.checkpoint={teacher_checkpoint}',
                f'default_hooks.checkpoint.type={hook}', 'default_hooks.checkpoint.interval=1',
                'default_hooks.checkpoint.max_keep_ckpts=1', 'default_hooks.checkpoint.save_best=None',
                *data_options(cifar10_root), 'train_dataloader.dataset.indices=16']
@@ -49,14 +49,14 @@ def killer(tmp_path):
     return {'PYTHONPATH': f'{folder}{os.pathsep}{os.environ.get("PYTHONPATH", "")}'}
 
 
-def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(cifar10_root, teacher_ckpt,
+def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(cifar10_root, teacher_checkpoint,
                                                                                tmp_path, killer):
     work = tmp_path / 'work'
-    killed = train(work, cifar10_root, teacher_ckpt, env=killer)
+    killed = train(work, cifar10_root, teacher_checkpoint, env=killer)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert sorted(p.name for p in work.glob('*.pth')) == ['epoch_1.pth']  # kept: the new one was not complete
     assert (work / 'last_checkpoint').read_text() == str(work / 'epoch_1.pth')
-    resumed = train(work, cifar10_root, teacher_ckpt, '--resume')
+    resumed = train(work, cifar10_root, teacher_checkpoint, '--resume')
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f'--resume: resuming from {work / "epoch_1.pth"}' in resumed.stdout
     assert 'resumed epoch: 1' in resumed.stdout + resumed.stderr
@@ -64,13 +64,13 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(c
     assert torch.load(work / 'epoch_3.pth', weights_only=True)['meta']['epoch'] == 3
 
 
-def test_mmengine_checkpoint_hook_alone_loses_the_run_there(cifar10_root, teacher_ckpt, tmp_path, killer):
+def test_mmengine_checkpoint_hook_alone_loses_the_run_there(cifar10_root, teacher_checkpoint, tmp_path, killer):
     """Why kdplug's configs use AtomicCheckpointHook: mmengine's deletes the old checkpoint first."""
     work = tmp_path / 'work'
-    killed = train(work, cifar10_root, teacher_ckpt, env=killer, hook='CheckpointHook')
+    killed = train(work, cifar10_root, teacher_checkpoint, env=killer, hook='CheckpointHook')
     assert killed.returncode == -9
     assert sorted(p.name for p in work.glob('*.pth')) == ['epoch_2.pth']  # truncated; epoch_1 already deleted
-    resumed = train(work, cifar10_root, teacher_ckpt, '--resume', hook='CheckpointHook')
+    resumed = train(work, cifar10_root, teacher_checkpoint, '--resume', hook='CheckpointHook')
     assert 'nothing to resume' in resumed.stdout and 'epoch_1.pth, which does not exist' in resumed.stdout
 
 

@@ -320,10 +320,8 @@ def test_zscore_ctkd_is_invariant_to_shift_and_positive_scale():
 
 # -- in a distiller -------------------------------------------------------------------------------------------------
 def build_distiller(tmp_path, loss_cfg):
-    from runner_helpers import classifier_cfg, save_teacher
-    teacher = save_teacher(tmp_path / 'teacher.pth')
-    return MODELS.build(dict(type='LogitDistiller', student=classifier_cfg(), teacher=classifier_cfg('ResNet20'),
-                             teacher_ckpt=teacher, losses=dict(ctkd=loss_cfg)))
+    from runner_helpers import distiller_cfg, save_teacher
+    return MODELS.build(distiller_cfg(save_teacher(tmp_path / 'teacher.pth'), losses=dict(ctkd=loss_cfg)))
 
 
 def train_batch():
@@ -367,9 +365,9 @@ def test_lambda_zero_leaves_the_temperature_untrained(tmp_path, one_thread):
     assert distiller.losses['ctkd'].temperature.global_t.item() == 1.0
 
 
-def test_a_run_with_the_hook_saves_the_trained_temperature(cifar10_root, tmp_path, teacher_ckpt, one_thread):
+def test_a_run_with_the_hook_saves_the_trained_temperature(cifar10_root, tmp_path, teacher_checkpoint, one_thread):
     from runner_helpers import make_runner, run_config
-    cfg = run_config(cifar10_root, tmp_path, teacher_ckpt, max_iters=2)
+    cfg = run_config(cifar10_root, tmp_path, teacher_checkpoint, max_iters=2)
     cfg.model.losses = dict(ctkd=dict(type='CTKDLoss', loss_weight=0.9))
     cfg.custom_hooks = [dict(type='kdplug.CTKDCurriculumHook', loops=1, by_epoch=False)]  # lambda 1 from step 1
     runner = make_runner(cfg)

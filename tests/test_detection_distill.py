@@ -1,7 +1,8 @@
-"""The mmdet RoI-head distiller (Faster R-CNN) on real coco128 images: through an mmengine Runner, step by step, and
-the detection configs.
+"""The detection distiller (``kdplug.Distiller`` with ``TwoStageDetectionTask``, Faster R-CNN) on real coco128
+images: through an mmengine Runner, step by step, and the detection configs.
 
 Small models keep it fast on CPU: ResNet-18-FPN teacher and student at 256 px, backbones without pretrained weights.
+Cascade R-CNN, the EMA self-teacher and letKD on detectors: tests/test_detection_tasks.py.
 """
 import copy
 import functools
@@ -42,6 +43,32 @@ def small(num_classes: int = NUM_CLASSES, **extra) -> dict:
     return dict(overrides(num_classes, **extra), cfg_path=FASTER_RCNN)
 
 
+def build_detector(cfg: dict):
+    """A detector of a kdplug config (``cfg_path`` and overrides), built as the distiller builds it."""
+    from kdplug.tasks.detection import TwoStageDetectionTask
+    return TwoStageDetectionTask().build_model(TwoStageDetectionTask.model_config(cfg), 'teacher')
+
+
+def teacher_cls_scores(teacher, inputs, rois):
+    """The teacher's RoI classification logits on the given RoIs: backbone, neck and RoI head, never its RPN."""
+    return teacher.roi_head._bbox_forward(teacher.extract_feat(inputs), rois)['cls_score']
+
+
+def save_detector(cfg: dict, path: Path, seed: int = 0) -> str:
+    """A randomly initialised detector, saved as a training run would (state_dict + meta)."""
+    torch.manual_seed(seed)
+    model = build_detector(cfg)
+    model.init_weights()
+    torch.save({'state_dict': model.state_dict(), 'meta': {'note': 'test teacher'}}, path)
+    return str(path)
+
+
+def distiller_cfg(student: dict, teacher: dict, checkpoint: str, losses: dict, **task) -> dict:
+    """A ``kdplug.Distiller`` config: the two-stage detection task, a checkpoint teacher and the losses."""
+    return dict(type='Distiller', task=dict(type='TwoStageDetectionTask', **task), student=student,
+                teacher=dict(type='CheckpointTeacher', model=teacher, checkpoint=checkpoint), losses=losses)
+
+
 pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py: tiny CPU tensors, one thread
 
 
@@ -62,44 +89,42 @@ def coco128(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope='module')
-def teacher_ckpt(tmp_path_factory) -> str:
-    """A randomly initialised small teacher, saved as a training run would (state_dict + meta)."""
-    from kdplug.adapters.mmdet import build_detector
-    torch.manual_seed(0)
-    teacher = build_detector(small())
-    teacher.init_weights()
-    path = tmp_path_factory.mktemp('teacher') / 'teacher.pth'
-    torch.save({'state_dict': teacher.state_dict(), 'meta': {'note': 'test teacher'}}, path)
-    return str(path)
+def teacher_checkpoint(tmp_path_factory) -> str:
+    """A randomly initialised small Faster R-CNN teacher, saved as a training run would (state_dict + meta)."""
+    return save_detector(small(), tmp_path_factory.mktemp('teacher') / 'teacher.pth')
 
 
-def build_distiller(teacher_ckpt: str, **overrides):
+def build_distiller(teacher_checkpoint: str, **task):
     from kdplug.registry import MODELS
-    cfg = dict(type='RoIHeadDistiller', student=small(), teacher=small(), teacher_ckpt=teacher_ckpt,
-               losses=dict(kd=dict(type='KDLoss', temperature=1.0),
-                           dkd=dict(type='DKDLoss', alpha=1.0, beta=0.25, temperature=1.0)))
-    cfg.update(overrides)
+    cfg = distiller_cfg(small(), small(), teacher_checkpoint,
+                        dict(kd=dict(type='KDLoss', temperature=1.0),
+                             dkd=dict(type='DKDLoss', alpha=1.0, beta=0.25, temperature=1.0)), **task)
     torch.manual_seed(1)
     return MODELS.build(cfg)
 
 
 @pytest.fixture(scope='module')
-def distiller(teacher_ckpt):
-    return build_distiller(teacher_ckpt).train()
+def distiller(teacher_checkpoint):
+    return build_distiller(teacher_checkpoint).train()
 
 
-@pytest.fixture(scope='module')
-def train_items(coco128) -> dict:
-    """Packed coco128 training items by image id (mmdet's pipeline at 256 px, no flip)."""
+def dataset_items(root: Path, split: str = 'train2017') -> dict:
+    """Packed coco128 items by image id (mmdet's pipeline at 256 px, no flip)."""
     from mmdet.registry import DATASETS
     from mmengine.registry import DefaultScope
-    cfg = dict(type='CocoDataset', data_root=str(coco128), ann_file='annotations/instances_train2017.json',
-               data_prefix=dict(img='train2017/'), filter_cfg=dict(filter_empty_gt=False),
+    cfg = dict(type='CocoDataset', data_root=str(root), ann_file=f'annotations/instances_{split}.json',
+               data_prefix=dict(img=f'{split}/'), filter_cfg=dict(filter_empty_gt=False),
                pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
                          dict(type='Resize', scale=SCALE, keep_ratio=True), dict(type='PackDetInputs')])
     with DefaultScope.overwrite_default_scope('mmdet'):
         dataset = DATASETS.build(cfg)
         return {dataset.get_data_info(i)['img_id']: dataset[i] for i in range(len(dataset))}
+
+
+@pytest.fixture(scope='module')
+def train_items(coco128) -> dict:
+    """Packed coco128 training items by image id (mmdet's pipeline at 256 px, no flip)."""
+    return dataset_items(coco128)
 
 
 def preprocess(model, items: list) -> dict:
@@ -112,14 +137,35 @@ def finite(value) -> bool:
     return all(bool(torch.isfinite(v).all()) for v in values)
 
 
+def recording_distill_losses(distiller, monkeypatch) -> list:
+    """Record every call of ``distiller.distill_losses`` (one per group of rows: a cascade stage) as a dict of its
+    arguments; the calls still compute the losses."""
+    calls = []
+    original = distiller.distill_losses
+
+    def record(student_logits, teacher_logits, target, weight=None, scale=1.0, key=''):
+        calls.append(dict(student=student_logits, teacher=teacher_logits, target=target, weight=weight,
+                          scale=scale, key=key))
+        return original(student_logits, teacher_logits, target, weight, scale, key)
+
+    monkeypatch.setattr(distiller, 'distill_losses', record)
+    return calls
+
+
 # -- through the Runner -------------------------------------------------------------------------------------------
-def run_config(coco128: Path, work_dir: Path, teacher_ckpt: str, config: Path = KD_COCO128, max_iters: int = 2):
-    """A coco128 distillation config on the few images, small models, iteration-based, a checkpoint at the end."""
+def run_config(coco128: Path, work_dir: Path, teacher_checkpoint: str = None, config: Path = KD_COCO128,
+               max_iters: int = 2, validate: bool = True, small: dict = None):
+    """A coco128 distillation config on the few images, small models (the config's student and teacher networks,
+    its ``cfg_path`` kept, with the keys of ``small`` replaced: default :func:`overrides`), iteration-based, a
+    checkpoint at the end; validation at the end unless ``validate`` is False (then kdplug's TeacherEvalHook is
+    dropped too)."""
+    small = overrides() if small is None else small
     cfg = Config.fromfile(str(config))
     cfg.work_dir = str(work_dir)
-    cfg.model.student = dict(cfg.model.student, **overrides())  # keeps the config's cfg_path
-    cfg.model.teacher = dict(cfg.model.teacher, **overrides())
-    cfg.model.teacher_ckpt = teacher_ckpt
+    cfg.model.student = dict(cfg.model.student, **copy.deepcopy(small))
+    if cfg.model.teacher.type == 'CheckpointTeacher':
+        cfg.model.teacher.model = dict(cfg.model.teacher.model, **copy.deepcopy(small))
+        cfg.model.teacher.checkpoint = teacher_checkpoint
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = str(coco128)
         cfg[loader].num_workers = 0
@@ -133,6 +179,12 @@ def run_config(coco128: Path, work_dir: Path, teacher_ckpt: str, config: Path = 
     cfg.train_dataloader.batch_sampler = None  # keep the json's order: the first batch holds the no-box image
     cfg.val_evaluator.ann_file = cfg.test_evaluator.ann_file = str(coco128 / 'annotations/instances_val2017.json')
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+    if not validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+        cfg.custom_hooks = [hook for hook in cfg.get('custom_hooks', []) if hook.type != 'kdplug.TeacherEvalHook']
+    # mmdet's runtime names its visualizer 'visualizer': a second Runner of the session would get the first one's
+    # instance and write its scalars into the first work dir
+    cfg.visualizer.name = f'visualizer_{work_dir}'
     cfg.param_scheduler = dict(type='ConstantLR', factor=1.0, by_epoch=False)
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=max_iters, by_epoch=False)
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
@@ -140,16 +192,30 @@ def run_config(coco128: Path, work_dir: Path, teacher_ckpt: str, config: Path = 
     return cfg
 
 
-def test_runner_steps_log_student_and_distill_losses_and_export_loads_in_plain_mmdet(coco128, tmp_path,
-                                                                                       teacher_ckpt):
+def check_export_loads_in_plain_mmdet(checkpoint: Path, out: Path, student, cfg_path: str = FASTER_RCNN,
+                                      **model) -> None:
+    """The student exported from a run's checkpoint loads strictly into the plain mmdet model of ``cfg_path`` with
+    the small overrides, and equals the run's student."""
     from mmdet.registry import MODELS
     from mmengine.hub import get_config
     from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
     from kdplug.distillers.export import export_student
-    runner = make_runner(run_config(coco128, tmp_path, teacher_ckpt))
+    export_student(str(checkpoint), str(out))
+    plain_cfg = Config(dict(model=get_config(cfg_path).model))
+    plain_cfg.merge_from_dict(dict(model=model or overrides()))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        plain = MODELS.build(plain_cfg.model)
+    load_checkpoint(plain, str(out), map_location='cpu', strict=True)  # weights_only=True (torch default)
+    for key, value in student.state_dict().items():
+        torch.testing.assert_close(plain.state_dict()[key], value, msg=key)
+
+
+def test_runner_steps_log_student_and_distill_losses_and_export_loads_in_plain_mmdet(coco128, tmp_path,
+                                                                                       teacher_checkpoint):
+    runner = make_runner(run_config(coco128, tmp_path, teacher_checkpoint))
     model = runner.model
-    teacher = model.teacher
+    teacher = model.teacher_model
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student_before = {k: v.clone() for k, v in model.student.state_dict().items()}
     runner.train()
@@ -172,21 +238,12 @@ def test_runner_steps_log_student_and_distill_losses_and_export_loads_in_plain_m
         assert abs(record['loss'] - parts) < 1e-3
         assert record['distill.num_rois'] > 0
 
-    exported = tmp_path / 'student.pth'
-    export_student(str(tmp_path / 'iter_2.pth'), str(exported))
-    plain_cfg = Config(dict(model=get_config(FASTER_RCNN).model))
-    plain_cfg.merge_from_dict(dict(model=overrides()))
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        plain = MODELS.build(plain_cfg.model)
-    load_checkpoint(plain, str(exported), map_location='cpu', strict=True)  # weights_only=True (torch default)
-    for key, value in model.student.state_dict().items():
-        torch.testing.assert_close(plain.state_dict()[key], value, msg=key)
+    check_export_loads_in_plain_mmdet(tmp_path / 'iter_2.pth', tmp_path / 'student.pth', model.student)
 
 
 # -- one step, looked at closely ----------------------------------------------------------------------------------
 def test_teacher_scores_exactly_the_students_sampled_rois_and_never_runs_its_rpn(distiller, train_items,
                                                                                 monkeypatch):
-    from kdplug.adapters.mmdet import teacher_cls_scores
     seen = {}
 
     def recorder(name, forward):
@@ -198,15 +255,11 @@ def test_teacher_scores_exactly_the_students_sampled_rois_and_never_runs_its_rpn
     def no_rpn(*args, **kwargs):
         raise AssertionError('the teacher\'s RPN ran: it must never choose the student\'s RoIs')
 
-    def record_losses(student_logits, teacher_logits, target, weight=None):
-        seen.update(student_logits=student_logits, teacher_logits=teacher_logits, target=target, weight=weight)
-        return distill_losses(student_logits, teacher_logits, target, weight=weight)
-
-    for name, model in (('student', distiller.student), ('teacher', distiller.teacher)):
+    teacher = distiller.teacher_model
+    for name, model in (('student', distiller.student), ('teacher', teacher)):
         monkeypatch.setattr(model.roi_head, '_bbox_forward', recorder(name, model.roi_head._bbox_forward))
-    monkeypatch.setattr(distiller.teacher.rpn_head, 'forward', no_rpn)
-    distill_losses = distiller.distill_losses
-    monkeypatch.setattr(distiller, 'distill_losses', record_losses)
+    monkeypatch.setattr(teacher.rpn_head, 'forward', no_rpn)
+    calls = recording_distill_losses(distiller, monkeypatch)
     data = preprocess(distiller, [train_items[9], train_items[25]])
     losses = distiller.loss(data['inputs'], data['data_samples'])
 
@@ -214,20 +267,37 @@ def test_teacher_scores_exactly_the_students_sampled_rois_and_never_runs_its_rpn
     rois = seen['student']
     assert rois.shape[1] == 5 and set(rois[:, 0].long().tolist()) == {0, 1}
     n = rois.shape[0]
-    assert seen['student_logits'].shape == seen['teacher_logits'].shape == (n, NUM_CLASSES + 1)
-    assert seen['student_logits'].requires_grad and not seen['teacher_logits'].requires_grad
-    target = seen['target']
+    assert len(calls) == 1 and calls[0]['key'] == '' and calls[0]['scale'] == 1.0  # one stage: no stage prefix
+    call = calls[0]
+    assert call['student'].shape == call['teacher'].shape == (n, NUM_CLASSES + 1)
+    assert call['student'].requires_grad and not call['teacher'].requires_grad
+    target = call['target']
     assert target.shape == (n,) and 0 < int((target < NUM_CLASSES).sum()) < n  # foreground and background rows
     assert int(target.max()) == NUM_CLASSES  # background is the last class
-    assert seen['weight'] is None  # 'include': a plain mean over the RoIs
+    assert call['weight'] is None  # 'include': a plain mean over the RoIs
     monkeypatch.undo()
     with torch.no_grad():
-        torch.testing.assert_close(teacher_cls_scores(distiller.teacher, data['inputs'], rois),
-                                   seen['teacher_logits'])
+        torch.testing.assert_close(teacher_cls_scores(teacher, data['inputs'], rois), call['teacher'])
     assert set(losses) >= {'student.loss_rpn_cls', 'student.loss_rpn_bbox', 'student.loss_cls', 'student.loss_bbox',
                            'student.acc', 'distill.loss_kd', 'distill.loss_dkd', 'distill.num_rois'}
     assert float(losses['distill.num_rois']) == n
     assert all(finite(v) for v in losses.values())
+
+
+def test_the_students_own_losses_are_mmdets_unchanged(distiller, train_items):
+    """The student's ``loss()`` runs as mmdet's own: same keys, same values as the detector alone (same seed: the
+    RPN's and the sampler's random choices are the same), and its RoI head is left as it was."""
+    head = distiller.student.roi_head
+    data = preprocess(distiller, [train_items[9], train_items[25]])
+    torch.manual_seed(3)
+    losses = distiller.loss(data['inputs'], data['data_samples'])
+    assert 'bbox_loss' not in vars(head), 'the recording of bbox_loss was left on the RoI head'
+    torch.manual_seed(3)
+    alone = distiller.student.loss(data['inputs'], data['data_samples'])
+    own = {key[len('student.'):]: value for key, value in losses.items() if key.startswith('student.')}
+    assert set(own) == set(alone)
+    for key, value in alone.items():
+        torch.testing.assert_close(own[key], value, msg=key)
 
 
 def test_image_without_boxes_and_batches_without_foreground(distiller, train_items, monkeypatch):
@@ -240,7 +310,7 @@ def test_image_without_boxes_and_batches_without_foreground(distiller, train_ite
     distiller.zero_grad()
     losses = distiller.loss(data['inputs'], data['data_samples'])
     assert all(finite(v) for v in losses.values()) and float(losses['distill.num_rois']) > 0
-    monkeypatch.setattr(distiller, 'background', 'exclude')
+    monkeypatch.setattr(distiller.task, 'background', 'exclude')
     losses = distiller.loss(data['inputs'], data['data_samples'])
     assert all(finite(v) for v in losses.values())
     assert float(losses['distill.num_rois']) == 0
@@ -253,7 +323,7 @@ def test_image_without_boxes_and_batches_without_foreground(distiller, train_ite
 
 
 def test_background_policies_weigh_the_background_rows():
-    from kdplug.distillers.roi_distiller import background_weights, check_background
+    from kdplug.tasks.detection import TwoStageDetectionTask, background_weights, check_background
     labels = torch.tensor([0, 3, NUM_CLASSES, NUM_CLASSES, 79])
     assert background_weights(labels, NUM_CLASSES, 'include') is None
     assert background_weights(labels, NUM_CLASSES, 'exclude').tolist() == [1, 1, 0, 0, 1]
@@ -261,34 +331,46 @@ def test_background_policies_weigh_the_background_rows():
     for bad in ('drop', 1.5, -0.1, True, None):
         with pytest.raises(ValueError, match='background='):
             check_background(bad)
+        with pytest.raises(ValueError, match='background='):
+            TwoStageDetectionTask(background=bad)
+    assert not TwoStageDetectionTask().weighs_rows
+    assert TwoStageDetectionTask(background='exclude').weighs_rows and TwoStageDetectionTask(background=0.5).weighs_rows
 
 
 def test_exclude_distils_foreground_rows_only(distiller, train_items, monkeypatch):
     from kdplug.losses import KDLoss
-    seen = {}
-    distill_losses = distiller.distill_losses
-
-    def record_losses(student_logits, teacher_logits, target, weight=None):
-        seen.update(student=student_logits.detach(), teacher=teacher_logits, target=target, weight=weight)
-        return distill_losses(student_logits, teacher_logits, target, weight=weight)
-
-    monkeypatch.setattr(distiller, 'background', 'exclude')
-    monkeypatch.setattr(distiller, 'distill_losses', record_losses)
+    monkeypatch.setattr(distiller.task, 'background', 'exclude')
+    calls = recording_distill_losses(distiller, monkeypatch)
     data = preprocess(distiller, [train_items[9]])
     losses = distiller.loss(data['inputs'], data['data_samples'])
+    seen = calls[0]
     foreground = seen['target'] < NUM_CLASSES
     assert seen['weight'].tolist() == foreground.float().tolist()
     assert float(losses['distill.num_rois']) == int(foreground.sum()) > 0
-    expected = KDLoss(temperature=1.0)(seen['student'][foreground], seen['teacher'][foreground])
+    expected = KDLoss(temperature=1.0)(seen['student'].detach()[foreground], seen['teacher'][foreground])
     torch.testing.assert_close(losses['distill.loss_kd'].detach(), expected)
 
 
+def test_a_float_background_weight_weighs_the_background_rows(distiller, train_items, monkeypatch):
+    """background=w: sum(w_i l_i) / sum(w_i), background rows weighing w."""
+    from kdplug.losses import KDLoss
+    monkeypatch.setattr(distiller.task, 'background', 0.25)
+    calls = recording_distill_losses(distiller, monkeypatch)
+    data = preprocess(distiller, [train_items[9]])
+    losses = distiller.loss(data['inputs'], data['data_samples'])
+    seen = calls[0]
+    weight = torch.where(seen['target'] < NUM_CLASSES, 1.0, 0.25)
+    assert seen['weight'].tolist() == weight.tolist()
+    assert float(losses['distill.num_rois']) == len(weight)
+    rows = KDLoss(temperature=1.0).per_sample(seen['student'].detach().float(), seen['teacher'].float(), None)
+    torch.testing.assert_close(losses['distill.loss_kd'].detach(), (weight * rows).sum() / weight.sum())
+
+
 def test_mixed_precision_float16_teacher_and_bfloat16_refused(distiller, train_items):
-    from kdplug.adapters.mmdet import teacher_cls_scores
     data = preprocess(distiller, [train_items[9]])
     rois = torch.tensor([[0, 10.0, 10.0, 120.0, 150.0], [0, 40.0, 30.0, 90.0, 200.0]])
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.float16):  # mmcv RoIAlign has a float16 kernel
-        logits = teacher_cls_scores(distiller.teacher, data['inputs'], rois)
+        logits = teacher_cls_scores(distiller.teacher_model, data['inputs'], rois)
     assert logits.dtype == torch.float16 and logits.shape == (2, NUM_CLASSES + 1) and finite(logits)
     student = torch.randn(2, NUM_CLASSES + 1, dtype=torch.float16, requires_grad=True)
     losses = distiller.distill_losses(student, logits, torch.tensor([3, NUM_CLASSES]))
@@ -297,11 +379,65 @@ def test_mixed_precision_float16_teacher_and_bfloat16_refused(distiller, train_i
         distiller.loss(data['inputs'], data['data_samples'])
 
 
+# -- RoI heads: the student's own loss() runs, kdplug only watches bbox_loss --------------------------------------
+def test_a_head_with_its_own_loss_keeps_it_and_is_distilled(distiller, train_items, monkeypatch):
+    """A RoI head that overrides ``loss`` (an extra term, say) keeps its behaviour: kdplug runs the head's own
+    ``loss`` and records the RoIs of its ``bbox_loss`` calls (the old distiller refused such heads)."""
+    from mmdet.models.roi_heads import StandardRoIHead
+
+    class WithExtraLoss(StandardRoIHead):
+        def loss(self, x, rpn_results_list, batch_data_samples):
+            losses = super().loss(x, rpn_results_list, batch_data_samples)
+            losses['loss_extra'] = 0.0 * x[0].sum() + 0.125
+            return losses
+
+    monkeypatch.setattr(distiller.student.roi_head, '__class__', WithExtraLoss)
+    calls = recording_distill_losses(distiller, monkeypatch)
+    data = preprocess(distiller, [train_items[9]])
+    losses = distiller.loss(data['inputs'], data['data_samples'])
+    assert float(losses['student.loss_extra']) == 0.125
+    assert len(calls) == 1 and finite(losses['distill.loss_kd'])
+
+
+def test_heads_that_hide_their_rois_are_named(distiller, train_items, monkeypatch):
+    """A head whose ``loss`` never calls ``bbox_loss``, or whose ``bbox_loss`` returns no ``cls_score``: kdplug
+    cannot see the RoIs, and says so at the first step (no silent training without distillation)."""
+    from mmdet.models.roi_heads import StandardRoIHead
+
+    class NoBBoxLoss(StandardRoIHead):
+        def loss(self, x, rpn_results_list, batch_data_samples):
+            return {'loss_zero': 0.0 * x[0].sum()}
+
+    class NoClsScore(StandardRoIHead):
+        def bbox_loss(self, x, sampling_results):
+            results = super().bbox_loss(x, sampling_results)
+            results.pop('cls_score')
+            return results
+
+    data = preprocess(distiller, [train_items[9]])
+    head = distiller.student.roi_head
+    for cls, message in ((NoBBoxLoss, 'NoBBoxLoss.loss computed its losses without calling bbox_loss'),
+                         (NoClsScore, 'NoClsScore.bbox_loss does not return the RoIs\' cls_score')):
+        monkeypatch.setattr(head, '__class__', cls)
+        with pytest.raises(NotImplementedError, match=message):
+            distiller.loss(data['inputs'], data['data_samples'])
+        assert 'bbox_loss' not in vars(head)
+        monkeypatch.undo()
+
+
+def test_detectors_without_a_box_head_are_refused(tmp_path):
+    from kdplug.registry import MODELS
+    rpn_only = dict(overrides(), cfg_path='mmdet::rpn/rpn_r50_fpn_1x_coco.py')
+    rpn_only.pop('roi_head')
+    rpn_only['train_cfg'] = dict(rpn=dict(sampler=dict(num=128)))
+    with pytest.raises(TypeError, match='not a two-stage detector with a roi_head'):
+        MODELS.build(distiller_cfg(rpn_only, small(), str(tmp_path / 'unused.pth'), dict(kd=dict(type='KDLoss'))))
+
+
 # -- clear errors at build time -----------------------------------------------------------------------------------
 def test_class_count_mismatch_is_a_clear_error(tmp_path):
     from kdplug.registry import MODELS
-    cfg = dict(type='RoIHeadDistiller', student=small(), teacher=small(num_classes=20),
-               teacher_ckpt=str(tmp_path / 'unused.pth'), losses=dict(kd=dict(type='KDLoss')))
+    cfg = distiller_cfg(small(), small(num_classes=20), str(tmp_path / 'unused.pth'), dict(kd=dict(type='KDLoss')))
     with pytest.raises(ValueError, match='the teacher predicts 20 classes and the student 80'):
         MODELS.build(cfg)
 
@@ -310,36 +446,42 @@ def test_teacher_with_other_image_normalisation_is_refused(tmp_path):
     from kdplug.registry import MODELS
     caffe = dict(type='DetDataPreprocessor', mean=[103.53, 116.28, 123.675], std=[1.0, 1.0, 1.0], bgr_to_rgb=False,
                  pad_size_divisor=32)
-    cfg = dict(type='RoIHeadDistiller', student=small(), teacher=small(data_preprocessor=caffe),
-               teacher_ckpt=str(tmp_path / 'unused.pth'), losses=dict(kd=dict(type='KDLoss')))
+    cfg = distiller_cfg(small(), small(data_preprocessor=caffe), str(tmp_path / 'unused.pth'),
+                        dict(kd=dict(type='KDLoss')))
     with pytest.raises(ValueError, match='the teacher was configured with another image preprocessing'):
         MODELS.build(cfg)
 
 
-def test_missing_and_mismatched_teacher_checkpoints(tmp_path, teacher_ckpt):
+def test_missing_and_mismatched_teacher_checkpoints(tmp_path, teacher_checkpoint):
     from kdplug.registry import MODELS
-    cfg = dict(type='RoIHeadDistiller', student=small(), teacher=small(), teacher_ckpt=str(tmp_path / 'nope.pth'),
-               losses=dict(kd=dict(type='KDLoss')))
+    cfg = distiller_cfg(small(), small(), str(tmp_path / 'nope.pth'), dict(kd=dict(type='KDLoss')))
     with pytest.raises(FileNotFoundError, match="nope.pth' does not exist"):
         MODELS.build(cfg)
-    with pytest.raises(ValueError, match='teacher_ckpt is missing'):
-        MODELS.build({**cfg, 'teacher_ckpt': None})
+    with pytest.raises(ValueError, match='the teacher\'s checkpoint is missing'):
+        MODELS.build(distiller_cfg(small(), small(), None, dict(kd=dict(type='KDLoss'))))
     deeper = small(backbone=dict(depth=34, init_cfg=None))
     with pytest.raises(RuntimeError, match='does not fit the teacher config'):
-        MODELS.build({**cfg, 'teacher': deeper, 'teacher_ckpt': teacher_ckpt})
+        MODELS.build(distiller_cfg(small(), deeper, teacher_checkpoint, dict(kd=dict(type='KDLoss'))))
 
 
-def test_cascade_roi_head_is_refused_with_a_pointer(tmp_path):
+def test_weighted_background_policies_need_losses_that_take_row_weights(tmp_path):
     from kdplug.registry import MODELS
-    cascade = dict(backbone=SMALL['backbone'], neck=SMALL['neck'],  # its train_cfg.rcnn is a list, one per stage
-                   cfg_path='mmdet::cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py')
-    cfg = dict(type='RoIHeadDistiller', student=cascade, teacher=small(), teacher_ckpt=str(tmp_path / 'unused.pth'),
-               losses=dict(kd=dict(type='KDLoss')))
-    with pytest.raises(NotImplementedError, match='CascadeRoIHead'):
+    from torch import nn
+
+    class Unweighted(nn.Module):
+        def forward(self, student_logits, teacher_logits, target=None):
+            return (student_logits - teacher_logits).pow(2).mean()
+
+    cfg = distiller_cfg(small(), small(), str(tmp_path / 'unused.pth'), dict(mse=dict(type=Unweighted)),
+                        background='exclude')
+    with pytest.raises(ValueError, match=r"the losses \['mse'\] take no row weights"):
         MODELS.build(cfg)
 
 
 # -- the configs ----------------------------------------------------------------------------------------------------
+DETECTORS = ('FasterRCNN', 'CascadeRCNN')
+
+
 def detection_configs() -> list:
     return sorted(p for p in DETECTION.rglob('*.py') if '_base_' not in p.parts)
 
@@ -353,49 +495,76 @@ def parsed(config: Path) -> Config:
 @functools.lru_cache(maxsize=None)
 def resolved(model_json: str) -> dict:
     """A student / teacher entry resolved to its full mmdet config (``cfg_path`` read and the overrides merged)."""
-    from kdplug.adapters.mmdet import model_config
-    return model_config(json.loads(model_json))
+    from kdplug.tasks.detection import TwoStageDetectionTask
+    return TwoStageDetectionTask.model_config(json.loads(model_json))
+
+
+def box_classes(model: dict) -> set:
+    heads = model['roi_head']['bbox_head']
+    return {head['num_classes'] for head in (heads if isinstance(heads, list) else [heads])}
 
 
 @pytest.mark.parametrize('config', detection_configs(), ids=lambda p: str(p.relative_to(DETECTION)))
 def test_every_detection_config_parses_and_its_parts_build(config):
-    from kdplug.distillers.roi_distiller import check_background
-    from kdplug.registry import MODELS
+    from kdplug.models.student_modules import BackboneWithModules
+    from kdplug.registry import MODELS, TASKS, TEACHERS
     cfg = parsed(config)
     assert cfg.default_scope == 'mmdet'
     assert cfg.train_dataloader.dataset.data_root in ('data/coco/', 'data/coco128/')
-    if cfg.model.type != 'kdplug.RoIHeadDistiller':  # a plain mmdet teacher / student config
-        assert cfg.model.type == 'FasterRCNN' and cfg.model.roi_head.bbox_head.num_classes == NUM_CLASSES
+    if cfg.model.type != 'kdplug.Distiller':  # a plain mmdet teacher / student config
+        assert cfg.model.type in DETECTORS and box_classes(cfg.model) == {NUM_CLASSES}
         return
-    for role in ('student', 'teacher'):
-        model = resolved(json.dumps(cfg.model[role].to_dict(), sort_keys=True))
-        assert model['type'] == 'FasterRCNN' and model['roi_head']['bbox_head']['num_classes'] == NUM_CLASSES
-    check_background(cfg.model.get('background', 'include'))
-    for loss in cfg.model.losses.values():
-        MODELS.build(loss)
-    assert cfg.model.teacher_ckpt
+    task = TASKS.build(cfg.model.task)
+    assert type(task).__name__ == 'TwoStageDetectionTask'
+    student = resolved(json.dumps(cfg.model.student.to_dict(), sort_keys=True))
+    assert student['type'] in DETECTORS and box_classes(student) == {NUM_CLASSES}
+    teacher = cfg.model.teacher
+    TEACHERS.build(teacher)  # the source's options (an EMATeacher with a CheckpointTeacher's leftovers fails here)
+    hooks = [hook.type for hook in cfg.get('custom_hooks', [])]
+    if teacher.type == 'CheckpointTeacher':
+        model = resolved(json.dumps(teacher.model.to_dict(), sort_keys=True))
+        assert model['type'] == student['type'] and box_classes(model) == {NUM_CLASSES}
+        assert teacher.checkpoint and 'kdplug.TeacherEvalHook' in hooks
+    else:
+        assert teacher.type == 'EMATeacher' and hooks == ['kdplug.EMATeacherHook']
+    for name, loss in cfg.model.losses.items():
+        built = MODELS.build(loss)
+        if hasattr(built, 'student_module'):  # letKD: its layer is in the student's backbone, its codewords named
+            backbone = student['backbone']
+            assert MODELS.get(backbone['type']) is BackboneWithModules
+            assert built.student_module in backbone['modules'] and built.codewords_path == cfg.codewords
+            assert 'loss' not in name
 
 
 def test_one_distillation_config_per_model_pair_builds_in_full(tmp_path):
-    """Every distillation config differs from the others of its dataset only in ``losses``: build one per pair with
-    the real R-101 teacher and R-50 student (a random teacher checkpoint stands in for the released one)."""
+    """The distillation configs differ from the others of their model pair only in ``losses``: build one per pair
+    with the real networks (a random teacher checkpoint stands in for the trained / released one)."""
     from mmengine.registry import DefaultScope, MODELS as ROOT
-    from kdplug.adapters.mmdet import build_detector
     pairs = {}
     for config in detection_configs():
         cfg = parsed(config)
-        if cfg.model.type == 'kdplug.RoIHeadDistiller':
+        if cfg.model.type == 'kdplug.Distiller':
             model = cfg.model.to_dict()
             model.pop('losses')
+            model['teacher'].pop('checkpoint', None)  # the COCO and coco128 runs of a pair build the same networks
             pairs.setdefault(json.dumps(model, sort_keys=True), cfg)
-    assert len(pairs) == 2  # COCO (released teacher) and coco128 (teacher trained by configs/detection/teachers/)
-    ckpt = tmp_path / 'r101.pth'
+    # Faster R-CNN R-101 -> R-50, Cascade R-CNN R-101 -> R-50, EMA R-50, letKD R-101 -> R-50 (+ KD layer)
+    assert len(pairs) == 4
+    checkpoints = {}
     for cfg in pairs.values():
         model_cfg = copy.deepcopy(cfg.model)
-        if not ckpt.exists():
-            torch.save(build_detector(model_cfg.teacher).state_dict(), ckpt)
-        model_cfg.teacher_ckpt = str(ckpt)
+        if model_cfg.teacher.type == 'CheckpointTeacher':
+            key = json.dumps(model_cfg.teacher.model.to_dict(), sort_keys=True)
+            if key not in checkpoints:
+                checkpoints[key] = tmp_path / f'teacher{len(checkpoints)}.pth'
+                torch.save(build_detector(model_cfg.teacher.model).state_dict(), checkpoints[key])
+            model_cfg.teacher.checkpoint = str(checkpoints[key])
         with DefaultScope.overwrite_default_scope(cfg.default_scope):
             model = ROOT.build(model_cfg)
-        assert type(model).__name__ == 'RoIHeadDistiller' and model.teacher.backbone.depth == 101
-        assert model.student.backbone.depth == 50 and model.num_classes == NUM_CLASSES
+        assert type(model).__name__ == 'Distiller' and type(model.task).__name__ == 'TwoStageDetectionTask'
+        student_backbone = getattr(model.student.backbone, 'backbone', model.student.backbone)
+        assert student_backbone.depth == 50 and model.task.num_classes(model.student) == NUM_CLASSES
+        teacher = model.teacher_model
+        assert type(teacher) is type(model.student)
+        assert getattr(teacher.backbone, 'depth', None) == (50 if cfg.model.teacher.type == 'EMATeacher' else 101)
+    assert len(checkpoints) == 2

@@ -48,7 +48,7 @@ def needs_the_venv():
 def test_kd_trains_on_two_processes_through_mmengines_launcher(cifar10_root, tmp_path):
     teacher = save_teacher(tmp_path / 'teacher.pth')
     work_dir = tmp_path / 'kd'
-    log = dist_train(KD_CONFIG, work_dir, tmp_path, *data_options(cifar10_root), f'model.teacher_ckpt={teacher}')
+    log = dist_train(KD_CONFIG, work_dir, tmp_path, *data_options(cifar10_root), f'model.teacher.checkpoint={teacher}')
     assert 'Distributed training: True' in log and 'GPU number: 2' in log
     # 80 training images, 16 per process and step, 2 processes: 3 steps (one process alone would take 5)
     assert train_iterations(log) == [1, 2, 3]
@@ -64,7 +64,7 @@ def test_ema_self_teacher_is_updated_through_the_ddp_wrapper(cifar10_root, tmp_p
     log = dist_train(EMA_CONFIG, work_dir, tmp_path, *data_options(cifar10_root))
     assert train_iterations(log) == [1, 2, 3]
     state = torch.load(work_dir / 'epoch_1.pth', map_location='cpu', weights_only=False)['state_dict']
-    assert bool(state['ema_started'])
+    assert bool(state['teacher.started'])
     name = 'backbone.conv1.weight'
-    ema, student = state[f'teacher.{name}'], state[f'student.{name}']
+    ema, student = state[f'teacher.ema.{name}'], state[f'student.{name}']
     assert not torch.equal(ema, student), 'the EMA teacher equals the student: the hook did not reach the module'

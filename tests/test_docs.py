@@ -33,9 +33,10 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
     expected = {
         'losses': ['kdplug.losses.kd.KDLoss', 'kdplug.losses.normkd.NormKDLoss', 'kdplug.losses.functional'],
         'registry': ['kdplug.registry.PluginRegistry', 'kdplug.registry.MODELS'],
-        'plugins': ['kdplug.plugins.load_plugins', 'kdplug.hookspecs.kdplug_losses'],
-        'distillers': ['kdplug.distillers.logit_distiller.LogitDistiller',
-                       'kdplug.distillers.roi_distiller.RoIHeadDistiller'],
+        'plugins': ['kdplug.plugins.load_plugins', 'kdplug.hookspecs.kdplug_losses', 'kdplug.hookspecs.kdplug_tasks'],
+        'distillers': ['kdplug.distillers.distiller.Distiller'],
+        'tasks': ['kdplug.tasks.base.Task', 'kdplug.tasks.detection.TwoStageDetectionTask'],
+        'teachers': ['kdplug.teachers.base.TeacherSource', 'kdplug.teachers.ema.EMATeacher'],
         'engine': ['kdplug.engine.hooks.AtomicCheckpointHook', 'kdplug.engine.checkpoint.allow_mmengine_checkpoints'],
         'transforms': ['kdplug.transforms.cached_load.CachedLoadImageFromFile'],
         'models': ['kdplug.models.cifar.ResNet8', 'kdplug.models.letkd'],

@@ -19,19 +19,19 @@ def fit_codewords_tool():
     return load_tool('fit_codewords')
 
 
-def letkd_config(cifar10_root, work_dir, teacher_ckpt, codewords, **kwargs):
+def letkd_config(cifar10_root, work_dir, teacher_checkpoint, codewords, **kwargs):
     cfg = run_config(cifar10_root, work_dir, config=LETKD_CONFIG, **kwargs)
-    cfg.model.teacher_ckpt = teacher_ckpt
+    cfg.model.teacher.checkpoint = teacher_checkpoint
     for loss in cfg.model.losses.values():
         loss.codewords = str(codewords)
     return cfg
 
 
 @pytest.fixture(scope='module')
-def codewords(cifar10_root, teacher_ckpt, tmp_path_factory):
+def codewords(cifar10_root, teacher_checkpoint, tmp_path_factory):
     """The offline tool on the 80 real training images (test pipeline), on CPU."""
     work = tmp_path_factory.mktemp('letkd_codewords')
-    cfg = letkd_config(cifar10_root, work, teacher_ckpt, work / 'unused.pth')
+    cfg = letkd_config(cifar10_root, work, teacher_checkpoint, work / 'unused.pth')
     path = work / 'codewords.pth'
     files = fit_codewords_tool().fit_codewords(cfg, out=str(path), device='cpu', iters=10)
     return path, files[str(path)]
@@ -112,11 +112,12 @@ def test_kmeans_and_lda_on_separable_data():
 # ------------------------------------------------------------------------------------------------- offline tool
 
 
-def test_fit_codewords_on_real_images(codewords):
+def test_fit_codewords_on_real_images(codewords, teacher_checkpoint):
     from kdplug.models.letkd import CODEWORDS_FORMAT, load_codewords_file
     path, written = codewords
     loaded = torch.load(path, weights_only=True)
     assert loaded['format'] == CODEWORDS_FORMAT == load_codewords_file(str(path))['format']
+    assert loaded['meta']['teacher_checkpoint'] == teacher_checkpoint
     penult, inter = loaded['sections']['out'], loaded['sections']['layer2']
     # 80 images: 80 x 8 x 8 penultimate positions of the resnet20 teacher (64 channels), K = 512 as configured
     assert penult['level'] == 'penultimate' and penult['num_vectors'] == 80 * 64 and penult['num_images'] == 80
@@ -130,12 +131,12 @@ def test_fit_codewords_on_real_images(codewords):
     assert torch.equal(written['sections']['out']['codewords'], penult['codewords'])
 
 
-def test_codewords_are_better_than_random_features(codewords, cifar10_root, teacher_ckpt, tmp_path):
+def test_codewords_are_better_than_random_features(codewords, cifar10_root, teacher_checkpoint, tmp_path):
     """The k-means codewords quantise the teacher's penultimate features of the training images well."""
     from kdplug.models.letkd import nearest
     tool = fit_codewords_tool()
     path, loaded = codewords
-    cfg = letkd_config(cifar10_root, tmp_path, teacher_ckpt, path)
+    cfg = letkd_config(cifar10_root, tmp_path, teacher_checkpoint, path)
     from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = tool.build_model(cfg, torch.device('cpu'))
@@ -150,21 +151,22 @@ def test_codewords_are_better_than_random_features(codewords, cifar10_root, teac
 # ------------------------------------------------------------------------------------------- training and export
 
 
-def test_runner_trains_the_layers_and_the_export_keeps_them(cifar10_root, tmp_path, teacher_ckpt, codewords):
+def test_runner_trains_the_layers_and_the_export_keeps_them(cifar10_root, tmp_path, teacher_checkpoint, codewords):
     from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
     from mmpretrain.registry import MODELS
     from kdplug.distillers.export import export_student
-    cfg = letkd_config(cifar10_root, tmp_path, teacher_ckpt, codewords[0], max_iters=2)
+    cfg = letkd_config(cifar10_root, tmp_path, teacher_checkpoint, codewords[0], max_iters=2)
     runner = make_runner(cfg)
     model = runner.model
     layers = {name: model.student.backbone.module_at(name) for name in ('layer2', 'out')}
     before = {name: layer.assign.weight.clone() for name, layer in layers.items()}
-    teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    teacher_before = {k: v.clone() for k, v in model.teacher_model.state_dict().items()}
     runner.train()
     for name, layer in layers.items():
         assert not torch.equal(before[name], layer.assign.weight), f'the {name} layer did not train'
-    assert all(torch.equal(v, model.teacher.state_dict()[k]) for k, v in teacher_before.items())
+    assert teacher_before and all(torch.equal(v, model.teacher_model.state_dict()[k])
+                                  for k, v in teacher_before.items())
     train = [r for r in scalars(tmp_path) if 'distill.loss_letkd_penult' in r]
     assert len(train) == 2
     for r in train:
@@ -193,10 +195,11 @@ def test_runner_trains_the_layers_and_the_export_keeps_them(cifar10_root, tmp_pa
     assert not torch.allclose(plain.head(plain.neck(without_layers(inputs))), plain(inputs))
 
 
-def test_model_builds_without_the_codewords_file_and_training_names_the_tool(cifar10_root, tmp_path, teacher_ckpt):
+def test_model_builds_without_the_codewords_file_and_training_names_the_tool(cifar10_root, tmp_path,
+                                                                             teacher_checkpoint):
     from mmengine.registry import DefaultScope, MODELS
     from mmpretrain.structures import DataSample
-    cfg = letkd_config(cifar10_root, tmp_path, teacher_ckpt, tmp_path / 'missing.pth')
+    cfg = letkd_config(cifar10_root, tmp_path, teacher_checkpoint, tmp_path / 'missing.pth')
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(cfg.model)
     model.eval()
@@ -251,21 +254,21 @@ def test_loss_pools_a_larger_teacher_map_and_checks_the_sizes():
         loss(layer, torch.randn(2, 5, 8, 8))
 
 
-def test_wrong_positions_are_named(tmp_path, teacher_ckpt):
+def test_wrong_positions_are_named(tmp_path, teacher_checkpoint):
     from kdplug.registry import MODELS
     with pytest.raises(ValueError, match="no submodule 'layer9'.*layer1"):
         MODELS.build(dict(type='BackboneWithModules', backbone=dict(type='kdplug.ResNet8'),
                           modules=dict(layer9=dict(type='LetKDLayer', in_channels=32, num_codewords=8))))
-    from runner_helpers import classifier_cfg
+    from runner_helpers import classifier_cfg, distiller_cfg
     student = classifier_cfg()
     student['backbone'] = dict(type='kdplug.BackboneWithModules', backbone=dict(type='kdplug.ResNet8'),
                                modules=dict(out=dict(type='kdplug.LetKDLayer', in_channels=64, num_codewords=8)))
-    cfg = dict(type='FeatureDistiller', student=student, teacher=classifier_cfg('ResNet20'), teacher_ckpt=teacher_ckpt,
-               losses=dict(letkd=dict(type='LetKDLoss', student_module='layer2')))
+    cfg = distiller_cfg(teacher_checkpoint, student=student, losses=dict(letkd=dict(type='LetKDLoss',
+                                                                                     student_module='layer2')))
     with pytest.raises(ValueError, match="student module at 'layer2', but the student has modules at 'out'"):
         MODELS.build(cfg)
     cfg['losses'] = dict(letkd=dict(type='LetKDLoss', student_module='out', teacher_stage='stage3'))
-    with pytest.raises(ValueError, match="no stage 'stage3'"):
+    with pytest.raises(ValueError, match=r"the teacher's backbone \(\w+\) has no position 'stage3'.*layer1"):
         MODELS.build(cfg)
 
 

@@ -266,17 +266,20 @@ def two_view_batch(cifar10_root, views=2):
 
 
 def distiller(tmp_path, loss_cfg, multiview=True):
-    from runner_helpers import classifier_cfg, save_teacher
+    return MODELS.build(distiller_cfg_for(tmp_path, loss_cfg, multiview))
+
+
+def distiller_cfg_for(tmp_path, loss_cfg, multiview=True):
+    from runner_helpers import distiller_cfg, save_teacher
     data_preprocessor = dict(type='mmpretrain.SelfSupDataPreprocessor', mean=[125.307, 122.961, 113.8575],
                              std=[51.5865, 50.847, 51.255], to_rgb=True) if multiview else None
-    return MODELS.build(dict(type='LogitDistiller', student=classifier_cfg(), teacher=classifier_cfg('ResNet20'),
-                             teacher_ckpt=save_teacher(tmp_path / 'teacher.pth'), losses=loss_cfg,
-                             data_preprocessor=data_preprocessor))
+    return distiller_cfg(save_teacher(tmp_path / 'teacher.pth'), losses=loss_cfg,
+                         data_preprocessor=data_preprocessor)
 
 
 def test_the_distiller_gives_the_views_stacked_and_sums_the_students_cross_entropy(tmp_path, cifar10_root,
                                                                                    one_thread):
-    from kdplug.adapters import mmpretrain as adapter
+    from kdplug.tasks.classification import ClassificationTask
     model = distiller(tmp_path, dict(mlkd=dict(type='MLKDLoss', views=2, loss_weight=0.9)))
     model.train()
     data = model.data_preprocessor(two_view_batch(cifar10_root), training=True)
@@ -287,11 +290,12 @@ def test_the_distiller_gives_the_views_stacked_and_sums_the_students_cross_entro
     losses = model(**data, mode='loss')
     # the loss saw [weak; strong] rows of both models, the labels repeated
     student = copy.deepcopy(model.student)  # the same weights, BatchNorm in training mode: one batch per view
-    expected_s = torch.cat([adapter.logits(copy.deepcopy(student), weak), adapter.logits(copy.deepcopy(student),
-                                                                                         strong)])
+    expected_s = torch.cat([ClassificationTask.logits(copy.deepcopy(student), weak),
+                            ClassificationTask.logits(copy.deepcopy(student), strong)])
     torch.testing.assert_close(seen['s'], expected_s)
     with torch.no_grad():
-        expected_t = torch.cat([adapter.logits(model.teacher, weak), adapter.logits(model.teacher, strong)])
+        expected_t = torch.cat([ClassificationTask.logits(model.teacher_model, weak),
+                                ClassificationTask.logits(model.teacher_model, strong)])
     torch.testing.assert_close(seen['t'], expected_t)
     assert seen['y'].tolist() == [0, 1, 2, 3] * 2
     # the student's own loss: w_ce (CE(weak) + CE(strong)), as the authors' loss_ce (KD_ours line 114)
@@ -302,14 +306,16 @@ def test_the_distiller_gives_the_views_stacked_and_sums_the_students_cross_entro
 
 
 def test_views_are_checked_at_build_and_at_the_first_batch(tmp_path, cifar10_root, one_thread):
-    from kdplug.distillers.base import DistillerBase
+    from kdplug.tasks.classification import ClassificationTask
     with pytest.raises(ValueError, match='different numbers of views'):
         distiller(tmp_path, dict(mlkd=dict(type='MLKDLoss', views=2), kd=dict(type='KDLoss')))
 
-    class OneView(DistillerBase):
-        pass
-    with pytest.raises(ValueError, match=r'OneView gives its losses one view of each image, but \[.mlkd.\] take 2'):
-        OneView(losses=dict(mlkd=dict(type='MLKDLoss', views=2)))
+    class OneViewTask(ClassificationTask):  # a task whose batches bring one view (detection, say)
+        max_views = 1
+    with pytest.raises(ValueError, match=r'OneViewTask gives its losses 1 view\(s\) of each image, but \[.mlkd.\] '
+                                         r'take 2'):
+        MODELS.build({**distiller_cfg_for(tmp_path, dict(mlkd=dict(type='MLKDLoss', views=2))),
+                      'task': dict(type=OneViewTask)})
     # a single-view pipeline for MLKD(views=2): the error names the transform to add
     model = distiller(tmp_path, dict(mlkd=dict(type='MLKDLoss', views=2)), multiview=False)
     data = model.data_preprocessor(two_view_batch(cifar10_root, views=1), training=True)
@@ -324,24 +330,24 @@ def test_views_are_checked_at_build_and_at_the_first_batch(tmp_path, cifar10_roo
 
 
 def test_classification_preprocessor_and_batch_augments_are_refused_with_two_views(tmp_path, cifar10_root):
-    from kdplug.adapters import mmpretrain as adapter
+    from kdplug.tasks.classification import ClassificationTask
     model = distiller(tmp_path, dict(mlkd=dict(type='MLKDLoss', views=2)), multiview=False)
     batch = two_view_batch(cifar10_root)  # ClsDataPreprocessor stacks the views into one (2, N, 3, H, W) tensor
     with pytest.raises(ValueError, match='ClsDataPreprocessor stacks the views .*SelfSupDataPreprocessor'):
         model(**model.data_preprocessor(batch, training=True), mode='loss')
     student = dict(type='ImageClassifier', train_cfg=dict(augments=dict(type='Mixup', alpha=0.8)))
     with pytest.raises(ValueError, match='takes no batch augments'):
-        adapter.data_preprocessor_config(dict(type='mmpretrain.SelfSupDataPreprocessor'), student)
+        ClassificationTask().data_preprocessor(dict(type='mmpretrain.SelfSupDataPreprocessor'), student)
 
 
-def test_a_training_run_through_the_multiview_pipeline(cifar10_root, tmp_path, teacher_ckpt, one_thread):
+def test_a_training_run_through_the_multiview_pipeline(cifar10_root, tmp_path, teacher_checkpoint, one_thread):
     """configs/mlkd's CIFAR-10 config (its MultiView pipeline, RandAugment and Cutout included) on the real images,
     two iterations through mmengine's Runner, validation on one view."""
     from conftest import REPO
     from runner_helpers import classifier_cfg, make_runner, run_config, scalars
-    cfg = run_config(cifar10_root, tmp_path, teacher_ckpt, max_iters=2,
+    cfg = run_config(cifar10_root, tmp_path, teacher_checkpoint, max_iters=2,
                      config=REPO / 'configs' / 'mlkd' / 'mlkd-ls_resnet56_resnet20_30e_cifar10.py')
-    cfg.model.student, cfg.model.teacher = classifier_cfg('ResNet8'), classifier_cfg('ResNet20')
+    cfg.model.student, cfg.model.teacher.model = classifier_cfg('ResNet8'), classifier_cfg('ResNet20')
     runner = make_runner(cfg)
     seen = []
     runner.model.losses['mlkd'].register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))

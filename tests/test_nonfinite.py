@@ -18,18 +18,17 @@ def test_a_teacher_checkpoint_with_nan_weights_is_refused_at_load(tmp_path):
     checkpoint = torch.load(path, weights_only=True)
     checkpoint['state_dict']['head.fc.weight'][0, 0] = float('nan')
     torch.save(checkpoint, path)
-    from kdplug.adapters.mmpretrain import build_classifier
-    from kdplug.distillers.teacher import load_teacher_weights
-    from runner_helpers import classifier_cfg
+    from kdplug.teachers.checkpoint import load_teacher_weights
+    from runner_helpers import build_classifier, classifier_cfg
     with pytest.raises(RuntimeError, match=r'NaN or inf values in 1 of .*head\.fc\.weight.*earlier checkpoint'):
         load_teacher_weights(build_classifier(classifier_cfg('ResNet20')), path)
 
 
-def test_nan_teacher_logits_stop_the_run_and_never_reach_the_student(cifar10_root, teacher_ckpt, tmp_path,
+def test_nan_teacher_logits_stop_the_run_and_never_reach_the_student(cifar10_root, teacher_checkpoint, tmp_path,
                                                                       one_thread):
     """The teacher's logits turn NaN in the middle of a run (e.g. a float16 overflow): the distillation stops with
     an error naming the teacher, and the student's weights hold no NaN."""
-    runner = make_runner(run_config(cifar10_root, tmp_path / 'work', teacher_ckpt, max_iters=4))
+    runner = make_runner(run_config(cifar10_root, tmp_path / 'work', teacher_checkpoint, max_iters=4))
     distiller = runner.model
     calls = []
 
@@ -40,19 +39,19 @@ def test_nan_teacher_logits_stop_the_run_and_never_reach_the_student(cifar10_roo
             output[0, 3] = float('nan')
         return output
 
-    distiller.teacher.head.fc.register_forward_hook(broken_head)
+    distiller.teacher_model.head.fc.register_forward_hook(broken_head)
     with pytest.raises(FloatingPointError, match=r'the teacher \(.*teacher.pth\) produced non-finite logits'):
         runner.train()
     assert all(torch.isfinite(p).all() for p in distiller.student.parameters())
 
 
-def test_bad_teacher_rows_are_left_out_of_the_losses_with_zero_gradient(teacher_ckpt):
+def test_bad_teacher_rows_are_left_out_of_the_losses_with_zero_gradient(teacher_checkpoint):
     """Between two checks on an accelerator, a NaN teacher row contributes nothing: value and gradient stay
     those of the good rows."""
     from runner_helpers import KD_CONFIG
     from mmengine.config import Config
     cfg = Config.fromfile(str(KD_CONFIG)).model
-    cfg.teacher_ckpt = teacher_ckpt
+    cfg.teacher.checkpoint = teacher_checkpoint
     distiller = MODELS.build(cfg)
     distiller.TEACHER_CHECK_INTERVAL = 10 ** 9
     distiller.check_teacher_rows = lambda: None  # as between two checks on a GPU

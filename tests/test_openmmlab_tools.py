@@ -87,15 +87,15 @@ def test_slurm_test_defaults_and_fewer_gpus_than_a_node(fake_srun):
 # --- tools/test.py --out and dist_test.sh on a tiny distillation run -----------------------------------------------
 
 @pytest.fixture(scope='module')
-def kd_checkpoint(cifar10_root, teacher_ckpt, tmp_path_factory, one_thread) -> Path:
+def kd_checkpoint(cifar10_root, teacher_checkpoint, tmp_path_factory, one_thread) -> Path:
     """Two KD iterations on the real images: a distillation checkpoint (student and distiller state)."""
     work_dir = tmp_path_factory.mktemp('kd_run')
-    make_runner(run_config(cifar10_root, work_dir, teacher_ckpt, max_iters=2)).train()
+    make_runner(run_config(cifar10_root, work_dir, teacher_checkpoint, max_iters=2)).train()
     return work_dir / 'iter_2.pth'
 
 
-def cli_options(cifar10_root, teacher_ckpt) -> list:
-    return ['--cfg-options', *data_options(cifar10_root), f'model.teacher_ckpt={teacher_ckpt}']
+def cli_options(cifar10_root, teacher_checkpoint) -> list:
+    return ['--cfg-options', *data_options(cifar10_root), f'model.teacher.checkpoint={teacher_checkpoint}']
 
 
 def read_predictions(path: Path) -> list:
@@ -113,11 +113,11 @@ def check_predictions(predictions: list, log: str) -> None:
     assert printed == pytest.approx(100.0 * correct / 40, abs=1e-3)
 
 
-def test_test_py_out_writes_the_students_predictions(kd_checkpoint, cifar10_root, teacher_ckpt, tmp_path):
+def test_test_py_out_writes_the_students_predictions(kd_checkpoint, cifar10_root, teacher_checkpoint, tmp_path):
     out = tmp_path / 'preds' / 'results.pkl'
     result = subprocess.run(
         [sys.executable, str(TOOLS / 'test.py'), str(KD_CONFIG), str(kd_checkpoint), '--work-dir',
-         str(tmp_path / 'test'), '--out', str(out), *cli_options(cifar10_root, teacher_ckpt)],
+         str(tmp_path / 'test'), '--out', str(out), *cli_options(cifar10_root, teacher_checkpoint)],
         cwd=REPO, env=bare_env(), capture_output=True, text=True, timeout=600)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
@@ -133,7 +133,7 @@ def test_test_py_refuses_an_out_file_that_is_no_pickle(capsys):
     assert exit_info.value.code == 2 and '--out must name a .pkl' in capsys.readouterr().err
 
 
-def test_dist_test_sh_evaluates_through_torchrun_on_one_cpu_process(kd_checkpoint, cifar10_root, teacher_ckpt,
+def test_dist_test_sh_evaluates_through_torchrun_on_one_cpu_process(kd_checkpoint, cifar10_root, teacher_checkpoint,
                                                                      tmp_path):
     """As tests/test_distributed.py runs dist_train.sh: gloo, DDP without device ids, cuda.set_device a no-op."""
     if not (REPO / '.venv' / 'bin' / 'python').exists():
@@ -144,7 +144,7 @@ def test_dist_test_sh_evaluates_through_torchrun_on_one_cpu_process(kd_checkpoin
     out = tmp_path / 'results.pkl'
     result = subprocess.run(
         ['bash', str(TOOLS / 'dist_test.sh'), str(KD_CONFIG), str(kd_checkpoint), '1', '--work-dir',
-         str(tmp_path / 'test'), '--out', str(out), *cli_options(cifar10_root, teacher_ckpt),
+         str(tmp_path / 'test'), '--out', str(out), *cli_options(cifar10_root, teacher_checkpoint),
          'env_cfg.dist_cfg.backend=gloo', 'model_wrapper_cfg.type=MMDistributedDataParallel',
          'model_wrapper_cfg.device_ids=None'],
         cwd=REPO, env=bare_env(PYTHONPATH=str(shim), PORT=str(29500 + os.getpid() % 1000 + 7)),
@@ -245,11 +245,11 @@ def test_curves_of_several_runs_to_png(two_runs, tmp_path):
 
 # --- TensorBoard through mmengine's visualizer ---------------------------------------------------------------------
 
-def test_tensorboard_backend_writes_events_beside_scalars_json(cifar10_root, teacher_ckpt, tmp_path, one_thread):
+def test_tensorboard_backend_writes_events_beside_scalars_json(cifar10_root, teacher_checkpoint, tmp_path, one_thread):
     pytest.importorskip('tensorboard')
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]  # as docs/get_started.md shows
-    cfg = run_config(cifar10_root, tmp_path / 'tb', teacher_ckpt, max_iters=2,
+    cfg = run_config(cifar10_root, tmp_path / 'tb', teacher_checkpoint, max_iters=2,
                      visualizer=dict(type='UniversalVisualizer', vis_backends=backends))
     make_runner(cfg).train()
     events = sorted((tmp_path / 'tb').glob('*/vis_data/events.out.tfevents.*'))

@@ -47,17 +47,19 @@ def run_plain(python, cfg, path):
 # kd: the demo KD config (its teacher is loaded through kdplug's checkpoint loader too); ema: the EMA self-teacher,
 # which loads no teacher file, so that the registry's plugin loading is the only thing that sets the allow-list
 @pytest.mark.parametrize('model_from', [None, EMA_CONFIG], ids=['kd', 'ema'])
-def test_plain_runner_resumes_a_kdplug_distillation_run(python, cifar10_root, teacher_ckpt, tmp_path, model_from):
+def test_plain_runner_resumes_a_kdplug_distillation_run(python, cifar10_root, teacher_checkpoint, tmp_path, model_from):
     work = tmp_path / 'work'
-    first, log = run_plain(python, run_config(cifar10_root, work, teacher_ckpt, max_iters=2, model_from=model_from),
-                           tmp_path / 'run_2.py')
+
+    def config(**options):
+        return run_config(cifar10_root, work, teacher_checkpoint, model_from=model_from, **options)
+
+    first, log = run_plain(python, config(max_iters=2), tmp_path / 'run_2.py')
     assert first['iter'] == 2 and 'resumed' not in log
     assert not first['kdplug_before_runner']  # only the config's lookups bring kdplug in
     assert (work / 'iter_2.pth').is_file() and (work / 'last_checkpoint').read_text().strip() == str(
         work / 'iter_2.pth')
 
-    resumed, log = run_plain(python, run_config(cifar10_root, work, teacher_ckpt, max_iters=4, model_from=model_from,
-                                                resume=True), tmp_path / 'run_4.py')
+    resumed, log = run_plain(python, config(max_iters=4, resume=True), tmp_path / 'run_4.py')
     # the run's checkpoint needs the allow-list: torch alone refuses it, as mmengine's resume would without kdplug
     assert not resumed['allowed_before_runner']
     assert resumed['plain_torch_load'].startswith('refused'), resumed['plain_torch_load']

@@ -73,17 +73,20 @@ def test_a_constructor_s_own_type_error_is_not_blamed_on_the_config_keys(python)
     assert 'TypeError' in result.stderr and 'Check the keys' not in result.stderr
 
 
-def test_a_contribution_of_the_wrong_kind_names_the_plugin(python, tmp_path):
-    fake_distribution(tmp_path, 'wrongkind', '''
+@pytest.mark.parametrize('hook,kind', [('kdplug_engine_hooks', 'mmengine.hooks.Hook'),
+                                       ('kdplug_tasks', 'kdplug.tasks.base.Task'),
+                                       ('kdplug_teachers', 'kdplug.teachers.base.TeacherSource')])
+def test_a_contribution_of_the_wrong_kind_names_the_plugin(python, tmp_path, hook, kind):
+    fake_distribution(tmp_path, 'wrongkind', f'''
         from kdplug import hookimpl
-        class NotAHook:
+        class NotIt:
             pass
         @hookimpl
-        def kdplug_engine_hooks():
-            return [NotAHook]''')
+        def {hook}():
+            return [NotIt]''')
     result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
-    assert "kdplug plugin 'wrongkind' (wrongkind): kdplug_engine_hooks() returned wrongkind_plugin.NotAHook" in \
-        result.stderr and 'not a mmengine.hooks.Hook' in result.stderr
+    assert f"kdplug plugin 'wrongkind' (wrongkind): {hook}() returned wrongkind_plugin.NotIt" in \
+        result.stderr and f'not a {kind}' in result.stderr
 
 
 def test_name_clash_names_both_plugins(python, tmp_path):

@@ -98,7 +98,7 @@ class FakeLogger:
 
 def fake_runner(batches: int):
     """What TeacherEvalHook.before_train touches of an mmengine Runner, with a distiller that has a teacher."""
-    model = types.SimpleNamespace(teacher=object(), predicting_with_teacher=contextlib.nullcontext,
+    model = types.SimpleNamespace(teacher_model=object(), predicting_with_teacher=contextlib.nullcontext,
                                   eval=lambda: None, train=lambda: None, val_step=lambda batch: [batch])
     seen = []
     evaluator = types.SimpleNamespace(process=lambda data_samples, data_batch: seen.extend(data_samples),

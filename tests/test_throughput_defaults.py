@@ -57,12 +57,12 @@ def test_the_flags_and_the_config_win_and_detection_keeps_mmdet_s_defaults():
     assert cfg.train_dataloader.get('collate_fn') is None and cfg.train_dataloader.get('pin_memory') is None
 
 
-def test_default_collate_changes_nothing_the_model_sees(cifar10_root, teacher_ckpt, tmp_path, one_thread):
+def test_default_collate_changes_nothing_the_model_sees(cifar10_root, teacher_checkpoint, tmp_path, one_thread):
     """Same seed, same data: the losses of every step are identical with the old collation (per-image tensors
     stacked by the data preprocessor) and the new one (stacked in the dataloader)."""
     losses = {}
     for collate in ('pseudo_collate', 'default_collate'):
-        cfg = run_config(cifar10_root, tmp_path / collate, teacher_ckpt, max_iters=4)
+        cfg = run_config(cifar10_root, tmp_path / collate, teacher_checkpoint, max_iters=4)
         cfg.train_dataloader.collate_fn = dict(type=collate)
         cfg.train_dataloader.pin_memory = collate == 'default_collate'
         make_runner(cfg).train()
@@ -94,11 +94,11 @@ def test_cached_load_returns_what_load_image_from_file_returns(cifar10_root, tmp
         assert np.array_equal(cached(dict(img_path=str(path)))['img'], expected['img'])
 
 
-def test_cached_load_changes_nothing_the_model_sees(cifar10_root, teacher_ckpt, tmp_path, one_thread):
+def test_cached_load_changes_nothing_the_model_sees(cifar10_root, teacher_checkpoint, tmp_path, one_thread):
     """Two epochs and more of the demo's pipeline (the cache serves from the second): identical losses per step."""
     losses = {}
     for load in ('LoadImageFromFile', 'kdplug.CachedLoadImageFromFile'):
-        cfg = run_config(cifar10_root, tmp_path / load, teacher_ckpt, max_iters=12)  # 80 images, batch 8
+        cfg = run_config(cifar10_root, tmp_path / load, teacher_checkpoint, max_iters=12)  # 80 images, batch 8
         cfg.train_dataloader.dataset.pipeline[0] = dict(type=load)
         make_runner(cfg).train()
         losses[load] = [(r['loss'], r['distill.loss_kd']) for r in scalars(tmp_path / load) if 'loss' in r]

@@ -6,7 +6,7 @@ import sys
 import torch
 
 from conftest import REPO, TEST_DATA, require_detection_stack
-from runner_helpers import KD_CONFIG as CONFIG, data_options, save_teacher
+from runner_helpers import KD_CONFIG as CONFIG, build_classifier, data_options, save_teacher
 
 STUDENT_CONFIG = REPO / 'configs' / 'demo' / 'student_resnet8_4e_cifar10-10k.py'
 
@@ -20,7 +20,7 @@ def run_tool(*args):
 def test_train_resume_test_and_export_from_the_command_line(cifar10_root, tmp_path):
     teacher = save_teacher(tmp_path / 'teacher.pth')
     work_dir = tmp_path / 'work'
-    common = data_options(cifar10_root) + [f'model.teacher_ckpt={teacher}', 'default_hooks.logger.interval=1']
+    common = data_options(cifar10_root) + [f'model.teacher.checkpoint={teacher}', 'default_hooks.logger.interval=1']
     log = run_tool(REPO / 'tools' / 'train.py', CONFIG, '--work-dir', work_dir,
                    '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', *common)
     assert 'teacher (evaluated once before training): accuracy/top1' in log
@@ -41,8 +41,7 @@ def test_train_resume_test_and_export_from_the_command_line(cifar10_root, tmp_pa
 
 def test_model_zoo_cifar_teacher_converts_and_loads_strictly(tmp_path):
     """A checkpoint laid out like the papers' model zoo (backbone keys at the top, fc.* / classifier.*)."""
-    from kdplug.adapters.mmpretrain import build_classifier
-    from kdplug.distillers.teacher import load_teacher_weights
+    from kdplug.teachers.checkpoint import load_teacher_weights
     for backbone, channels, head in (('ResNet32x4', 256, 'fc'), ('WRN40_2', 128, 'fc'), ('VGG13', 512, 'classifier')):
         cfg = dict(type='ImageClassifier', backbone=dict(type=f'kdplug.{backbone}'),
                    neck=dict(type='GlobalAveragePooling'),

@@ -54,8 +54,10 @@ def test_the_wheel_holds_the_package_and_its_type_marker(installed):
         names = set(archive.namelist())
     assert 'kdplug/py.typed' in names
     assert {'kdplug/__init__.py', 'kdplug/registry.py', 'kdplug/plugins.py', 'kdplug/losses/kd.py',
-            'kdplug/losses/functional.py', 'kdplug/distillers/logit_distiller.py', 'kdplug/engine/hooks.py',
-            'kdplug/models/cifar.py', 'kdplug/transforms/cached_load.py', 'kdplug/adapters/mmdet.py'} <= names
+            'kdplug/losses/functional.py', 'kdplug/distillers/distiller.py', 'kdplug/engine/hooks.py',
+            'kdplug/models/cifar.py', 'kdplug/transforms/cached_load.py', 'kdplug/tasks/classification.py',
+            'kdplug/tasks/detection.py', 'kdplug/teachers/checkpoint.py', 'kdplug/teachers/ema.py',
+            'kdplug/teachers/weak_head.py'} <= names
     # a library, not the repository: none of its tools, configs or tests
     assert not [n for n in names if n.split('/')[0] in ('tools', 'configs', 'tests', 'docs', 'examples')]
     entry_points = next(n for n in names if n.endswith('.dist-info/entry_points.txt'))
@@ -90,6 +92,15 @@ value.backward()
 # as a config of another OpenMMLab package names it: mmengine's root registry, the kdplug scope
 from mmengine.registry import MODELS as ROOT_MODELS
 scoped = ROOT_MODELS.build(dict(type='kdplug.KDLoss', temperature=4.0))
+# the distiller, its task and a teacher source that needs no file, in mmpretrain's models
+distiller = MODELS.build(dict(
+    type='Distiller', task=dict(type='ClassificationTask'), teacher=dict(type='EMATeacher', xi=0.9),
+    student=dict(type='ImageClassifier', backbone=dict(type='kdplug.ResNet8'), neck=dict(type='GlobalAveragePooling'),
+                 head=dict(type='LinearClsHead', num_classes=10, in_channels=64)),
+    losses=dict(kd=dict(type='KDLoss'))))
+distiller.eval()
+with torch.no_grad():
+    distilled = list(distiller(torch.randn(2, 3, 32, 32)).shape)
 infos = plugin_infos()
 print(json.dumps(dict(
     kdplug_file=kdplug.__file__,
@@ -99,6 +110,8 @@ print(json.dumps(dict(
     repo_on_path=[p for p in sys.path if in_checkout(Path(p or '.').resolve())],
     loss=type(loss).__name__, value=value.item(), grad=bool(torch.isfinite(student.grad).all()),
     scoped=f'{type(scoped).__module__}.{type(scoped).__name__}',
+    distiller=[f'{type(m).__module__}.{type(m).__name__}' for m in (distiller, distiller.task, distiller.teacher)],
+    distilled=distilled,
     plugins=[i.name for i in infos], table=format_plugins(),
     weights_only_allowed='HistoryBuffer' in str(torch.serialization.get_safe_globals()))))
 '''
@@ -129,9 +142,13 @@ def test_the_installed_wheel_builds_computes_and_loads_its_plugins(installed, tm
     assert not out['repo_on_path']
     assert out['loss'] == 'NormKDLoss' and out['value'] > 0 and out['grad']
     assert out['scoped'] == 'kdplug.losses.kd.KDLoss'
-    assert {'kdplug.losses.plugin', 'kdplug.distillers.plugin', 'kdplug.engine.plugin', 'kdplug.models.plugin',
-            'kdplug.transforms.plugin'} <= set(out['plugins'])
-    for name in ('NormKDLoss', 'LogitDistiller', 'AtomicCheckpointHook', 'ResNet8', 'CachedLoadImageFromFile'):
+    assert out['distiller'] == ['kdplug.distillers.distiller.Distiller', 'kdplug.tasks.classification.'
+                                'ClassificationTask', 'kdplug.teachers.ema.EMATeacher']
+    assert out['distilled'] == [2, 10]
+    assert {'kdplug.losses.plugin', 'kdplug.distillers.plugin', 'kdplug.tasks.plugin', 'kdplug.teachers.plugin',
+            'kdplug.engine.plugin', 'kdplug.models.plugin', 'kdplug.transforms.plugin'} <= set(out['plugins'])
+    for name in ('NormKDLoss', 'Distiller', 'ClassificationTask', 'TwoStageDetectionTask', 'CheckpointTeacher',
+                 'EMATeacher', 'WeakHeadTeacher', 'AtomicCheckpointHook', 'ResNet8', 'CachedLoadImageFromFile'):
         assert name in out['table']
     assert out['weights_only_allowed']  # loading the plugins set torch's allow-list for mmengine checkpoints
 

@@ -11,7 +11,8 @@ SGD) of a CIFAR student (resnet8x4) alone, and distilled from resnet32x4 with KD
 distiller's train_step; the teacher forward alone is timed too, so the distillation overhead can be compared with
 its floor (student step + teacher forward). ``detection``: the same for Faster R-CNN R-50-FPN distilled from R-101-FPN
 (configs/detection/*_coco128.py) on real coco128 train images (tools/prepare_data.py coco128), through the
-RoIHeadDistiller's train_step, with KD, NKD, NormKD and KD with background RoIs excluded. Weights are random (the
+distiller's train_step (``kdplug.Distiller`` with ``TwoStageDetectionTask``), with KD, NKD, NormKD and KD with
+background RoIs excluded. Weights are random (the
 cost does not depend on them; no download). Median of ``--repeat`` runs after warm-up; on a GPU each row also gives
 its peak memory (torch.cuda.max_memory_allocated, reset before the row: weights, gradients, activations).
 ``pipeline``: images per second of real ``tools/train.py`` runs of the demo's configs (student alone, KD; CPU), through
@@ -88,10 +89,32 @@ def bench_losses(device: str, repeat: int, warmup: int) -> None:
         print(f'| {name} | ' + ' | '.join(cells) + ' |')
 
 
+def build_classifier(cfg: dict):
+    """An mmpretrain classifier, built as the distiller builds its student (in mmpretrain's scope)."""
+    from kdplug.tasks.classification import ClassificationTask
+    return ClassificationTask().build_model(ClassificationTask.model_config(cfg), 'student')
+
+
+def build_detector(cfg: dict):
+    """An mmdet two-stage detector (``cfg_path`` and overrides), built as the distiller builds its student."""
+    from kdplug.tasks.detection import TwoStageDetectionTask
+    return TwoStageDetectionTask().build_model(TwoStageDetectionTask.model_config(cfg), 'student')
+
+
+def classification_distiller(student: dict, teacher: dict, checkpoint: str, losses: dict) -> dict:
+    return dict(type='Distiller', task=dict(type='ClassificationTask'), student=student,
+                teacher=dict(type='CheckpointTeacher', model=teacher, checkpoint=checkpoint), losses=losses)
+
+
+def teacher_cls_scores(teacher, inputs: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+    """The teacher's RoI classification logits on the given RoIs: backbone, neck and RoI head, never its RPN (as
+    the distiller scores the student's RoIs)."""
+    return teacher.roi_head._bbox_forward(teacher.extract_feat(inputs), rois)['cls_score']
+
+
 def bench_step(device: str, batch_size: int, repeat: int, warmup: int) -> None:
     from mmengine.optim import OptimWrapper
     from mmpretrain.structures import DataSample
-    from kdplug.adapters.mmpretrain import build_classifier
     from kdplug.registry import MODELS
 
     def classifier(backbone):
@@ -105,9 +128,8 @@ def bench_step(device: str, batch_size: int, repeat: int, warmup: int) -> None:
     data = dict(inputs=[torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8) for _ in range(batch_size)],
                 data_samples=[DataSample().set_gt_label(i % 100) for i in range(batch_size)])
     rows = []
-    student = MODELS.build(dict(type='LogitDistiller', student=classifier('ResNet8x4'),
-                                teacher=classifier('ResNet32x4'), teacher_ckpt=teacher_path,
-                                losses=dict(kd=dict(type='KDLoss')))).to(device)
+    student = MODELS.build(classification_distiller(classifier('ResNet8x4'), classifier('ResNet32x4'), teacher_path,
+                                                    dict(kd=dict(type='KDLoss')))).to(device)
     alone = student.student
     alone_wrapper = OptimWrapper(torch.optim.SGD(alone.parameters(), lr=0.01))
     rows.append(row('student alone (resnet8x4)', lambda: alone.train_step(data, alone_wrapper), device, repeat, warmup))
@@ -115,13 +137,12 @@ def bench_step(device: str, batch_size: int, repeat: int, warmup: int) -> None:
 
     def teacher_forward():
         with torch.no_grad():
-            student.teacher.head(student.teacher.extract_feat(teacher_inputs))
+            student.teacher_model.head(student.teacher_model.extract_feat(teacher_inputs))
     rows.append(row('teacher forward (resnet32x4)', teacher_forward, device, repeat, warmup))
     for name, loss in (('KD', dict(type='KDLoss', temperature=4.0)), ('NormKD', dict(type='NormKDLoss')),
                        ('DKD', dict(type='DKDLoss'))):
-        model = MODELS.build(dict(type='LogitDistiller', student=classifier('ResNet8x4'),
-                                  teacher=classifier('ResNet32x4'), teacher_ckpt=teacher_path,
-                                  losses=dict(loss=loss))).to(device)
+        model = MODELS.build(classification_distiller(classifier('ResNet8x4'), classifier('ResNet32x4'),
+                                                      teacher_path, dict(loss=loss))).to(device)
         wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
         rows.append(row(f'distillation step, {name}', lambda: model.train_step(data, wrapper), device, repeat, warmup))
     print_step_table(rows, f'batch {batch_size}, 32x32, {device}')
@@ -135,7 +156,6 @@ def bench_detection(device: str, batch_size: int, repeat: int, warmup: int, data
     from mmengine.logging import MMLogger
     from mmengine.optim import OptimWrapper
     from mmengine.registry import DefaultScope
-    from kdplug.adapters.mmdet import build_detector
     from kdplug.registry import MODELS
 
     MMLogger.get_instance('kdplug_benchmark', log_level='WARNING')  # no per-parameter init_weights report
@@ -144,7 +164,7 @@ def bench_detection(device: str, batch_size: int, repeat: int, warmup: int, data
     cfg = Config.fromfile(config)
     no_download = dict(backbone=dict(init_cfg=None))  # random weights: the cost does not depend on them
     student_cfg = dict(cfg.model.student, **no_download)
-    teacher_cfg = dict(cfg.model.teacher, **no_download)
+    teacher_cfg = dict(cfg.model.teacher.model, **no_download)
     teacher_path = os.path.join(tempfile.gettempdir(), 'kdplug_benchmark_detection_teacher.pth')
     torch.manual_seed(0)
     teacher = build_detector(teacher_cfg)
@@ -163,8 +183,9 @@ def bench_detection(device: str, batch_size: int, repeat: int, warmup: int, data
 
     def distiller(losses: dict, background='include'):
         torch.manual_seed(0)
-        model = MODELS.build(dict(type='RoIHeadDistiller', student=student_cfg, teacher=teacher_cfg,
-                                  teacher_ckpt=teacher_path, losses=losses, background=background))
+        model = MODELS.build(dict(type='Distiller', task=dict(type='TwoStageDetectionTask', background=background),
+                                  student=student_cfg, losses=losses,
+                                  teacher=dict(type='CheckpointTeacher', model=teacher_cfg, checkpoint=teacher_path)))
         model.student.init_weights()
         return model
 
@@ -175,7 +196,7 @@ def bench_detection(device: str, batch_size: int, repeat: int, warmup: int, data
     # one model on the device at a time, so that each row's GPU peak is its own
     rows = []
     model = distiller(dict(kd=dict(type='KDLoss', temperature=1.0)))
-    alone = model.student.to(device)  # the teacher stays on the CPU for this row
+    alone = model.student.to(device)  # the teacher network (outside the student) stays on the CPU for this row
     alone_wrapper = optim_wrapper(alone)
     rows.append(row('student alone (R-50-FPN)', lambda: alone.train_step(data, alone_wrapper), device, repeat, warmup))
     model.to(device)
@@ -183,13 +204,12 @@ def bench_detection(device: str, batch_size: int, repeat: int, warmup: int, data
         batch = model.data_preprocessor(copy.deepcopy(data), True)
         student_rois = model.student.rpn_head.predict(model.student.extract_feat(batch['inputs']),
                                                       batch['data_samples'])
-    from kdplug.adapters.mmdet import teacher_cls_scores
     from mmdet.structures.bbox import bbox2roi
     rois = bbox2roi([proposals.bboxes[:512] for proposals in student_rois])  # as many as the sampler keeps
 
     def teacher_forward():
         with torch.no_grad():
-            teacher_cls_scores(model.teacher, batch['inputs'], rois)
+            teacher_cls_scores(model.teacher_model, batch['inputs'], rois)
     rows.append(row(f'teacher forward (R-101-FPN, {len(rois)} RoIs)', teacher_forward, device, repeat, warmup))
     for name, losses, background in (
             ('KD', dict(kd=dict(type='KDLoss', temperature=1.0)), 'include'),
@@ -227,9 +247,9 @@ def train_tool_seconds_per_iter(config: str, teacher_path: str, data_root: str, 
     options = ['train_cfg.max_epochs=2', 'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=100',
                'default_hooks.checkpoint.save_last=False', 'default_hooks.checkpoint.save_best=None',
                f'train_dataloader.dataset.data_root={data_root}', f'train_dataloader.dataset.ann_file={ann_file}',
-               f'model.teacher_ckpt={teacher_path}', 'custom_hooks=[]', *extra]
+               f'model.teacher.checkpoint={teacher_path}', 'custom_hooks=[]', *extra]
     if 'student' in os.path.basename(config):
-        options.remove(f'model.teacher_ckpt={teacher_path}')
+        options.remove(f'model.teacher.checkpoint={teacher_path}')
     tool = tool or os.path.join(repo, 'tools', 'train.py')
     subprocess.run([sys.executable, tool, config, '--work-dir', work_dir, '--no-validate', '--cfg-options', *options],
                    check=True, capture_output=True, cwd=repo)
@@ -245,12 +265,11 @@ def plain_loop_seconds_per_iter(config: str, teacher_path: str, images: torch.Te
     plain PyTorch loop on in-memory tensors: the floor a training framework adds its cost to."""
     import torch.nn.functional as F
     from mmengine.config import Config
-    from kdplug.adapters.mmpretrain import build_classifier
     from kdplug.registry import MODELS
     cfg = Config.fromfile(config)
-    distilled = cfg.model.get('type') == 'kdplug.LogitDistiller'
+    distilled = cfg.model.get('type') == 'kdplug.Distiller'
     student = build_classifier(cfg.model.student if distilled else cfg.model)
-    teacher = build_classifier(cfg.model.teacher).eval() if distilled else None
+    teacher = build_classifier(cfg.model.teacher.model).eval() if distilled else None
     if teacher is not None:
         teacher.load_state_dict(torch.load(teacher_path, weights_only=True))
         losses = [MODELS.build(loss) for loss in cfg.model.losses.values()]
@@ -290,7 +309,6 @@ def bench_pipeline(data_root: str, ann_file: str, warmup: int) -> None:
     import cv2
     import numpy as np
     from mmengine.config import Config
-    from kdplug.adapters.mmpretrain import build_classifier
     configs = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'configs', 'demo')
     lines = open(os.path.join(data_root, ann_file)).read().split('\n')
     samples = [line.rsplit(' ', 1) for line in lines if line.strip()]
@@ -301,7 +319,7 @@ def bench_pipeline(data_root: str, ann_file: str, warmup: int) -> None:
     iters = len(samples) // 64
     with tempfile.TemporaryDirectory() as tmp:
         teacher_path = os.path.join(tmp, 'teacher.pth')
-        teacher_cfg = Config.fromfile(os.path.join(configs, PIPELINE_RUNS[1][1])).model.teacher
+        teacher_cfg = Config.fromfile(os.path.join(configs, PIPELINE_RUNS[1][1])).model.teacher.model
         torch.save(build_classifier(teacher_cfg).state_dict(), teacher_path)
         print(f'{len(samples)} CIFAR-10 images ({ann_file}), batch 64, {torch.get_num_threads()} threads; '
               f'tools/train.py: median time per iteration of the 2nd epoch after {warmup} iterations; plain loop: '

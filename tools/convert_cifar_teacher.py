@@ -2,7 +2,7 @@
 wrn_40_2, resnet56, vgg13, ...) into an mmpretrain ImageClassifier checkpoint for kdplug's CIFAR backbones.
 
     python tools/convert_cifar_teacher.py resnet32x4_vanilla/ckpt_epoch_240.pth work_dirs/resnet32x4_cifar100.pth
-    # then: --cfg-options model.teacher_ckpt=work_dirs/resnet32x4_cifar100.pth
+    # then: --cfg-options model.teacher.checkpoint=work_dirs/resnet32x4_cifar100.pth
 
 Those checkpoints hold ``{'model': state_dict, ...}`` (or a bare state dict) with the backbone's parameters at the top
 level and the classifier as ``fc.*`` (ResNet, WRN) or ``classifier.*`` (VGG). kdplug's backbones use the same names

@@ -5,8 +5,9 @@ and LDA + per-class sub-classes (intermediate level), and save them to the file 
                                   [--batch-size N] [--workers N] [--iters 30] [--seed 0] [--augment]
                                   [--cfg-options k=v ...]
 
-CONFIG is a letKD distillation config (``kdplug.FeatureDistiller`` with ``LetKDLoss`` losses). For each letKD loss
-the tool reads the teacher's feature at ``teacher_stage``, average-pooled to the student layer's spatial size (when
+CONFIG is a letKD distillation config (``kdplug.Distiller`` with a teacher network, e.g. ``CheckpointTeacher``, and
+``LetKDLoss`` losses). For each letKD loss the tool reads the teacher's feature at ``teacher_stage`` (a position of the
+teacher's backbone, recorded by the task: ``task.features``), average-pooled to the student layer's spatial size (when
 they differ), on every spatial position of the training images (the test pipeline: no augmentation, unless
 ``--augment``); a random subset of at most ``--max-vectors`` positions per stage is kept (default 1M, enough for
 K = 4096). Then:
@@ -43,7 +44,7 @@ def log(message: str) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help='a letKD distillation config (kdplug.FeatureDistiller with LetKDLoss)')
+    parser.add_argument('config', help='a letKD distillation config (kdplug.Distiller with LetKDLoss losses)')
     parser.add_argument('--out', help='the codewords file to write (default: the codewords path of the config)')
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
     parser.add_argument('--max-images', type=int, default=None, help='use at most N training images (random)')
@@ -55,16 +56,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--augment', action='store_true', help='use the training pipeline (random augmentation)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config keys, e.g. model.teacher_ckpt=teacher.pth')
+                        help='override config keys, e.g. model.teacher.checkpoint=teacher.pth')
     return parser.parse_args(argv)
 
 
 def _letkd_specs(model, out: Optional[str]) -> List[dict]:
-    from kdplug.adapters.mmpretrain import num_classes
     from kdplug.models.letkd import LetKDLoss
     from kdplug.models.student_modules import student_modules
     modules = student_modules(model.student)
-    classes = num_classes(model.student)
+    classes = model.task.num_classes(model.student)
     specs = []
     for name, loss in model.losses.items():
         if not isinstance(loss, LetKDLoss):
@@ -129,9 +129,8 @@ def _student_sizes(model, inputs: torch.Tensor, specs: List[dict]) -> None:
 def collect(model, loader, specs: List[dict], device: torch.device, max_images: Optional[int], max_vectors: int,
             seed: int) -> None:
     """Teacher features (subsampled positions) and their image labels, into ``spec['x']`` / ``spec['y']``."""
-    from kdplug.adapters.mmpretrain import targets
-    from kdplug.distillers.feature_distiller import stage_features
     from kdplug.models.letkd import align_teacher_feature, rows
+    from kdplug.tasks.classification import targets
     total = len(loader.dataset) if max_images is None else min(max_images, len(loader.dataset))
     generator = torch.Generator().manual_seed(seed)
     stages = sorted({spec['stage'] for spec in specs})
@@ -148,7 +147,7 @@ def collect(model, loader, specs: List[dict], device: torch.device, max_images: 
         inputs, labels = inputs[:take], labels[:take]
         if 'size' not in specs[0]:
             _student_sizes(model, inputs, specs)
-        feats, _ = stage_features(model.teacher, inputs, stages, with_logits=False)
+        feats = model.task.features(model.teacher_model, inputs, stages)
         for i, spec in enumerate(specs):
             feature = align_teacher_feature(feats[spec['stage']].float(), spec['size'])
             positions = feature.shape[2] * feature.shape[3]
@@ -203,7 +202,17 @@ def build_model(cfg, device: torch.device):
     if cfg.get('data_preprocessor'):
         model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     model = MODELS.build(model_cfg)
+    if getattr(model, 'teacher_model', None) is None:
+        raise SystemExit(f'the model of {cfg.filename or "the config"} ({type(model).__name__}) has no teacher '
+                         'network to read features from: fit_codewords is for letKD configs (configs/letkd/), a '
+                         'kdplug.Distiller with teacher=dict(type="CheckpointTeacher", model=..., checkpoint=...)')
     return model.to(device).eval()
+
+
+def teacher_checkpoint(cfg) -> Optional[str]:
+    """The checkpoint of the config's teacher (``model.teacher.checkpoint``), or None (e.g. an EMA teacher)."""
+    teacher = cfg.model.get('teacher')
+    return teacher.get('checkpoint') if isinstance(teacher, dict) else None
 
 
 def fit_codewords(cfg, out: Optional[str] = None, device: Optional[str] = None, max_images: Optional[int] = None,
@@ -218,7 +227,7 @@ def fit_codewords(cfg, out: Optional[str] = None, device: Optional[str] = None, 
         model = build_model(cfg, device)
         specs = _letkd_specs(model, out)
         loader = build_loader(cfg, batch_size, workers, seed, augment)
-        log(f'teacher {type(model.teacher.backbone).__name__} from {cfg.model.get("teacher_ckpt")!r} on {device}; '
+        log(f'teacher {type(model.teacher_model.backbone).__name__} from {teacher_checkpoint(cfg)!r} on {device}; '
             f'{len(loader.dataset)} training images, {"training" if augment else "test"} pipeline')
         collect(model, loader, specs, device, max_images, max_vectors, seed)
     files: Dict[str, dict] = {}
@@ -227,7 +236,7 @@ def fit_codewords(cfg, out: Optional[str] = None, device: Optional[str] = None, 
         section = fit(spec, device, iters, seed)
         log(f'{spec["name"]}: fitted in {time.time() - start:.1f} s')
         files.setdefault(spec['path'], {'format': CODEWORDS_FORMAT, 'sections': {}, 'meta': {
-            'config': str(cfg.filename) if cfg.filename else '', 'teacher_ckpt': str(cfg.model.get('teacher_ckpt')),
+            'config': str(cfg.filename) if cfg.filename else '', 'teacher_checkpoint': str(teacher_checkpoint(cfg)),
             'seed': seed, 'augment': augment, 'created': time.strftime('%Y-%m-%d %H:%M:%S')}})
         files[spec['path']]['sections'][spec['module']] = section
     for path, contents in files.items():

@@ -2,11 +2,12 @@
 # Set up kdplug in a virtual environment at <repo>/.venv, on a fresh machine or an existing one.
 #
 #   bash tools/install.sh                 # full: torch + mmengine + full mmcv (compiled ops) + mmpretrain + mmdet
+#                                         #       + mmsegmentation (the segmentation example plugin's)
 #   bash tools/install.sh classification  # torch + mmengine + mmcv-lite + mmpretrain: no mmcv build (a few minutes)
 #
 # Both install kdplug (editable) with its test tools; KDPLUG_INSTALL=classification picks the mode too. The modes can
 # follow each other in one .venv: full after classification replaces mmcv-lite with the full mmcv; classification
-# after full keeps the full mmcv (it serves mmpretrain too; mmcv-lite would overwrite its files) and mmdet.
+# after full keeps the full mmcv (it serves mmpretrain too; mmcv-lite would overwrite its files), mmdet and mmseg.
 #
 # mmcv 2.x exists on PyPI as source only, and its setup.py needs two patches to build against torch >= 2.10
 # (C++20 headers) and setuptools without pkg_resources. The built wheel is cached in
@@ -59,6 +60,9 @@ if [ "$mode" = classification ]; then
     log "mmdet and the full mmcv of an earlier full install stay: detection works in this .venv too"
   else
     log "detection (mmdet, mmcv ops) is not part of this mode: bash tools/install.sh (full) adds it"
+  fi
+  if ! "$py" -c 'import mmseg.models' 2>/dev/null; then
+    log "segmentation (mmsegmentation, mmcv ops) is not part of this mode: bash tools/install.sh (full) adds it"
   fi
   exit 0
 fi
@@ -125,9 +129,9 @@ fi
 log "OpenMMLab packages and kdplug (editable, with the test tools)"
 pip install -e "$repo[full,tests,docs]"
 "$py" - <<'PY'
-import kdplug, mmcv.ops, mmdet, mmengine, mmpretrain
+import kdplug, mmcv.ops, mmdet, mmengine, mmpretrain, mmseg, mmseg.models
 cuda = mmcv.ops.get_compiling_cuda_version()
 ops = 'CPU only' if cuda == 'not available' else f'CUDA {cuda} and CPU'
 print(f'[install] ok: kdplug {kdplug.__version__} | mmengine {mmengine.__version__} | mmcv {mmcv.__version__} (ops: {ops})'
-      f' | mmpretrain {mmpretrain.__version__} | mmdet {mmdet.__version__}')
+      f' | mmpretrain {mmpretrain.__version__} | mmdet {mmdet.__version__} | mmseg {mmseg.__version__}')
 PY

@@ -11,7 +11,7 @@ It prints one line per training run (time, top-1, where its mmengine log is); th
 goes to ``train_output.txt`` in the run's work dir, and a failed run prints the last lines of it.
 
     python tools/run_demo.py [--epochs 4] [--work-dir work_dirs/demo]
-    python tools/run_demo.py --seeds 1 2 --teacher-ckpt work_dirs/demo/teacher_resnet20/epoch_4.pth \
+    python tools/run_demo.py --seeds 1 2 --teacher-checkpoint work_dirs/demo/teacher_resnet20/epoch_4.pth \
         --work-dir work_dirs/demo_seeds          # more seeds of the students, same teacher
 
 The numbers of such a short run are small and noisy (one seed by default; with --seeds the table gives the mean and
@@ -140,31 +140,32 @@ def main(argv=None) -> None:
     parser.add_argument('--seeds', type=int, nargs='+', default=[0],
                         help='train every student once per seed (the teacher once, seed 0); the table gives '
                              'the mean and the sample std over the seeds of the best and the last top-1')
-    parser.add_argument('--teacher-ckpt', type=Path, help='reuse this teacher instead of training one')
+    parser.add_argument('--teacher-checkpoint', '--teacher-ckpt', dest='teacher_checkpoint', type=Path,
+                        help='reuse this teacher checkpoint instead of training one')
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error('--epochs must be at least 2: one warm-up epoch, then the cosine decay')
-    steps = 1 + (args.teacher_ckpt is None) + len(STUDENTS) * len(args.seeds)
+    steps = 1 + (args.teacher_checkpoint is None) + len(STUDENTS) * len(args.seeds)
     print(f'[1/{steps}] CIFAR-10: tools/prepare_data.py cifar10', flush=True)
     subprocess.run([sys.executable, str(REPO / 'tools' / 'prepare_data.py'), 'cifar10'], check=True)
     epochs = [f'train_cfg.max_epochs={args.epochs}', 'train_cfg.val_interval=1',
               f'param_scheduler.1.end={args.epochs}']
 
     rows, step = [], 1
-    teacher_ckpt = args.teacher_ckpt
-    if teacher_ckpt is None:
+    teacher_checkpoint = args.teacher_checkpoint
+    if teacher_checkpoint is None:
         teacher_dir = args.work_dir / 'teacher_resnet20'
         step += 1
         seconds = phase(step, steps, 'teacher resnet20', args.epochs, CONFIGS / 'teacher_resnet20_4e_cifar10-10k.py',
                         teacher_dir, epochs)
         rows.append(('teacher resnet20', [teacher_dir], seconds))
-        teacher_ckpt = teacher_dir / f'epoch_{args.epochs}.pth'
+        teacher_checkpoint = teacher_dir / f'epoch_{args.epochs}.pth'
     for name, config in STUDENTS:
         work_dirs, seconds = [], 0.0
         for seed in args.seeds:
             work_dir = args.work_dir / (Path(config).stem + (f'_seed{seed}' if args.seeds != [0] else ''))
             options = epochs + [f'randomness.seed={seed}']
-            options += [f'model.teacher_ckpt={teacher_ckpt}'] if 'alone' not in name else []
+            options += [f'model.teacher.checkpoint={teacher_checkpoint}'] if 'alone' not in name else []
             step += 1
             seconds += phase(step, steps, f'resnet8, {name}, seed {seed}', args.epochs, CONFIGS / config, work_dir,
                              options)

@@ -5,7 +5,7 @@ _base_ = ['../_base_/models/resnet56_resnet20_cifar10.py', '../_base_/datasets/c
           '../_base_/schedules/cifar_30e.py', '../_base_/distill_runtime.py']
 model = dict(
     student=dict(head=dict(loss=dict(loss_weight=0.1))),  # w_ce
-    teacher_ckpt='work_dirs/resnet56_30e_cifar10/epoch_30.pth',
+    teacher=dict(checkpoint='work_dirs/resnet56_30e_cifar10/epoch_30.pth'),
     losses=dict(ctkd=dict(type='CTKDLoss', t_start=2.0, t_range=20.0, logit_norm='zscore', loss_weight=9.0)),  # w_kd
 )
 custom_hooks = [dict(type='kdplug.TeacherEvalHook'),

@@ -3,6 +3,6 @@ _base_ = ['../_base_/models/resnet56_resnet20_tiny-imagenet.py', '../_base_/data
           '../_base_/schedules/cifar_30e.py', '../_base_/distill_runtime.py']
 model = dict(
     student=dict(head=dict(loss=dict(loss_weight=0.1))),
-    teacher_ckpt='work_dirs/resnet56_30e_tiny-imagenet/epoch_30.pth',
+    teacher=dict(checkpoint='work_dirs/resnet56_30e_tiny-imagenet/epoch_30.pth'),
     losses=dict(kd=dict(type='KDLoss', temperature=4.0, loss_weight=0.9)),
 )

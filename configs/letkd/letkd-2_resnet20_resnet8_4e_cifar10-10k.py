@@ -10,7 +10,6 @@ _base_ = ['../_base_/models/resnet20_resnet8_cifar10.py', '../_base_/datasets/ci
           '../_base_/schedules/cifar_short.py', '../_base_/distill_runtime.py']
 codewords = 'work_dirs/letkd-2_resnet20_resnet8_4e_cifar10-10k/codewords.pth'
 model = dict(
-    type='kdplug.FeatureDistiller',
     student=dict(backbone=dict(
         _delete_=True,
         type='kdplug.BackboneWithModules',

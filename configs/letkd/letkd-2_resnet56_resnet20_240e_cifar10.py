@@ -9,7 +9,6 @@ _base_ = ['../_base_/models/resnet56_resnet20_cifar10.py', '../_base_/datasets/c
           '../_base_/schedules/cifar_240e.py', '../_base_/distill_runtime.py']
 codewords = 'work_dirs/letkd-2_resnet56_resnet20_240e_cifar10/codewords.pth'
 model = dict(
-    type='kdplug.FeatureDistiller',
     student=dict(backbone=dict(
         _delete_=True,
         type='kdplug.BackboneWithModules',

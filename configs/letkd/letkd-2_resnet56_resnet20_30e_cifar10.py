@@ -9,8 +9,7 @@ _base_ = ['../_base_/models/resnet56_resnet20_cifar10.py', '../_base_/datasets/c
           '../_base_/schedules/cifar_30e.py', '../_base_/distill_runtime.py']
 codewords = 'work_dirs/letkd-2_resnet56_resnet20_30e_cifar10/codewords.pth'
 model = dict(
-    type='kdplug.FeatureDistiller',
-    teacher_ckpt='work_dirs/resnet56_30e_cifar10/epoch_30.pth',
+    teacher=dict(checkpoint='work_dirs/resnet56_30e_cifar10/epoch_30.pth'),
     student=dict(backbone=dict(
         _delete_=True,
         type='kdplug.BackboneWithModules',

@@ -9,8 +9,7 @@ _base_ = ['../_base_/models/resnet56_resnet20_tiny-imagenet.py', '../_base_/data
           '../_base_/schedules/cifar_30e.py', '../_base_/distill_runtime.py']
 codewords = 'work_dirs/letkd-2_resnet56_resnet20_30e_tiny-imagenet/codewords.pth'
 model = dict(
-    type='kdplug.FeatureDistiller',
-    teacher_ckpt='work_dirs/resnet56_30e_tiny-imagenet/epoch_30.pth',
+    teacher=dict(checkpoint='work_dirs/resnet56_30e_tiny-imagenet/epoch_30.pth'),
     student=dict(backbone=dict(
         _delete_=True,
         type='kdplug.BackboneWithModules',

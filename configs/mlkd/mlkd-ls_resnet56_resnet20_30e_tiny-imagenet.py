@@ -7,7 +7,7 @@ _base_ = ['../_base_/models/resnet56_resnet20_tiny-imagenet.py',
           '../_base_/schedules/cifar_30e.py', '../_base_/distill_runtime.py']
 model = dict(
     student=dict(head=dict(loss=dict(loss_weight=0.1))),  # w_ce
-    teacher_ckpt='work_dirs/resnet56_30e_tiny-imagenet/epoch_30.pth',
+    teacher=dict(checkpoint='work_dirs/resnet56_30e_tiny-imagenet/epoch_30.pth'),
     losses=dict(mlkd=dict(type='MLKDLoss', temperature=2.0, views=2, faithful=True, logit_norm='zscore',
                           loss_weight=9.0)),  # w_kd
 )

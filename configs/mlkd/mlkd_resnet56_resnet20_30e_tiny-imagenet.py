@@ -7,7 +7,7 @@ _base_ = ['../_base_/models/resnet56_resnet20_tiny-imagenet.py',
           '../_base_/schedules/cifar_30e.py', '../_base_/distill_runtime.py']
 model = dict(
     student=dict(head=dict(loss=dict(loss_weight=0.1))),  # w_ce
-    teacher_ckpt='work_dirs/resnet56_30e_tiny-imagenet/epoch_30.pth',
+    teacher=dict(checkpoint='work_dirs/resnet56_30e_tiny-imagenet/epoch_30.pth'),
     losses=dict(mlkd=dict(type='MLKDLoss', temperature=4.0, views=2, faithful=True, loss_weight=0.9)),  # w_kd
 )
 optim_wrapper = dict(optimizer=dict(lr=0.025))  # the MLKD authors' lr (kdplug's CIFAR schedules: 0.05)

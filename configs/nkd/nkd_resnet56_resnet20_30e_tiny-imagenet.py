@@ -3,6 +3,6 @@
 _base_ = ['../_base_/models/resnet56_resnet20_tiny-imagenet.py', '../_base_/datasets/tiny_imagenet_folder.py',
           '../_base_/schedules/cifar_30e.py', '../_base_/distill_runtime.py']
 model = dict(
-    teacher_ckpt='work_dirs/resnet56_30e_tiny-imagenet/epoch_30.pth',
+    teacher=dict(checkpoint='work_dirs/resnet56_30e_tiny-imagenet/epoch_30.pth'),
     losses=dict(nkd=dict(type='NKDLoss', temperature=3.0, gamma=3.5)),
 )

@@ -1,1 +1,2 @@
-"""Distillers: mmengine models that own a student, a frozen teacher (or a self-teacher) and the losses."""
+"""The distiller: an mmengine model that composes a task, a teacher source and losses (see
+:mod:`kdplug.distillers.distiller`); the student export."""

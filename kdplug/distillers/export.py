@@ -1,7 +1,8 @@
 """Student-only export: a distillation run's checkpoint -> a checkpoint that plain mmpretrain / mmdet loads.
 
-The distiller's state dict holds ``student.*`` (the teacher is never saved) and, for some methods, extra training
-modules (e.g. USKD's weak head, under ``aux.*``), which are dropped: the export is exactly the student model.
+The distiller's state dict holds ``student.*`` and, for some teacher sources, training-only state (an EMA teacher's
+``teacher.ema.*``, USKD's weak head ``teacher.head.*``; a checkpoint teacher is never saved), which is dropped: the
+export is exactly the student model.
 """
 from typing import Any, Dict
 

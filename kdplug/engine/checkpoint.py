@@ -103,7 +103,7 @@ def load_checkpoint_file(path: str, role: str = 'teacher') -> Any:
     if reason == 'does not exist':
         raise FileNotFoundError(
             f'{role} checkpoint {path!r} does not exist. Train the {role} first (tools/train.py with its config, '
-            f'e.g. configs/teachers/), then point {role}_ckpt at the .pth it wrote, or give a URL'
+            f'e.g. configs/teachers/), then set model.teacher.checkpoint to the .pth it wrote, or give a URL'
             if role == 'teacher' else f'{role} checkpoint {path!r} does not exist: check the path')
     if reason is not None:
         raise RuntimeError(f'{role} checkpoint {path!r} {reason}. Give the path of a complete .pth file '

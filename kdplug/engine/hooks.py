@@ -123,7 +123,7 @@ class TeacherEvalHook(Hook):
 
     def before_train(self, runner) -> None:
         model = unwrap(runner.model)
-        if getattr(model, 'teacher', None) is None:
+        if getattr(model, 'teacher_model', None) is None:  # no teacher network (USKD's weak head)
             return
         if runner.val_loop is None or runner.val_dataloader is None:
             runner.logger.warning('TeacherEvalHook: the run has no val_dataloader/val_evaluator: teacher not '
@@ -154,19 +154,27 @@ class TeacherEvalHook(Hook):
 
 
 class EMATeacherHook(Hook):
-    """Update an EMA self-teacher (``kdplug.EMADistiller``) after every optimizer step."""
+    """Update an EMA self-teacher (``teacher=dict(type='EMATeacher', xi=...)``) after every optimizer step."""
 
     priority = 'ABOVE_NORMAL'
 
-    def before_train(self, runner) -> None:
+    @staticmethod
+    def source(runner):
         model = unwrap(runner.model)
-        if not hasattr(model, 'update_teacher'):
-            raise TypeError(f'EMATeacherHook works with kdplug.EMADistiller, not {type(model).__name__}')
-        model.hook_attached = True
+        source = getattr(model, 'teacher', None)
+        if not callable(getattr(source, 'update', None)):
+            raise TypeError(f'EMATeacherHook updates an EMA teacher: {type(model).__name__} has '
+                            f'{getattr(source, "description", "no EMA teacher")}; use teacher=dict(type='
+                            "'EMATeacher', xi=0.99) or drop the hook")
+        return model, source
+
+    def before_train(self, runner) -> None:
+        self.source(runner)[1].hook_attached = True
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if runner.optim_wrapper.should_update():  # with gradient accumulation, only after the step that updated
-            unwrap(runner.model).update_teacher()
+            model, source = self.source(runner)
+            source.update(model.student)
 
 
 def write_text_atomically(path: str, text: str) -> None:

@@ -343,8 +343,8 @@ class LetKDLoss(nn.Module):
     def forward(self, layer: nn.Module, teacher_feature: Tensor, target: Optional[Tensor] = None
                 ) -> Dict[str, Tensor]:
         if not isinstance(layer, nn.Module):
-            raise TypeError('LetKDLoss trains a LetKDLayer of the student: use it in kdplug.FeatureDistiller (which '
-                            'calls loss(layer, teacher_feature, target)), not as a logit loss')
+            raise TypeError('LetKDLoss trains a LetKDLayer of the student: use it in kdplug.Distiller (which calls a '
+                            'loss with a student_module as loss(layer, teacher_feature, target)), not as a logit loss')
         logits = getattr(layer, 'assignment_logits', None)
         if logits is None:
             raise RuntimeError(f'LetKDLoss({self.student_module!r}): the student layer has no assignment logits: '

@@ -23,9 +23,9 @@ Positions (the keys of ``modules``):
 * ``'out'``: the last feature the backbone returns (for the CIFAR WideResNets, after their final BN-ReLU, the
   penultimate feature the paper's nets pool).
 
-The training losses of a student-side module are ordinary losses of a distiller (``kdplug.FeatureDistiller``),
-contributed through ``kdplug_student_modules`` with the module, that name the module they
-supervise (see :class:`StudentModuleLoss`).
+The training losses of a student-side module are ordinary losses of ``kdplug.Distiller`` (told apart from logit
+losses by their ``student_module`` attribute), contributed through ``kdplug_student_modules`` with the module, that
+name the module they supervise (see :class:`StudentModuleLoss`).
 
 The wrapper's weights are ``backbone.*`` (the wrapped backbone) and ``inserted.<position>.*`` (the modules; a
 position's dots become ``__``). A student with inserted modules is exported and loaded like any other student, with

@@ -1,4 +1,4 @@
-"""Train a model (a student with kdplug's distillers, or a plain mmpretrain / mmdet teacher) from a config.
+"""Train a model (a student distilled by kdplug.Distiller, or a plain mmpretrain / mmdet teacher) from a config.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
     bash tools/dist_train.sh CONFIG GPUS [...]      # several GPUs, through torchrun and mmengine's launcher
@@ -28,7 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--no-validate', action='store_true', help='do not evaluate during training')
     parser.add_argument('--auto-scale-lr', action='store_true', help='scale the lr with the total batch size')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config keys, e.g. model.teacher_ckpt=teacher.pth')
+                        help='override config keys, e.g. model.teacher.checkpoint=teacher.pth')
     parser.add_argument('--no-pin-memory', action='store_true', help='do not pin the dataloaders\' memory')
     parser.add_argument('--no-persistent-workers', action='store_true',
                         help='do not keep the dataloaders\' workers alive between epochs')

@@ -7,4 +7,5 @@ from kdplug import hookimpl
 @hookimpl
 def kdplug_transforms() -> List[type]:
     from kdplug.transforms.cached_load import CachedLoadImageFromFile
-    return [CachedLoadImageFromFile]
+    from kdplug.transforms.replay import ReplayRandomCrop, ReplayRandomFlip, ReplayRandomResizedCrop
+    return [CachedLoadImageFromFile, ReplayRandomCrop, ReplayRandomFlip, ReplayRandomResizedCrop]

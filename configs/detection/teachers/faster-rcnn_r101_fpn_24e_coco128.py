@@ -1,6 +1,7 @@
 # The coco128 teacher, plain mmdet: Faster R-CNN R-101-FPN (ImageNet-initialised backbone), 24 epochs on coco128.
 # python tools/train.py configs/detection/teachers/faster-rcnn_r101_fpn_24e_coco128.py
-# -> work_dirs/faster-rcnn_r101_fpn_24e_coco128/epoch_24.pth, the teacher_ckpt of the *_coco128.py distillation configs.
+# -> work_dirs/faster-rcnn_r101_fpn_24e_coco128/epoch_24.pth, the teacher checkpoint (model.teacher.checkpoint) of
+# the *_faster-rcnn_r101_r50_*_coco128.py distillation configs.
 _base_ = ['mmdet::_base_/models/faster-rcnn_r50_fpn.py', '../_base_/coco128_detection.py',
           '../_base_/schedule_coco128_12e.py', 'mmdet::_base_/default_runtime.py']
 model = dict(backbone=dict(depth=101, init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet101')))

@@ -1,0 +1,1 @@
+"""An example third-party kdplug plugin package: a semantic segmentation task for mmsegmentation."""

@@ -1,0 +1,253 @@
+"""Distiller: one mmengine model for every distillation: a task, a teacher source and losses::
+
+    model = dict(
+        type='kdplug.Distiller',
+        task=dict(type='ClassificationTask'),           # or TwoStageDetectionTask, or a plugin's task
+        student=dict(type='ImageClassifier', ...),      # or dict(cfg_path='mmpretrain::resnet/resnet18_8xb32_in1k.py')
+        teacher=dict(type='CheckpointTeacher', model=dict(type='ImageClassifier', ...),
+                     checkpoint='work_dirs/teacher/epoch_240.pth'),   # or EMATeacher(xi=...), WeakHeadTeacher(...)
+        losses=dict(kd=dict(type='KDLoss', temperature=4.0, loss_weight=0.9)))
+
+A training step: the task runs the student once (its own losses, logged ``student.*``; the rows of logits to
+distil); the teacher source gives the teacher's logits for the same rows; each loss is logged
+``distill.<key>loss_<name>`` (``<key>``: empty, or a row group's such as a cascade stage's ``s1.``), multiplied by
+its warm-up scale (``loss_scales[name]``, 1.0 unless ``LossWarmupHook`` ramps it) and by the group's scale.
+
+``losses`` holds two kinds, told apart by a ``student_module`` attribute:
+
+* **logit losses** (``kdplug_losses``): ``forward(student_logits, teacher_logits, target=None, weight=None)``;
+  ``weight`` (row weights of the task: background RoIs, ignored pixels; teacher rows with NaN / inf get 0) is
+  passed to the losses whose ``forward`` takes it. A task that weighs rows refuses losses that do not.
+* **student-module losses** (letKD; ``kdplug_student_modules``): ``loss(module, teacher_feature, target)`` with the
+  student-side module at ``loss.student_module`` and the teacher's feature at ``loss.teacher_stage`` (``'out'`` or
+  a submodule of its backbone); a dict result adds its other entries as diagnostics ``distill.<name>_<key>``.
+
+Views: a loss with ``views = 2`` (MLKD) takes two views of every image (weak rows, then strong rows); all the
+losses take the same number, at most the task's ``max_views``, and every batch must bring it.
+
+Prediction and export use the student only (``predicting_with_teacher()`` evaluates the teacher network).
+"""
+import inspect
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+import torch
+from mmengine.model import BaseModel
+from torch import Tensor, nn
+
+from kdplug.tasks.base import StudentOutput
+
+
+def is_module_loss(loss: nn.Module) -> bool:
+    return isinstance(getattr(loss, 'student_module', None), str)
+
+
+class Distiller(BaseModel):
+
+    def __init__(self, task: Union[str, dict], student: dict, teacher: dict, losses: Mapping[str, dict],
+                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
+        from kdplug.registry import MODELS, TASKS, TEACHERS
+        self_task = TASKS.build(dict(type=task) if isinstance(task, str) else task)
+        student_cfg = self_task.model_config(student)
+        super().__init__(data_preprocessor=self_task.data_preprocessor(data_preprocessor, student_cfg),
+                         init_cfg=init_cfg)
+        self.task = self_task
+        if not losses:
+            raise ValueError('a distiller needs at least one loss, e.g. losses=dict(kd=dict(type="KDLoss", '
+                             'temperature=4.0, loss_weight=0.9))')
+        if not isinstance(teacher, Mapping) or 'type' not in teacher:
+            raise ValueError(f'teacher={teacher!r}: give a teacher source, e.g. teacher=dict(type="CheckpointTeacher", '
+                             'model=..., checkpoint=...), dict(type="EMATeacher", xi=0.99) or '
+                             'dict(type="WeakHeadTeacher", position="layer3"); registered: '
+                             f'{", ".join(sorted(TEACHERS.all_names()))}')
+        self.losses = nn.ModuleDict({name: MODELS.build(cfg) for name, cfg in losses.items()})
+        self.loss_scales: Dict[str, float] = {name: 1.0 for name in self.losses}
+        self.module_losses: Tuple[str, ...] = tuple(n for n, loss in self.losses.items() if is_module_loss(loss))
+        self.logit_losses: Tuple[str, ...] = tuple(n for n in self.losses if n not in self.module_losses)
+        self._takes_weight = {name: 'weight' in inspect.signature(self.losses[name].forward).parameters
+                              for name in self.logit_losses}
+        self.num_views = self._check_views()
+        self._check_weights()
+
+        self.student = self.task.build_model(student_cfg, 'student')
+        self.teacher = TEACHERS.build(teacher)
+        self.teacher.setup(self.task, self.student, self.data_preprocessor)
+        self._check_module_losses()
+        self._predict_with_teacher = False
+        self._nonfinite_teacher_rows: Optional[Tensor] = None  # a device-side count: no host sync per step
+        self._teacher_checks = 0
+
+    # -- checks at build time -----------------------------------------------------------------------------------
+    def _check_views(self) -> int:
+        views = {name: getattr(self.losses[name], 'views', 1) for name in self.logit_losses}
+        if len(set(views.values())) > 1:
+            raise ValueError(f'the losses take different numbers of views of each image ({views}): a batch brings '
+                             'one number of views, so give them all the same (e.g. MLKDLoss(views=2) alone)')
+        num_views = next(iter(views.values()), 1)
+        if num_views > self.task.max_views or (num_views > 1 and self.module_losses):
+            raise ValueError(f'{type(self.task).__name__} gives its losses {self.task.max_views} view(s) of each '
+                             f'image{" with student-module losses, one" if self.module_losses else ""}, but '
+                             f'{sorted(views)} take {num_views} (e.g. MLKDLoss(views=2)): use views=1, or '
+                             'ClassificationTask with a MultiView pipeline and logit losses only')
+        return num_views
+
+    def _check_weights(self) -> None:
+        unweighted = [name for name, takes in self._takes_weight.items() if not takes]
+        if self.task.weighs_rows and unweighted:
+            raise ValueError(f'{type(self.task).__name__} weighs rows (e.g. background RoIs, ignored pixels), but '
+                             f'the losses {unweighted} take no row weights: give their forward a weight=None '
+                             'argument (the loss contract, docs/plugins.md), or change the task\'s options')
+
+    def _check_module_losses(self) -> None:
+        from kdplug.models.student_modules import student_modules
+        if not self.module_losses:
+            return
+        modules = student_modules(self.student)
+        for name in self.module_losses:
+            loss = self.losses[name]
+            if loss.student_module not in modules:
+                raise ValueError(
+                    f'loss {name!r} trains the student module at {loss.student_module!r}, but the student has '
+                    f'{"modules at " + ", ".join(map(repr, modules)) if modules else "no student-side modules"}. '
+                    'Insert it with backbone=dict(type="kdplug.BackboneWithModules", backbone=..., '
+                    f'modules=dict({loss.student_module}=dict(type=...)))')
+        if self.teacher.model is None:
+            raise ValueError(f'the losses {list(self.module_losses)} learn from a teacher network\'s features, and '
+                             f'{self.teacher.description} has none: use CheckpointTeacher or EMATeacher')
+        self.task.check_positions(self.teacher.model, self.teacher_stages(), 'teacher')
+        bad = [name for name in self.module_losses if 'loss' in name]
+        if bad:
+            raise ValueError(f'rename the losses {bad}: a student-module loss\'s diagnostics are logged as '
+                             '"distill.<name>_<key>", and mmengine would sum every key containing "loss"')
+
+    def teacher_stages(self) -> List[str]:
+        return sorted({self.losses[name].teacher_stage for name in self.module_losses})
+
+    # -- the teacher network: kept in eval mode, evaluated on request -------------------------------------------
+    @property
+    def teacher_model(self) -> Optional[nn.Module]:
+        return self.teacher.model
+
+    @contextmanager
+    def predicting_with_teacher(self) -> Iterator[None]:
+        """Within this context ``predict`` runs the teacher network (to evaluate it before training)."""
+        if self.teacher_model is None:
+            raise RuntimeError(f'{self.teacher.description} is not a network to evaluate')
+        self._predict_with_teacher = True
+        try:
+            yield
+        finally:
+            self._predict_with_teacher = False
+
+    # -- non-finite teacher logits ------------------------------------------------------------------------------
+    #: How often (in calls) the count of non-finite teacher rows is read on an accelerator; on the CPU, every call.
+    TEACHER_CHECK_INTERVAL = 50
+
+    def finite_teacher_rows(self, teacher_logits: Tensor,
+                            weight: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+        """Teacher rows with a NaN or inf are left out of every loss (logits zeroed, row weight 0), so no NaN
+        reaches the student's gradient, and counted on the device. Reading the count synchronises with the device,
+        so it is read every call on the CPU and every :attr:`TEACHER_CHECK_INTERVAL` calls (and before every
+        prediction) on an accelerator: a broken teacher stops the run within that many steps, with the student's
+        weights intact."""
+        finite = torch.isfinite(teacher_logits).all(dim=-1)
+        bad = (~finite).sum()
+        self._nonfinite_teacher_rows = bad if self._nonfinite_teacher_rows is None else \
+            self._nonfinite_teacher_rows + bad
+        self._teacher_checks += 1
+        if teacher_logits.device.type == 'cpu' or self._teacher_checks % self.TEACHER_CHECK_INTERVAL == 0:
+            self.check_teacher_rows()
+        teacher_logits = torch.where(finite.unsqueeze(-1), teacher_logits, torch.zeros_like(teacher_logits))
+        keep = finite.to(teacher_logits.dtype if teacher_logits.is_floating_point() else torch.float32)
+        return teacher_logits, keep if weight is None else weight * keep
+
+    def check_teacher_rows(self) -> None:
+        """Raise if any teacher row seen so far was not finite."""
+        count = 0 if self._nonfinite_teacher_rows is None else int(self._nonfinite_teacher_rows)
+        if count:
+            raise FloatingPointError(
+                f'{self.teacher.description} produced non-finite logits (NaN or inf) for {count} rows in the '
+                f'{self._teacher_checks} distillation steps so far. Those rows were left out of the distillation '
+                'losses, so the student\'s weights are finite, and the run stops here. Check the teacher: evaluate '
+                'it alone (tools/test.py with its config and checkpoint), check its input normalisation against the '
+                'student\'s data_preprocessor, and under --amp try float32 for the teacher (float16 overflows past '
+                '65504)' + ('; an EMA self-teacher is an average of the student, so the student itself diverged: '
+                            'lower the learning rate' if 'EMA' in self.teacher.description else ''))
+
+    # -- losses -------------------------------------------------------------------------------------------------
+    def check_views(self, views: int) -> None:
+        """Raise unless the batch brings as many views of each image as the losses take."""
+        if views == self.num_views:
+            return
+        names = {name: type(loss).__name__ for name, loss in self.losses.items()}
+        if views < self.num_views:
+            raise ValueError(
+                f'the losses {names} take {self.num_views} views of every image (MLKD: a weak and a strong one), '
+                f'but the batch brings {views}: put mmpretrain\'s dict(type=\'MultiView\', num_views=[1, 1], '
+                'transforms=[weak_pipeline, strong_pipeline]) before PackInputs in the training pipeline, with '
+                "data_preprocessor=dict(type='mmpretrain.SelfSupDataPreprocessor', ...), as "
+                'configs/_base_/datasets/*_multiview.py do')
+        raise ValueError(f'the training pipeline gives {views} views of every image (a MultiView transform), but the '
+                         f'losses {names} take {self.num_views}: remove the MultiView transform, or use losses that '
+                         'take the views (MLKDLoss(views=2))')
+
+    def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor],
+                       weight: Optional[Tensor] = None, scale: float = 1.0, key: str = '') -> Dict[str, Tensor]:
+        """``distill.<key>loss_<name>`` of each logit loss, times its warm-up scale and ``scale``."""
+        if self.teacher.external:
+            teacher_logits, weight = self.finite_teacher_rows(teacher_logits, weight)
+        out = {}
+        for name in self.logit_losses:
+            loss = self.losses[name]
+            kwargs = {} if weight is None or not self._takes_weight[name] else {'weight': weight}
+            value = loss(student_logits, teacher_logits, target, **kwargs)
+            out[f'distill.{key}loss_{name}'] = (self.loss_scales[name] * scale) * value
+        return out
+
+    def module_losses_of(self, student: StudentOutput, teacher_feats: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """``distill.loss_<name>`` (and its diagnostics) of each student-module loss."""
+        from kdplug.models.student_modules import student_modules
+        modules = student_modules(self.student)
+        out: Dict[str, Tensor] = {}
+        for name in self.module_losses:
+            loss = self.losses[name]
+            value = loss(modules[loss.student_module], teacher_feats[loss.teacher_stage], student.target)
+            if not isinstance(value, Mapping):
+                value = {'loss': value}
+            out[f'distill.loss_{name}'] = self.loss_scales[name] * value['loss']
+            for key, extra in value.items():
+                if key != 'loss':
+                    out[f'distill.{name}_{key}'] = extra.detach() if isinstance(extra, Tensor) else extra
+        return out
+
+    def loss(self, inputs: Any, data_samples: List) -> Dict[str, Tensor]:
+        self.teacher.before_step(self.student)
+        student = self.task.student_forward(self.student, inputs, data_samples, self.teacher.student_positions)
+        self.check_views(student.views)
+        teacher_logits, teacher_feats = self.teacher.teach(self.task, inputs, data_samples, student,
+                                                           self.teacher_stages(), with_logits=bool(self.logit_losses))
+        losses = {f'student.{key}': value for key, value in student.losses.items()}
+        if self.logit_losses:
+            for rows, logits in zip(student.rows, teacher_logits):
+                losses.update(self.distill_losses(rows.logits, logits, rows.target, rows.weight, rows.scale,
+                                                  rows.key))
+        losses.update(self.module_losses_of(student, teacher_feats))
+        losses.update({f'distill.{key}': value for key, value in student.diagnostics.items()})
+        return losses
+
+    # -- mmengine's modes ---------------------------------------------------------------------------------------
+    def predict(self, inputs: Any, data_samples: Optional[List] = None) -> List:
+        return self.task.predict(self.teacher_model if self._predict_with_teacher else self.student, inputs,
+                                 data_samples)
+
+    def forward(self, inputs: Any, data_samples: Optional[List] = None, mode: str = 'tensor'):
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            if self.teacher.external:
+                self.check_teacher_rows()  # validation runs after the last training steps: nothing unreported
+            return self.predict(inputs, data_samples)
+        if mode == 'tensor':
+            return self.task.tensor_forward(self.student, inputs, data_samples)
+        raise RuntimeError(f'invalid mode {mode!r}: use "loss", "predict" or "tensor"')
+

@@ -1,0 +1,110 @@
+"""Classification with mmpretrain classifiers (``ImageClassifier`` and any classifier with ``extract_feat`` and a
+``ClsHead``): one row of logits per image, its label (or the soft label mixup / cutmix leave) as the target::
+
+    model = dict(type='kdplug.Distiller', task=dict(type='ClassificationTask'), student=..., teacher=..., losses=...)
+
+A batch of a MultiView pipeline (mmpretrain's ``MultiView`` before ``PackInputs``, default_collate, then
+``SelfSupDataPreprocessor``: a list of (N, C, H, W) tensors, one per view) is distilled view after view, (V N, C)
+rows: the student runs once per view (BatchNorm statistics per view) with its own losses summed over the views
+(w_ce (CE(weak) + CE(strong)) for MLKD), the teacher once on all the views.
+"""
+import copy
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .base import LogitRows, StudentOutput, Task
+
+DEFAULT_DATA_PREPROCESSOR = 'mmpretrain.ClsDataPreprocessor'
+
+
+def split_views(inputs: Any) -> List[Tensor]:
+    """The views of a batch: one (N, C, H, W) tensor is one view; a MultiView pipeline gives a list of them."""
+    if isinstance(inputs, Tensor):
+        if inputs.dim() == 5:
+            raise ValueError(
+                f'a batch of shape {tuple(inputs.shape)}: mmpretrain\'s ClsDataPreprocessor stacks the views of a '
+                'MultiView pipeline into one tensor (and its to_rgb looks at the wrong axis). Give such a pipeline '
+                "data_preprocessor=dict(type='mmpretrain.SelfSupDataPreprocessor', mean=..., std=..., to_rgb=...), "
+                'as configs/_base_/datasets/*_multiview.py do')
+        return [inputs]
+    views = list(inputs)
+    if not views or not all(isinstance(v, Tensor) and v.dim() == 4 and v.shape[0] == views[0].shape[0]
+                            for v in views):
+        shapes = [tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__ for v in views]
+        raise ValueError(f'expected one (N, C, H, W) tensor per view of a MultiView batch (default_collate), got '
+                         f'{shapes}')
+    return views
+
+
+def targets(data_samples: List) -> Tensor:
+    """Hard labels (N,), or the soft labels (N, C) that mixup / cutmix leave in ``gt_score``."""
+    if 'gt_score' in data_samples[0]:
+        return torch.stack([sample.gt_score for sample in data_samples])
+    return torch.cat([sample.gt_label for sample in data_samples])
+
+
+class ClassificationTask(Task):
+    """mmpretrain classifiers; no options."""
+
+    scope = 'mmpretrain'
+    max_views = 2
+
+    def data_preprocessor(self, data_preprocessor: Optional[dict], student_cfg: dict) -> dict:
+        """The run's (or the student's) preprocessor, as mmpretrain's ClsDataPreprocessor with the student's batch
+        augments (mixup / cutmix, its ``train_cfg``)."""
+        cfg = copy.deepcopy(dict(data_preprocessor or student_cfg.get('data_preprocessor') or {}))
+        cfg.setdefault('type', DEFAULT_DATA_PREPROCESSOR)
+        if cfg['type'] == 'ClsDataPreprocessor':
+            cfg['type'] = DEFAULT_DATA_PREPROCESSOR
+        if student_cfg.get('train_cfg'):
+            if str(cfg['type']).endswith('SelfSupDataPreprocessor'):
+                raise ValueError(f"{cfg['type']} (a MultiView pipeline's) takes no batch augments: drop the "
+                                 "student's train_cfg (mixup / cutmix), or use one view and ClsDataPreprocessor")
+            cfg.setdefault('batch_augments', student_cfg['train_cfg'])
+        return cfg
+
+    def num_classes(self, model: nn.Module) -> Optional[int]:
+        return getattr(getattr(model, 'head', None), 'num_classes', None)
+
+    @staticmethod
+    def logits(classifier: nn.Module, inputs: Tensor) -> Tensor:
+        """Classification logits (N, C) of a preprocessed batch."""
+        return classifier.head(classifier.extract_feat(inputs))
+
+    def _logits_and_losses(self, classifier: nn.Module, inputs: Tensor, data_samples: List) -> Tuple[Tensor, Dict]:
+        """Logits and the head's own losses from one forward (``head.loss`` would run the head again)."""
+        cls_score = self.logits(classifier, inputs)
+        return cls_score, classifier.head._get_loss(cls_score, data_samples)
+
+    def student_forward(self, student: nn.Module, inputs: Any, data_samples: List,
+                        positions: Sequence[str] = ()) -> StudentOutput:
+        views = split_views(inputs)
+        if positions and len(views) > 1:
+            raise ValueError(f'features at {sorted(positions)} are recorded from one view of each image, but the '
+                             f'batch brings {len(views)}: use one view with feature-level methods')
+        losses: Dict[str, Tensor] = {}
+        scores = []
+        with self.recording(student, positions) as feats:
+            for view in views:
+                cls_score, view_losses = self._logits_and_losses(student, view, data_samples)
+                scores.append(cls_score)
+                for key, value in view_losses.items():  # keys without "loss" (accuracy) from the first view
+                    losses[key] = losses[key] + value if key in losses and 'loss' in key else losses.get(key, value)
+        target = targets(data_samples)
+        rows = LogitRows(logits=torch.cat(scores) if len(scores) > 1 else scores[0],
+                         target=torch.cat([target] * len(views)) if len(views) > 1 else target)
+        return StudentOutput(losses=losses, rows=[rows], target=target, features=dict(feats), views=len(views))
+
+    def teacher_logits(self, teacher: nn.Module, inputs: Any, data_samples: List,
+                       student: StudentOutput) -> List[Tensor]:
+        views = split_views(inputs)
+        return [self.logits(teacher, views[0] if len(views) == 1 else torch.cat(views))]
+
+    @staticmethod
+    def first_view(inputs: Any) -> Tensor:
+        return split_views(inputs)[0]
+
+    def tensor_forward(self, model: nn.Module, inputs: Any, data_samples: Optional[List]) -> Tensor:
+        return self.logits(model, inputs)

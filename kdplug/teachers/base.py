@@ -1,0 +1,67 @@
+"""The contract of a teacher source: where the teacher's logits (and features) come from, for any task.
+
+A teacher source is an ``nn.Module`` built from the ``teacher=`` of a :class:`kdplug.Distiller` config. The
+distiller calls :meth:`TeacherSource.setup` once, after building the student, then, every training step,
+:meth:`TeacherSource.teach` with the student's output; it returns the teacher's logits for each group of rows
+(same rows, same order) and the teacher's features at the positions feature-level losses ask for. Sources:
+
+* :class:`~kdplug.teachers.checkpoint.CheckpointTeacher`: a frozen model loaded from a checkpoint;
+* :class:`~kdplug.teachers.ema.EMATeacher`: an exponential moving average of the student;
+* :class:`~kdplug.teachers.weak_head.WeakHeadTeacher`: no teacher model: a trained linear head on a middle stage
+  of the student itself (USKD's weak head).
+
+:class:`ModelTeacher` is the base of sources that hold a teacher network: it runs the task's
+:meth:`~kdplug.tasks.base.Task.teacher_logits` without gradient, recording features on the way. A new source (an
+offline cache of logits, say) is one class with ``setup`` and ``teach`` plus one line in a plugin's
+``kdplug_teachers`` hook.
+"""
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from kdplug.tasks.base import StudentOutput, Task
+
+
+class TeacherSource(nn.Module):
+    """Base of the teacher sources (see the module docstring)."""
+
+    #: How errors and logs name this teacher.
+    description = 'the teacher'
+    #: Whether its rows come from another network than the student (then rows with NaN or inf are left out of
+    #: the losses and stop the run; a student's own head is the student's business).
+    external = True
+    #: Positions of the STUDENT's backbone whose features this source reads (StudentOutput.features).
+    student_positions: Tuple[str, ...] = ()
+
+    def setup(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
+        """Build what the source needs, once the student exists."""
+
+    def before_step(self, student: nn.Module) -> None:
+        """Called at the start of every training step (the EMA teacher starts as a copy of the student)."""
+
+    @property
+    def model(self) -> Optional[nn.Module]:
+        """The teacher network (to evaluate it, or to read its features), or None when there is none."""
+        return None
+
+    def teach(self, task: Task, inputs: Any, data_samples: List, student: StudentOutput,
+              positions: Sequence[str] = (), with_logits: bool = True
+              ) -> Tuple[Optional[List[Tensor]], Dict[str, Tensor]]:
+        """The teacher's logits for each group of ``student.rows`` (None unless ``with_logits``) and its features
+        at ``positions`` (of its backbone)."""
+        raise NotImplementedError
+
+
+class ModelTeacher(TeacherSource):
+    """A source backed by a teacher network, run without gradient on the student's batch."""
+
+    @torch.no_grad()
+    def teach(self, task: Task, inputs: Any, data_samples: List, student: StudentOutput,
+              positions: Sequence[str] = (), with_logits: bool = True
+              ) -> Tuple[Optional[List[Tensor]], Dict[str, Tensor]]:
+        if not with_logits:
+            return None, task.features(self.model, inputs, positions)
+        with task.recording(self.model, positions) as feats:
+            logits = task.teacher_logits(self.model, inputs, data_samples, student)
+        return logits, dict(feats)

@@ -1,0 +1,190 @@
+"""The teacher cache on disk: a teacher's logits for every (image, view), memory-mapped, checked by what made it.
+
+A store is a folder:
+
+* ``header.json``: format, mode (``views``: every discrete view of each image; ``epochs``: the views a seeded run
+  draws, epoch by epoch), ``slots`` (views per image), the view parameters' layout, the dtype, the class count and
+  what it was made from (sha256 of the teacher checkpoint, the teacher's model config, the pipeline, the dataset and
+  its length, the classes, the seed); ``complete`` once every image is written;
+* ``logits.npy`` (``num_images * slots``, C) float16 or float32, and ``params.npy`` (``num_images * slots``, P)
+  int32: the view each row was computed on (:func:`view_vector`), so a lookup checks the view it serves;
+* ``done.npy`` (``num_images``,) uint8: images written (a killed job resumes at the first image not done);
+* ``images.json``: each image's file, as its last two path components (``class/name.jpg``), so a run on another
+  dataset (another list, order or subset) is caught at the first image that differs, wherever its data root is.
+
+Row ``i * slots + s`` is slot ``s`` of image ``i`` (the dataset's ``sample_idx``). All arrays are ``.npy`` files read
+with ``allow_pickle=False`` and ``mmap_mode``: opening a store reads no logits.
+"""
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+FORMAT = 'kdplug-teacher-cache/1'
+HEADER, LOGITS, PARAMS, DONE, IMAGES = 'header.json', 'logits.npy', 'params.npy', 'done.npy', 'images.json'
+DIRECTIONS = (None, 'horizontal', 'vertical', 'diagonal')
+
+
+class TeacherCacheError(RuntimeError):
+    """A store that cannot serve this run (another teacher, pipeline or dataset, a missing view, a shape)."""
+
+
+def view_layout(view: Mapping[str, Sequence]) -> List[Tuple[str, int]]:
+    """``[(transform name, number of ints)]`` of a recorded view, in a fixed (sorted) order."""
+    return [(name, len(view[name])) for name in sorted(view)]
+
+
+def view_vector(view: Mapping[str, Sequence], layout: Sequence[Tuple[str, int]]) -> List[int]:
+    """A recorded view (``results['view']``) as ints in ``layout`` order; flip directions as their index in
+    :data:`DIRECTIONS`."""
+    if sorted(view) != [name for name, _ in layout]:
+        raise TeacherCacheError(f'the view {dict(view)} has the transforms {sorted(view)}, the store '
+                                f'{[name for name, _ in layout]}: the store was made with another pipeline')
+    out: List[int] = []
+    for name, _ in layout:
+        for value in view[name]:
+            out.append(DIRECTIONS.index(value) if value is None or isinstance(value, str) else int(value))
+    return out
+
+
+def sha256(path: str, chunk: int = 1 << 20) -> str:
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class TeacherCacheStore:
+    """A store folder (see the module docstring), opened for reading or being written."""
+
+    def __init__(self, path: str, header: Dict[str, Any], mode: str = 'r') -> None:
+        self.path, self.header = Path(path), header
+        self._images: Optional[List[str]] = None
+        self.slots, self.num_images = int(header['slots']), int(header['num_images'])
+        self.layout = [tuple(item) for item in header['layout']]
+        self.logits = np.load(self.path / LOGITS, mmap_mode=mode, allow_pickle=False)
+        self.params = np.load(self.path / PARAMS, mmap_mode=mode, allow_pickle=False)
+        self.done = np.load(self.path / DONE, mmap_mode=mode, allow_pickle=False)
+
+    # -- making one ---------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str, header: Dict[str, Any], images: Optional[Sequence[str]] = None
+               ) -> 'TeacherCacheStore':
+        """A new store (or the one already at ``path`` when its header matches: a resumed job); ``images``: each
+        image's file path."""
+        path = Path(path)
+        # as JSON will give it back (tuples as lists, config dicts as dicts): a resumed job compares equal
+        header = json.loads(json.dumps(dict(header, format=FORMAT, complete=False), default=str))
+        rows = int(header['num_images']) * int(header['slots'])
+        width = sum(n for _, n in header['layout'])
+        if (path / HEADER).is_file():
+            old = json.loads((path / HEADER).read_text())
+            differs = sorted(k for k in set(old) | set(header) if k != 'complete' and old.get(k) != header.get(k))
+            if differs:
+                raise TeacherCacheError(f'{path} holds a store made with other settings ({", ".join(differs)}): '
+                                        'give another --out, or delete it to start again')
+            return cls(path, old, mode='r+')
+        path.mkdir(parents=True, exist_ok=True)
+        write_json(path / IMAGES, {'images': [image_key(p) for p in images or []]})
+        np.lib.format.open_memmap(path / LOGITS, mode='w+', dtype=np.dtype(header['dtype']),
+                                  shape=(rows, int(header['num_classes']))).flush()
+        np.lib.format.open_memmap(path / PARAMS, mode='w+', dtype=np.int32, shape=(rows, width)).flush()
+        np.lib.format.open_memmap(path / DONE, mode='w+', dtype=np.uint8, shape=(int(header['num_images']),)).flush()
+        write_json(path / HEADER, header)  # last: a folder without it is not a store
+        return cls(path, header, mode='r+')
+
+    def write(self, index: int, logits: np.ndarray, params: np.ndarray) -> None:
+        """All the slots of image ``index``; marked done once its rows are flushed."""
+        rows = slice(index * self.slots, (index + 1) * self.slots)
+        self.logits[rows] = logits
+        self.params[rows] = params
+        self.done[index] = 1
+
+    def flush(self) -> None:
+        self.logits.flush()
+        self.params.flush()
+        self.done.flush()  # after the rows it vouches for
+
+    def mark_complete(self) -> None:
+        self.flush()
+        if not self.done.all():
+            raise TeacherCacheError(f'{int((self.done == 0).sum())} images are not written yet')
+        self.header['complete'] = True
+        write_json(self.path / HEADER, self.header)
+
+    # -- reading ------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str) -> 'TeacherCacheStore':
+        path = Path(path)
+        try:
+            header = json.loads((path / HEADER).read_text())
+        except (OSError, ValueError) as exc:
+            raise TeacherCacheError(f'{path} is not a teacher cache ({exc.__class__.__name__}: {exc}): make one with '
+                                    'python tools/cache_teacher.py CONFIG') from None
+        if header.get('format') != FORMAT:
+            raise TeacherCacheError(f'{path}: format {header.get("format")!r}, expected {FORMAT!r}')
+        if not header.get('complete'):
+            raise TeacherCacheError(f'{path} is incomplete (the cache job stopped before the end): run the same '
+                                    'tools/cache_teacher.py command again, it resumes where it stopped')
+        return cls(path, header)
+
+    def check_images(self, sample_idx: Sequence[int], paths: Sequence[str]) -> None:
+        """Raise unless image ``sample_idx[k]`` of the store is the file ``paths[k]``."""
+        if self._images is None:
+            self._images = json.loads((self.path / IMAGES).read_text())['images']
+        if not self._images:
+            return
+        for index, path in zip(sample_idx, paths):
+            if not 0 <= int(index) < len(self._images) or self._images[int(index)] != image_key(path):
+                raise TeacherCacheError(
+                    f'image {int(index)} of this run is {image_key(path)!r}, of the teacher cache '
+                    f'{self._images[int(index)] if 0 <= int(index) < len(self._images) else "nothing"!r}: the store '
+                    'was made from another dataset (list, order or subset); make it again from this config')
+
+    def lookup(self, sample_idx: Sequence[int], views: Sequence[Mapping[str, Sequence]]) -> np.ndarray:
+        """The rows of (image, view) pairs, (B, C): for each, the slot whose recorded view is that view."""
+        wanted = np.asarray([view_vector(view, self.layout) for view in views], dtype=np.int32)
+        index = np.asarray(sample_idx, dtype=np.int64)
+        if index.min(initial=0) < 0 or index.max(initial=0) >= self.num_images:
+            raise TeacherCacheError(f'sample index {int(index.max())} outside the {self.num_images} images of the '
+                                    'store: it was made from another dataset')
+        params = self.params.reshape(self.num_images, self.slots, -1)[index]      # (B, S, P)
+        match = (params == wanted[:, None, :]).all(-1)                               # (B, S)
+        found = match.any(1)
+        if not found.all():
+            first = int(np.flatnonzero(~found)[0])
+            raise TeacherCacheError(
+                f'the store has no view {dict(views[first])} of image {int(index[first])} ({self.header["mode"]} '
+                'mode): ' + ('the student\'s run draws other views than the cache job did: run it with the same '
+                             'seed, sampler, batch size, workers and world size as tools/cache_teacher.py, or make '
+                             'the store in views mode' if self.header['mode'] == 'epochs' else
+                             'the store was made with another pipeline'))
+        return np.asarray(self.logits[index * self.slots + match.argmax(1)])
+
+    def size_bytes(self) -> int:
+        return sum(os.path.getsize(self.path / name) for name in (LOGITS, PARAMS, DONE, HEADER, IMAGES))
+
+
+def image_key(path: str) -> str:
+    """An image file by its last two path components (``airplane/0001.jpg``): independent of the data root."""
+    parts = Path(str(path)).parts
+    return '/'.join(parts[-2:])
+
+
+def write_json(path: Path, data: Dict[str, Any]) -> None:
+    """``path`` replaced whole (a reader never sees half a header)."""
+    partial = path.with_name(path.name + '.partial')
+    partial.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
+    os.replace(partial, path)
+
+
+def first_difference(made_from: Mapping[str, Any], now: Mapping[str, Any]) -> Optional[str]:
+    """The first key whose value differs between what a store was made from and this run, or None."""
+    for key in sorted(set(made_from) | set(now)):
+        if made_from.get(key) != now.get(key):
+            return key
+    return None

@@ -1,0 +1,101 @@
+"""CachedTeacher: the teacher's logits read from a store that ``tools/cache_teacher.py`` wrote, never computed::
+
+    teacher=dict(type='CachedTeacher', store='work_dirs/teacher_cache',
+                 model=dict(type='ImageClassifier', ...), checkpoint='work_dirs/teacher/epoch_240.pth')
+
+``model`` and ``checkpoint`` are the teacher the store must have been made from (nothing is built from them: they
+identify it). Each training image brings its dataset index (``sample_idx``) and the view its replayable transforms
+drew (``view``: ``kdplug.ReplayRandomCrop`` / ``ReplayRandomFlip`` / ``ReplayRandomResizedCrop`` and
+``PackInputs(meta_keys=(..., 'view'))``); the source returns the row the store holds for exactly that (image, view).
+
+Refused at build, with what differs: a store made from another checkpoint (sha256) or teacher config, another class
+count or input normalisation, an incomplete store. Refused at the step that meets it: an image outside the store
+(another dataset), a view it does not hold (another pipeline, or in ``epochs`` mode another seed / sampler / world
+size). It never falls back to a teacher network. Rows are images (ClassificationTask, one view).
+"""
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from kdplug.tasks.base import StudentOutput, Task
+
+from .base import TeacherSource
+from .cache_store import TeacherCacheError, TeacherCacheStore, sha256
+
+
+def preprocess_summary(data_preprocessor: nn.Module) -> Dict[str, Any]:
+    """What the teacher's inputs depend on in the data preprocessor: normalisation and channel order."""
+    def values(name: str) -> Optional[List[float]]:
+        tensor = getattr(data_preprocessor, name, None)
+        return None if tensor is None else [round(float(v), 4) for v in tensor.flatten()]
+    return {'mean': values('mean'), 'std': values('std'),
+            'to_rgb': bool(getattr(data_preprocessor, '_channel_conversion', False))}
+
+
+def checkpoint_identity(checkpoint: str) -> str:
+    """sha256 of a local checkpoint; a URL stands for itself."""
+    return sha256(checkpoint) if os.path.isfile(checkpoint) else checkpoint
+
+
+def made_from(task: Task, model_cfg: dict, checkpoint: str, data_preprocessor: nn.Module) -> Dict[str, Any]:
+    """What a store records about its teacher and inputs, and what a run compares with it (JSON-comparable)."""
+    import json
+    return {'teacher_checkpoint': checkpoint_identity(checkpoint),
+            'teacher_model': json.loads(json.dumps(task.model_config(model_cfg), sort_keys=True, default=str)),
+            'preprocess': preprocess_summary(data_preprocessor)}
+
+
+class CachedTeacher(TeacherSource):
+
+    def __init__(self, store: str, model: dict, checkpoint: str) -> None:
+        super().__init__()
+        self.store_path, self.model_cfg, self.checkpoint = str(store), dict(model), str(checkpoint)
+        self.description = f'the cached teacher ({self.store_path})'
+        self.store: Optional[TeacherCacheStore] = None
+
+    def setup(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
+        if getattr(data_preprocessor, 'batch_augments', None) is not None:
+            raise TeacherCacheError('the student\'s batch augments (mixup / cutmix) mix images after the pipeline: '
+                                    'the cache holds the teacher\'s logits of unmixed views, so it cannot serve them. '
+                                    'Drop the batch augments or distil with CheckpointTeacher')
+        store = TeacherCacheStore.open(self.store_path)
+        recorded = store.header.get('made_from', {})
+        ours = made_from(task, self.model_cfg, self.checkpoint, data_preprocessor)
+        for key in ('teacher_checkpoint', 'teacher_model', 'preprocess'):
+            if recorded.get(key) != ours[key]:
+                raise TeacherCacheError(
+                    f'the teacher cache {self.store_path} was made from another {key.replace("_", " ")}: '
+                    f'{recorded.get(key)!r} there, {ours[key]!r} here. Make the store again with '
+                    'tools/cache_teacher.py from this config, or point store= at the one made from it')
+        classes = task.num_classes(student)
+        if classes is not None and classes != store.header['num_classes']:
+            raise TeacherCacheError(f'the teacher cache {self.store_path} holds {store.header["num_classes"]} '
+                                    f'classes, the student predicts {classes}')
+        self.store = store
+
+    def teach(self, task: Task, inputs: Any, data_samples: List, student: StudentOutput,
+              positions: Sequence[str] = (), with_logits: bool = True
+              ) -> Tuple[Optional[List[Tensor]], Dict[str, Tensor]]:
+        if positions:
+            raise ValueError(f'{type(self).__name__} holds logits only, not the teacher\'s features at '
+                             f'{sorted(positions)}: use CheckpointTeacher for feature-level losses')
+        rows = student.rows
+        if len(rows) != 1 or rows[0].logits.shape[0] != len(data_samples):
+            raise ValueError(f'{type(self).__name__} serves one row per image (one view, ClassificationTask); '
+                             f'{type(task).__name__} gives {sum(r.logits.shape[0] for r in rows)} rows for '
+                             f'{len(data_samples)} images')
+        missing = [key for key in ('sample_idx', 'view') if key not in data_samples[0].metainfo]
+        if missing:
+            raise ValueError(f'the data samples lack {missing}: the training pipeline must use kdplug\'s replayable '
+                             "transforms and PackInputs(meta_keys=(..., 'sample_idx', 'view'))")
+        index = [s.metainfo['sample_idx'] for s in data_samples]
+        if 'img_path' in data_samples[0].metainfo:
+            self.store.check_images(index, [s.metainfo['img_path'] for s in data_samples])
+        logits = self.store.lookup(index, [s.metainfo['view'] for s in data_samples])
+        target = rows[0].logits
+        return [torch.from_numpy(logits).to(device=target.device, dtype=torch.float32)], {}
+
+    def extra_repr(self) -> str:
+        return f'store={self.store_path!r}'

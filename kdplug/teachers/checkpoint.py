@@ -1,0 +1,97 @@
+"""CheckpointTeacher: a frozen teacher network loaded from a checkpoint (local path or URL, ``weights_only``)::
+
+    teacher=dict(type='CheckpointTeacher',
+                 model=dict(type='ImageClassifier', ...),        # or dict(cfg_path='mmdet::...')
+                 checkpoint='work_dirs/teacher/epoch_240.pth')
+
+The network is held outside the module tree (not a registered submodule): it is not in ``parameters()`` (so not in
+the optimizer, not in DDP's gradient sync), not in ``state_dict()`` (checkpoints hold the student only), and
+``train()`` never reaches it; ``_apply`` moves it with the distiller (``.to()``, ``.cuda()``, ``.half()``). Before
+loading, its config is checked against the student (same classes, same input normalisation: the task's
+``check_pair``); the checkpoint is loaded strictly, refused when it holds NaN / inf, then frozen in eval mode.
+"""
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from kdplug.engine.checkpoint import load_weights
+from kdplug.tasks.base import Task
+
+from .base import ModelTeacher
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """No gradients, eval mode (BatchNorm statistics never move, dropout off)."""
+    module.eval()
+    for param in module.parameters():
+        param.requires_grad_(False)
+    return module
+
+
+def load_teacher_weights(teacher: nn.Module, path: str) -> None:
+    """Load ``path`` into ``teacher`` strictly; a clear error when the checkpoint does not fit the config."""
+    state_dict: Dict[str, torch.Tensor] = load_weights(path, role='teacher')
+    if state_dict and all(key.startswith('student.') for key in state_dict):
+        raise RuntimeError(f'teacher checkpoint {path!r} is a distillation run\'s checkpoint (keys "student.*"): '
+                           'export the student first with tools/export_student.py, then use that file')
+    own = teacher.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    wrong_shape = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs config {tuple(own[k].shape)}'
+                   for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    if missing or unexpected or wrong_shape:
+        def show(items):
+            return ', '.join(items[:5]) + (f' (+{len(items) - 5} more)' if len(items) > 5 else '') or 'none'
+        raise RuntimeError(
+            f'teacher checkpoint {path!r} does not fit the teacher config: missing keys: {show(missing)}; '
+            f'unexpected keys: {show(unexpected)}; shape mismatches: {show(wrong_shape)}. Check that the teacher '
+            'config (backbone depth/width, num_classes) is the one the checkpoint was trained with')
+    not_finite = [key for key, value in state_dict.items()
+                  if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
+    if not_finite:
+        raise RuntimeError(
+            f'teacher checkpoint {path!r} holds NaN or inf values in {len(not_finite)} of its {len(state_dict)} '
+            f'tensors ({", ".join(not_finite[:5])}{", ..." if len(not_finite) > 5 else ""}): the teacher run '
+            'diverged or the file is damaged, and such a teacher would teach NaN. Use an earlier checkpoint of the '
+            'teacher run, or retrain it with a lower learning rate')
+    teacher.load_state_dict(state_dict, strict=True)
+
+
+class CheckpointTeacher(ModelTeacher):
+
+    def __init__(self, model: dict, checkpoint: Optional[str]) -> None:
+        super().__init__()
+        if not checkpoint:
+            raise ValueError('the teacher\'s checkpoint is missing: a teacher with random weights teaches nothing. '
+                             'Train the teacher first (configs/teachers/, configs/detection/teachers/) or use a '
+                             'released checkpoint, and set teacher=dict(type="CheckpointTeacher", model=..., '
+                             'checkpoint=PATH_OR_URL)')
+        self.model_cfg, self.checkpoint = dict(model), str(checkpoint)
+        self.description = f'the teacher ({self.checkpoint})'
+        object.__setattr__(self, '_model', None)
+
+    def setup(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
+        model = task.build_model(task.model_config(self.model_cfg), 'teacher')
+        task.check_pair(student, model, data_preprocessor)
+        load_teacher_weights(model, self.checkpoint)
+        object.__setattr__(self, '_model', freeze(model))  # outside the module tree (see the module docstring)
+
+    @property
+    def model(self) -> Optional[nn.Module]:
+        return self._model
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        if self._model is not None:
+            self._model._apply(fn, *args, **kwargs)
+        return self
+
+    def train(self, mode: bool = True) -> 'CheckpointTeacher':
+        super().train(mode)
+        if self._model is not None:
+            self._model.eval()  # the Runner calls train() every epoch: the teacher stays in eval mode
+        return self
+
+    def extra_repr(self) -> str:
+        return f'checkpoint={self.checkpoint!r}'

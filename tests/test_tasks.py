@@ -1,0 +1,283 @@
+"""Every registered task and teacher source through one conformance test of its kind.
+
+The contract (kdplug/tasks/base.py, kdplug/teachers/base.py): a task's student forward gives rows of logits with
+their targets (and the student's own losses); a teacher network scores exactly those rows; features are recorded
+at named positions; the distiller's losses over the rows are finite and reach the student. A teacher source gives
+logits aligned with the rows. A task or source registered without an example here fails the test that lists them.
+"""
+import copy
+from typing import Callable, Dict
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import require_detection_stack
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+NUM_CLASSES = 3
+
+
+# -- an example batch and models per task ---------------------------------------------------------------------------
+def classifier_cfg(backbone: str = 'kdplug.ResNet8') -> dict:
+    return dict(type='ImageClassifier', backbone=dict(type=backbone), neck=dict(type='GlobalAveragePooling'),
+                head=dict(type='LinearClsHead', num_classes=NUM_CLASSES, in_channels=64,
+                          loss=dict(type='CrossEntropyLoss')))
+
+
+def classification_example() -> dict:
+    from mmpretrain.structures import DataSample
+    torch.manual_seed(0)
+    samples = [DataSample().set_gt_label(i % NUM_CLASSES) for i in range(4)]
+    return dict(task=dict(type='ClassificationTask'), student=classifier_cfg(), inputs=torch.randn(4, 3, 32, 32),
+                data_samples=samples, position='layer2')
+
+
+SMALL_DETECTOR = dict(backbone=dict(depth=18, init_cfg=None), neck=dict(in_channels=[64, 128, 256, 512]),
+                      rpn_head=dict(anchor_generator=dict(scales=[2])))
+
+
+def faster_rcnn_cfg() -> dict:
+    return dict(copy.deepcopy(SMALL_DETECTOR), cfg_path='mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+                roi_head=dict(bbox_head=dict(num_classes=NUM_CLASSES)),
+                train_cfg=dict(rcnn=dict(sampler=dict(num=32))))
+
+
+def cascade_rcnn_cfg() -> dict:
+    from mmengine.hub import get_config
+    heads = get_config('mmdet::cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py').model.roi_head.bbox_head
+    heads = [dict(head.to_dict(), num_classes=NUM_CLASSES) for head in heads]
+    rcnn = get_config('mmdet::cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py').model.train_cfg.rcnn
+    rcnn = [dict(stage.to_dict(), sampler=dict(stage.sampler.to_dict(), num=32)) for stage in rcnn]
+    return dict(copy.deepcopy(SMALL_DETECTOR), cfg_path='mmdet::cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py',
+                roi_head=dict(bbox_head=heads), train_cfg=dict(rcnn=rcnn))
+
+
+def detection_batch() -> tuple:
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    torch.manual_seed(0)
+    samples = []
+    for i in range(2):
+        sample = DetDataSample(metainfo=dict(img_shape=(96, 128), ori_shape=(96, 128), pad_shape=(96, 128),
+                                             scale_factor=(1.0, 1.0), batch_input_shape=(96, 128)))
+        sample.gt_instances = InstanceData(bboxes=torch.tensor([[10.0, 12.0, 60.0, 70.0], [50.0, 20.0, 120.0, 90.0]]),
+                                           labels=torch.tensor([i % NUM_CLASSES, 2]))
+        sample.ignored_instances = InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))
+        samples.append(sample)
+    return torch.randn(2, 3, 96, 128), samples
+
+
+def detection_example(cascade: bool = False) -> dict:
+    require_detection_stack()
+    inputs, samples = detection_batch()
+    return dict(task=dict(type='TwoStageDetectionTask'), student=cascade_rcnn_cfg() if cascade else faster_rcnn_cfg(),
+                inputs=inputs, data_samples=samples, position='layer3')
+
+
+EXAMPLES: Dict[str, Dict[str, Callable[[], dict]]] = {
+    'ClassificationTask': {'classifier': classification_example},
+    'TwoStageDetectionTask': {'faster-rcnn': detection_example, 'cascade-rcnn': lambda: detection_example(True)},
+}
+CASES = [(task, name) for task, examples in EXAMPLES.items() for name in examples]
+
+
+def build(example: dict):
+    from kdplug.registry import TASKS
+    task = TASKS.build(example['task'])
+    student = task.build_model(task.model_config(example['student']), 'student')
+    return task, student
+
+
+def test_every_registered_task_has_a_conformance_example():
+    from kdplug.registry import TASKS
+    builtin = {'ClassificationTask', 'TwoStageDetectionTask'}
+    assert builtin <= set(TASKS.all_names())
+    assert builtin <= set(EXAMPLES), 'a built-in task without an example in EXAMPLES is not held to the contract'
+
+
+# -- the task contract ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('task_name,example_name', CASES)
+def test_a_teacher_network_scores_exactly_the_rows_of_the_student(task_name, example_name):
+    """A teacher with the student's weights, both in eval mode, gives the student's logits row for row: the rows
+    are the same rows (images, or the student's sampled RoIs, stage by stage), in the same order."""
+    example = EXAMPLES[task_name][example_name]()
+    task, student = build(example)
+    student.eval()  # no BatchNorm batch statistics: the same weights must give the same logits
+    teacher = copy.deepcopy(student)
+    out = task.student_forward(student, example['inputs'], example['data_samples'])
+    assert out.rows and all(rows.logits.requires_grad for rows in out.rows)
+    # the student's own losses (mmdet's RPN ones: a list per level)
+    own = [v for key, value in out.losses.items() if 'loss' in key
+           for v in (value if isinstance(value, list) else [value])]
+    assert own and any(v.requires_grad for v in own)
+    with torch.no_grad():
+        teacher_rows = task.teacher_logits(teacher, example['inputs'], example['data_samples'], out)
+    assert len(teacher_rows) == len(out.rows)
+    for rows, logits in zip(out.rows, teacher_rows):
+        assert logits.shape == rows.logits.shape and rows.target.shape[0] == rows.logits.shape[0]
+        torch.testing.assert_close(logits, rows.logits.detach(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('task_name,example_name', CASES)
+def test_features_are_recorded_at_named_positions_and_unknown_ones_refused(task_name, example_name):
+    example = EXAMPLES[task_name][example_name]()
+    task, student = build(example)
+    feats = task.features(student, example['inputs'], [example['position'], 'out'])
+    assert feats[example['position']].dim() == 4 and feats['out'].dim() == 4
+    out = task.student_forward(student, example['inputs'], example['data_samples'], [example['position']])
+    assert out.features[example['position']].requires_grad
+    with pytest.raises(ValueError, match="no position 'layer9'.*layer1"):
+        task.check_positions(student, ['layer9'], 'student')
+
+
+@pytest.mark.parametrize('task_name,example_name', CASES)
+def test_a_distiller_step_of_every_task_is_finite_and_reaches_the_student(task_name, example_name, tmp_path):
+    from kdplug.registry import MODELS
+    example = EXAMPLES[task_name][example_name]()
+    task, teacher = build(example)
+    torch.save({'state_dict': teacher.state_dict()}, tmp_path / 'teacher.pth')
+    distiller = MODELS.build(dict(
+        type='Distiller', task=example['task'], student=example['student'],
+        teacher=dict(type='CheckpointTeacher', model=example['student'], checkpoint=str(tmp_path / 'teacher.pth')),
+        losses=dict(kd=dict(type='KDLoss', temperature=2.0), nkd=dict(type='NKDLoss')))).train()
+    losses = distiller.loss(example['inputs'], example['data_samples'])
+    distill = {key: value for key, value in losses.items() if key.startswith('distill.') and 'loss' in key}
+    assert distill and all(torch.isfinite(value) for value in distill.values())
+    assert any(key.startswith('student.') for key in losses)
+    total, _ = distiller.parse_losses(losses)  # as mmengine's train_step sums them
+    total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in distiller.student.parameters())
+    assert not any(key.startswith('teacher') for key in distiller.state_dict())
+    assert all(not p.requires_grad for p in distiller.teacher_model.parameters())
+
+
+def test_cascade_stages_are_weighted_by_the_stage_weights(tmp_path):
+    """distill.s<i>.loss_<name> = stage_weights[i] x the loss over stage i's RoIs (each stage its own rows)."""
+    from kdplug.registry import MODELS
+    example = detection_example(cascade=True)
+    task, teacher = build(example)
+    torch.save({'state_dict': teacher.state_dict()}, tmp_path / 'teacher.pth')
+    distiller = MODELS.build(dict(
+        type='Distiller', task=dict(type='TwoStageDetectionTask', stage_weights=[1.0, 0.5, 0.25]),
+        student=example['student'],
+        teacher=dict(type='CheckpointTeacher', model=example['student'], checkpoint=str(tmp_path / 'teacher.pth')),
+        losses=dict(kd=dict(type='KDLoss', temperature=1.0))))
+    seen = []
+    kd = distiller.losses['kd']
+    original = kd.forward
+    kd.forward = lambda s, t, target=None, weight=None: seen.append(original(s, t, target, weight)) or seen[-1]
+    losses = distiller.loss(example['inputs'], example['data_samples'])
+    assert [key for key in losses if key.startswith('distill.s')] == [
+        'distill.s0.loss_kd', 'distill.s1.loss_kd', 'distill.s2.loss_kd']
+    for stage, weight in enumerate((1.0, 0.5, 0.25)):
+        torch.testing.assert_close(losses[f'distill.s{stage}.loss_kd'], weight * seen[stage])
+    assert {'student.s0.loss_cls', 'student.s2.loss_bbox', 'student.loss_rpn_cls'} <= set(losses)
+
+
+def test_stage_weights_must_match_the_stages():
+    example = detection_example(cascade=False)
+    from kdplug.registry import TASKS
+    task = TASKS.build(dict(type='TwoStageDetectionTask', stage_weights=[1.0, 0.5]))
+    with pytest.raises(ValueError, match='stage_weights has 2 weights.*1 stages'):
+        task.build_model(task.model_config(example['student']), 'student')
+
+
+def test_a_faster_rcnn_teacher_cannot_teach_a_cascade_student(tmp_path):
+    from kdplug.registry import MODELS
+    student = detection_example(cascade=True)['student']
+    teacher_cfg = faster_rcnn_cfg()
+    with pytest.raises(ValueError, match=r"has 3 stage\(s\), the teacher's 1.*Cascade R-CNN teacher"):
+        MODELS.build(dict(type='Distiller', task='TwoStageDetectionTask', student=student,
+                          teacher=dict(type='CheckpointTeacher', model=teacher_cfg, checkpoint='unused.pth'),
+                          losses=dict(kd=dict(type='KDLoss'))))
+
+
+# -- the teacher-source contract ------------------------------------------------------------------------------------
+def checkpoint_source(tmp_path) -> dict:
+    from kdplug.tasks.classification import ClassificationTask
+    task = ClassificationTask()
+    teacher = task.build_model(classifier_cfg('kdplug.ResNet14'), 'teacher')
+    torch.save({'state_dict': teacher.state_dict()}, tmp_path / 'teacher.pth')
+    return dict(type='CheckpointTeacher', model=classifier_cfg('kdplug.ResNet14'),
+                checkpoint=str(tmp_path / 'teacher.pth'))
+
+
+SOURCES = {
+    'CheckpointTeacher': checkpoint_source,
+    'EMATeacher': lambda tmp_path: dict(type='EMATeacher', xi=0.9),
+    'WeakHeadTeacher': lambda tmp_path: dict(type='WeakHeadTeacher', position='layer2'),
+}
+
+
+def test_every_registered_teacher_source_has_a_conformance_example():
+    from kdplug.registry import TEACHERS
+    assert set(SOURCES) <= set(TEACHERS.all_names())
+    builtin = {'CheckpointTeacher', 'EMATeacher', 'WeakHeadTeacher', 'CachedTeacher'}
+    # CachedTeacher is held to the contract in tests/test_teacher_cache.py (it needs a store made first)
+    assert builtin - {'CachedTeacher'} <= set(SOURCES)
+
+
+@pytest.mark.parametrize('source', sorted(SOURCES))
+def test_a_teacher_source_gives_logits_for_the_rows_of_the_student(source, tmp_path):
+    from kdplug.registry import MODELS
+    from kdplug.teachers.base import TeacherSource
+    example = classification_example()
+    distiller = MODELS.build(dict(type='Distiller', task=example['task'], student=example['student'],
+                                  teacher=SOURCES[source](tmp_path), losses=dict(kd=dict(type='KDLoss'))))
+    assert isinstance(distiller.teacher, TeacherSource) and isinstance(distiller.teacher.external, bool)
+    distiller.teacher.hook_attached = True  # the EMA teacher's hook, as the Runner would attach it
+    distiller.train()
+    if distiller.teacher_model is not None:
+        assert not distiller.teacher_model.training  # train() never reaches a teacher network
+    distiller.teacher.before_step(distiller.student)
+    out = distiller.task.student_forward(distiller.student, example['inputs'], example['data_samples'],
+                                         distiller.teacher.student_positions)
+    logits, feats = distiller.teacher.teach(distiller.task, example['inputs'], example['data_samples'], out)
+    assert len(logits) == len(out.rows) and logits[0].shape == out.rows[0].logits.shape and feats == {}
+    assert torch.isfinite(logits[0]).all()
+    # gradient only where the source is trained with the student (USKD's weak head), never into a teacher network
+    assert logits[0].requires_grad == (not distiller.teacher.external)
+    losses = distiller.loss(example['inputs'], example['data_samples'])
+    assert torch.isfinite(losses['distill.loss_kd'])
+
+
+def test_a_missing_checkpoint_names_the_fix():
+    from kdplug.registry import TEACHERS
+    with pytest.raises(ValueError, match="checkpoint is missing.*CheckpointTeacher"):
+        TEACHERS.build(dict(type='CheckpointTeacher', model=classifier_cfg(), checkpoint=None))
+
+
+def test_a_distiller_without_a_teacher_source_lists_them():
+    from kdplug.registry import MODELS
+    with pytest.raises(ValueError, match='give a teacher source.*CheckpointTeacher, EMATeacher, WeakHeadTeacher'):
+        MODELS.build(dict(type='Distiller', task='ClassificationTask', student=classifier_cfg(), teacher=None,
+                          losses=dict(kd=dict(type='KDLoss'))))
+
+
+class RowsOnlyLoss(nn.Module):
+    def forward(self, student_logits, teacher_logits, target=None):
+        return (student_logits - teacher_logits).pow(2).mean()
+
+
+def test_a_task_that_weighs_rows_refuses_losses_without_weight():
+    from kdplug.registry import MODELS
+    require_detection_stack()
+    MODELS.register_module(name='RowsOnlyLoss', module=RowsOnlyLoss, force=True)
+    try:
+        with pytest.raises(ValueError, match=r"weighs rows.*\['plain'\] take no row weights"):
+            MODELS.build(dict(type='Distiller', task=dict(type='TwoStageDetectionTask', background='exclude'),
+                              student=faster_rcnn_cfg(), teacher=dict(type='EMATeacher'),
+                              losses=dict(plain=dict(type='RowsOnlyLoss'))))
+    finally:
+        MODELS._module_dict.pop('RowsOnlyLoss', None)
+
+
+@pytest.mark.parametrize('position', ['out', 'layer3'])
+def test_the_weak_head_refuses_the_stage_the_students_own_head_reads(position):
+    from kdplug.registry import MODELS
+    with pytest.raises(ValueError, match=f"weak head reads '{position}', the last stage.*layer2"):
+        MODELS.build(dict(type='Distiller', task='ClassificationTask', student=classifier_cfg(),
+                          teacher=dict(type='WeakHeadTeacher', position=position),
+                          losses=dict(uskd=dict(type='USKDLoss'))))

@@ -1,0 +1,182 @@
+"""The offline teacher (tools/cache_teacher.py + CachedTeacher) on real CIFAR-10 images: over several steps of a run
+the cached teacher's logits are the online teacher's to float16 rounding, and so are KD, NormKD, KD+LS and DKD; a
+store made from another teacher, pipeline or normalisation, or an incomplete one, is refused with what differs."""
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+IMAGES = 12
+REPLAY_PIPELINE = [dict(type='kdplug.CachedLoadImageFromFile'),
+                   dict(type='kdplug.ReplayRandomCrop', crop_size=32, padding=4),
+                   dict(type='kdplug.ReplayRandomFlip', prob=0.5),
+                   dict(type='PackInputs', meta_keys=('sample_idx', 'img_path', 'view'))]
+LOSSES = {'KD': dict(type='KDLoss', temperature=4.0), 'NormKD': dict(type='NormKDLoss'),
+          'KD+LS': dict(type='KDLoss', temperature=4.0, logit_norm='zscore'), 'DKD': dict(type='DKDLoss')}
+
+
+def config(tmp_path, cifar10_root, teacher_checkpoint, pipeline=REPLAY_PIPELINE) -> str:
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(REPO / 'configs' / 'demo' / 'kd_resnet20_resnet8_4e_cifar10-10k.py'))
+    cfg.model.teacher.checkpoint = teacher_checkpoint
+    cfg.train_dataloader.dataset.update(data_root=str(cifar10_root), ann_file='', indices=IMAGES,
+                                        pipeline=copy.deepcopy(pipeline))
+    path = tmp_path / f'cfg_{len(list(tmp_path.glob("cfg_*.py")))}.py'
+    cfg.dump(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def store(tmp_path_factory, cifar10_root, teacher_checkpoint):
+    from kdplug.tools.cache_teacher import main
+    tmp = tmp_path_factory.mktemp('cache')
+    cfg = config(tmp, cifar10_root, teacher_checkpoint)
+    main([cfg, '--out', str(tmp / 'store'), '--device', 'cpu', '--batch-size', '324'])
+    return dict(config=cfg, store=str(tmp / 'store'))
+
+
+def distillers(cfg_path: str, store: str, losses: dict):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from kdplug.registry import MODELS
+    init_default_scope('mmpretrain')
+    cfg = Config.fromfile(cfg_path)
+    # the run's preprocessor, as mmengine's Runner gives it to the model (the store was made with it)
+    online_cfg = dict(copy.deepcopy(cfg.model), losses=losses, data_preprocessor=cfg.data_preprocessor)
+    cached_cfg = dict(copy.deepcopy(online_cfg), teacher=dict(
+        type='CachedTeacher', store=store, model=cfg.model.teacher.model, checkpoint=cfg.model.teacher.checkpoint))
+    online, cached = MODELS.build(online_cfg), MODELS.build(cached_cfg)
+    cached.student.load_state_dict(online.student.state_dict())
+    return cfg, online, cached
+
+
+def batches(cfg, steps: int, seed: int):
+    from mmengine.runner import Runner
+    loader_cfg = dict(copy.deepcopy(cfg.train_dataloader), batch_size=4, num_workers=0, persistent_workers=False)
+    loader_cfg['sampler'] = dict(type='DefaultSampler', shuffle=True)
+    for epoch in range(steps):
+        loader = Runner.build_dataloader(copy.deepcopy(loader_cfg), seed=seed + epoch)
+        yield next(iter(loader))
+
+
+def test_the_store_holds_every_view_of_every_image(store):
+    from kdplug.teachers.cache_store import TeacherCacheStore
+    opened = TeacherCacheStore.open(store['store'])
+    assert opened.header['slots'] == 162 and opened.num_images == IMAGES and opened.logits.dtype == np.float16
+    assert opened.done.all() and len({tuple(p) for p in opened.params[:162]}) == 162
+
+
+def step_seed(name: str) -> int:
+    return sorted(LOSSES).index(name) * 10
+
+
+@pytest.mark.parametrize('name', sorted(LOSSES))
+def test_cached_teacher_losses_equal_the_online_teacher_s_to_float16_rounding(store, name):
+    """float16 keeps 11 significant bits: each cached logit is within 2^-11 (relative) of the online one, and a
+    loss, a smooth function of the logits, within a few times that: rtol 2e-3 (measured: ~1e-5)."""
+    cfg, online, cached = distillers(store['config'], store['store'], {name.lower().replace('+', ''): LOSSES[name]})
+    online.train(), cached.train()
+    for step, batch in enumerate(batches(cfg, steps=4, seed=step_seed(name))):
+        data = online.data_preprocessor(batch, training=True)
+        out = online.task.student_forward(online.student, data['inputs'], data['data_samples'])
+        exact, _ = online.teacher.teach(online.task, data['inputs'], data['data_samples'], out)
+        stored, _ = cached.teacher.teach(cached.task, data['inputs'], data['data_samples'], out)
+        assert torch.all((stored[0] - exact[0]).abs() <= 2 ** -11 * exact[0].abs() + 1e-6), step
+        a = online.loss(data['inputs'], data['data_samples'])
+        b = cached.loss(data['inputs'], data['data_samples'])
+        for key in a:
+            if key.startswith('distill.'):
+                torch.testing.assert_close(b[key], a[key], rtol=2e-3, atol=1e-5)
+
+
+def test_a_store_of_another_teacher_is_refused_at_build(store, tmp_path):
+    from mmengine.config import Config
+
+    from kdplug.teachers.cache_store import TeacherCacheError
+    cfg = Config.fromfile(store['config'])
+    state = torch.load(cfg.model.teacher.checkpoint, weights_only=True)
+    state['state_dict']['head.fc.bias'] = state['state_dict']['head.fc.bias'] + 1  # a retrained teacher, say
+    cfg.model.teacher.checkpoint = str(tmp_path / 'other.pth')
+    torch.save(state, cfg.model.teacher.checkpoint)
+    cfg.dump(str(tmp_path / 'cfg.py'))
+    with pytest.raises(TeacherCacheError, match='made from another teacher checkpoint'):
+        distillers(str(tmp_path / 'cfg.py'), store['store'], {'kd': LOSSES['KD']})
+
+
+def test_a_view_of_another_pipeline_stops_the_step_that_meets_it(store, tmp_path, cifar10_root, teacher_checkpoint):
+    from kdplug.teachers.cache_store import TeacherCacheError
+    other = copy.deepcopy(REPLAY_PIPELINE)
+    other[1]['padding'] = 6  # offsets up to 12: views the store never scored
+    cfg_path = config(tmp_path, cifar10_root, teacher_checkpoint, other)
+    cfg, online, cached = distillers(cfg_path, store['store'], {'kd': LOSSES['KD']})
+    with pytest.raises(TeacherCacheError, match='no view .*another pipeline'):
+        for batch in batches(cfg, steps=4, seed=0):
+            data = cached.data_preprocessor(batch, training=True)
+            cached.loss(data['inputs'], data['data_samples'])
+
+
+def test_a_killed_job_resumes_where_it_stopped(store, tmp_path, capsys):
+    import shutil
+
+    from kdplug.tools.cache_teacher import main
+    copy_ = tmp_path / 'store'
+    shutil.copytree(store['store'], copy_)
+    done = np.load(copy_ / 'done.npy', mmap_mode='r+')
+    done[5:] = 0
+    done.flush()
+    header = json.loads((copy_ / 'header.json').read_text())
+    (copy_ / 'header.json').write_text(json.dumps(dict(header, complete=False)))
+    before = np.load(copy_ / 'logits.npy').copy()
+    main([store['config'], '--out', str(copy_), '--device', 'cpu'])
+    assert f'{IMAGES - 5} images to score (5 already done)' in capsys.readouterr().out
+    assert np.array_equal(np.load(copy_ / 'logits.npy'), before)
+    assert json.loads((copy_ / 'header.json').read_text())['complete']
+
+
+def test_a_pipeline_without_replayable_views_is_refused_with_the_fix(tmp_path, cifar10_root, teacher_checkpoint):
+    from kdplug.tools.cache_teacher import main
+    plain = [dict(type='kdplug.CachedLoadImageFromFile'), dict(type='RandomCrop', crop_size=32, padding=4),
+             dict(type='RandomFlip', prob=0.5), dict(type='PackInputs')]
+    with pytest.raises(SystemExit, match=r"\['RandomCrop', 'RandomFlip'\].*kdplug.ReplayRandomCrop"):
+        main([config(tmp_path, cifar10_root, teacher_checkpoint, plain), '--out', str(tmp_path / 's')])
+
+
+def test_a_run_on_another_subset_of_the_data_is_refused_at_its_first_image(store, tmp_path):
+    from mmengine.config import Config
+
+    from kdplug.teachers.cache_store import TeacherCacheError
+    cfg = Config.fromfile(store['config'])
+    cfg.train_dataloader.dataset.indices = list(range(1, IMAGES + 1))  # as many images, shifted by one
+    cfg.dump(str(tmp_path / 'shifted.py'))
+    cfg, online, cached = distillers(str(tmp_path / 'shifted.py'), store['store'], {'kd': LOSSES['KD']})
+    batch = next(batches(cfg, steps=1, seed=0))
+    data = cached.data_preprocessor(batch, training=True)
+    with pytest.raises(TeacherCacheError, match='another dataset'):
+        cached.loss(data['inputs'], data['data_samples'])
+
+
+def test_the_demo_s_cached_config_trains_from_the_store_it_names(tmp_path, cifar10_root, teacher_checkpoint):
+    """configs/demo/kd-cached_*: tools/cache_teacher.py CONFIG writes the store the config's CachedTeacher reads,
+    then tools/train.py CONFIG trains without a teacher network: finite KD losses, no teacher in the checkpoint."""
+    from runner_helpers import make_runner, run_config, scalars
+
+    from kdplug.tools.cache_teacher import main
+    config = REPO / 'configs' / 'demo' / 'kd-cached_resnet20_resnet8_4e_cifar10-10k.py'
+    cfg = run_config(cifar10_root, tmp_path / 'run', config=config, max_iters=2)
+    cfg.model.teacher.update(checkpoint=teacher_checkpoint, store=str(tmp_path / 'store'))
+    cfg.train_dataloader.dataset.indices = IMAGES
+    cfg.dump(str(tmp_path / 'cached.py'))
+    main([str(tmp_path / 'cached.py'), '--device', 'cpu'])  # --out: the config's store
+    runner = make_runner(cfg)
+    runner.train()
+    logged = [entry for entry in scalars(tmp_path / 'run') if 'distill.loss_kd' in entry]
+    assert len(logged) == 2 and all(np.isfinite(entry['distill.loss_kd']) for entry in logged)
+    assert runner.model.teacher_model is None
+    assert not any(key.startswith('teacher') for key in runner.model.state_dict())

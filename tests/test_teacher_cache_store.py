@@ -1,0 +1,69 @@
+"""The teacher cache's store (kdplug/teachers/cache_store.py): rows found by (image, recorded view), never by
+position alone; incomplete, foreign or mismatched stores refused with the reason; a resumed job keeps its rows."""
+import json
+
+import numpy as np
+import pytest
+
+from kdplug.teachers.cache_store import TeacherCacheError, TeacherCacheStore, view_layout, view_vector
+
+VIEWS = [{'crop': (oh, ow), 'flip': (flip,)} for oh in range(3) for ow in range(3) for flip in (None, 'horizontal')]
+LAYOUT = view_layout(VIEWS[0])
+
+
+def header(**extra) -> dict:
+    return dict(dict(mode='views', slots=len(VIEWS), num_images=4, num_classes=5, dtype='float16', layout=LAYOUT,
+                     made_from={'teacher_sha256': 'ab'}), **extra)
+
+
+def logits_of(index: int, slot: int) -> np.ndarray:
+    return np.arange(5, dtype=np.float32) + 100 * index + slot
+
+
+def filled(path, order=range(4)) -> TeacherCacheStore:
+    store = TeacherCacheStore.create(str(path), header())
+    for index in order:
+        store.write(index, np.stack([logits_of(index, s) for s in range(len(VIEWS))]),
+                    np.asarray([view_vector(v, LAYOUT) for v in VIEWS]))
+    return store
+
+
+def test_a_lookup_finds_the_row_of_each_image_and_view(tmp_path):
+    filled(tmp_path / 'store').mark_complete()
+    store = TeacherCacheStore.open(str(tmp_path / 'store'))
+    rng = np.random.default_rng(0)
+    picks = [(int(rng.integers(4)), int(rng.integers(len(VIEWS)))) for _ in range(20)]
+    got = store.lookup([i for i, _ in picks], [VIEWS[s] for _, s in picks])
+    expected = np.stack([logits_of(i, s) for i, s in picks]).astype(np.float16)
+    assert got.dtype == np.float16 and np.array_equal(got, expected)
+
+
+def test_a_view_the_store_does_not_hold_is_an_error_not_a_neighbour(tmp_path):
+    filled(tmp_path / 'store').mark_complete()
+    store = TeacherCacheStore.open(str(tmp_path / 'store'))
+    with pytest.raises(TeacherCacheError, match=r"no view \{'crop': \(7, 0\).*another pipeline"):
+        store.lookup([1], [{'crop': (7, 0), 'flip': (None,)}])
+    with pytest.raises(TeacherCacheError, match="other transforms|another pipeline"):
+        store.lookup([1], [{'crop': (0, 0)}])
+    with pytest.raises(TeacherCacheError, match='outside the 4 images.*another dataset'):
+        store.lookup([4], [VIEWS[0]])
+
+
+def test_an_incomplete_store_is_refused_and_a_resumed_job_keeps_what_was_written(tmp_path):
+    filled(tmp_path / 'store', order=[0, 1]).flush()  # killed after two images
+    with pytest.raises(TeacherCacheError, match='incomplete.*resumes'):
+        TeacherCacheStore.open(str(tmp_path / 'store'))
+    resumed = TeacherCacheStore.create(str(tmp_path / 'store'), header())
+    assert resumed.done.tolist() == [1, 1, 0, 0]
+    with pytest.raises(TeacherCacheError, match='2 images are not written'):
+        resumed.mark_complete()
+    with pytest.raises(TeacherCacheError, match='other settings.*num_classes'):
+        TeacherCacheStore.create(str(tmp_path / 'store'), header(num_classes=6))
+
+
+def test_a_folder_that_is_not_a_store_says_how_to_make_one(tmp_path):
+    with pytest.raises(TeacherCacheError, match='not a teacher cache.*cache_teacher.py'):
+        TeacherCacheStore.open(str(tmp_path))
+    (tmp_path / 'header.json').write_text(json.dumps({'format': 'something else', 'complete': True}))
+    with pytest.raises(TeacherCacheError, match="format 'something else'"):
+        TeacherCacheStore.open(str(tmp_path))
