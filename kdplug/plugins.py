@@ -39,6 +39,7 @@ BUILTIN_PLUGINS = (
     'kdplug.teachers.plugin',
     'kdplug.engine.plugin',
     'kdplug.models.plugin',
+    'kdplug.letkd.plugin',
     'kdplug.transforms.plugin',
 )
 

@@ -100,7 +100,7 @@ def scalars(work_dir: Path) -> list:
 
 
 def load_tool(name: str):
-    """A command-line tool of tools/ (``'train'``, ``'fit_codewords'``...) as a module, to call its functions."""
+    """A command-line tool of tools/ (``'train'``, ``'prepare_data'``...) as a module, to call its functions."""
     spec = importlib.util.spec_from_file_location(f'kdplug_tool_{name}', REPO / 'tools' / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

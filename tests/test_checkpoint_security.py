@@ -83,7 +83,7 @@ def test_crafted_checkpoints_are_refused_in_process(name, cifar10_root, teacher_
     """After a genuine mmengine checkpoint was loaded (the allow-list is process-wide), on kdplug's loader and on
     the plain torch.load that mmengine's resume / load_from use."""
     from kdplug.engine.checkpoint import load_checkpoint_file
-    from kdplug.models.letkd import load_codewords_file
+    from kdplug.letkd.io import load_codewords_file
     load_checkpoint_file(str(genuine_mmengine_checkpoint(tmp_path, cifar10_root, teacher_checkpoint)), 'run')
     marker = tmp_path / 'pwned'
     path = tmp_path / f'{name}.pth'

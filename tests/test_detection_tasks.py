@@ -242,9 +242,11 @@ def test_ema_teacher_on_faster_rcnn_moves_after_each_step_is_saved_and_the_expor
 def test_letkd_layer_in_a_faster_rcnn_backbone_trains_and_is_exported(coco128, tmp_path, teacher_checkpoint,
                                                                       monkeypatch):
     from kdplug.engine.checkpoint import load_checkpoint_file
-    from kdplug.models.codewords import kmeans
-    from kdplug.models.letkd import CODEWORDS_FORMAT, LetKDLayer, rows
+    from kdplug.letkd.fitting import fit_codewords
+    from kdplug.letkd.io import load_codewords_file
+    from kdplug.letkd.layer import LetKDLayer
     from kdplug.models.student_modules import BackboneWithModules, student_modules
+    from kdplug.tools.fit_codewords import write_files
     num_codewords = 16
     codewords = tmp_path / 'codewords.pth'
     small_letkd = {k: v for k, v in overrides().items() if k != 'backbone'}
@@ -258,20 +260,24 @@ def test_letkd_layer_in_a_faster_rcnn_backbone_trains_and_is_exported(coco128, t
     loss_cfg = cfg.model.losses.letkd_penult
     assert (loss_cfg.student_module, loss_cfg.teacher_stage, loss_cfg.level) == ('layer4', 'layer4', 'penultimate')
     loss_cfg.codewords = str(codewords)
+
+    # the codewords, fitted as tools/fit_codewords.py fits them: k-means of the teacher's layer4 features (through
+    # the detection task) at every position of the training images, test pipeline; training reads the file
+    written = fit_codewords(cfg, device='cpu', iters=10)
+    assert list(written) == [str(codewords)]
+    write_files(written)
+    section = load_codewords_file(str(codewords))['sections']['layer4']
+    num_images = len(base.TRAIN_IDS)
+    assert (section['level'], section['teacher_stage'], section['num_images']) == ('penultimate', 'layer4', num_images)
+    # the small teacher's layer4 (ResNet-18: 512 channels, stride 32) over 256-px images padded to a multiple of 32
+    assert section['codewords'].shape == (num_codewords, 512) and finite(section['codewords'])
+    assert section['num_vectors'] >= num_images * 4 * 4
+
     runner = make_runner(cfg)
     model = runner.model
     assert isinstance(model.student.backbone, BackboneWithModules)
     layer = student_modules(model.student)['layer4']
     assert isinstance(layer, LetKDLayer)
-
-    # the codewords: k-means of the teacher's layer4 features on the training images (what tools/fit_codewords.py
-    # does for classifiers), in the codewords file format; training reads the file at its first step
-    with torch.no_grad():
-        feats = [rows(model.task.features(model.teacher_model, model.data_preprocessor(batch, False)['inputs'],
-                                          ['layer4'])['layer4']) for batch in runner.train_dataloader]
-    centers, _ = kmeans(torch.cat(feats), num_codewords, iters=10)
-    torch.save({'format': CODEWORDS_FORMAT, 'sections': {'layer4': {
-        'level': 'penultimate', 'teacher_stage': 'layer4', 'codewords': centers}}}, codewords)
 
     layer_before = {k: v.clone() for k, v in layer.state_dict().items()}
     steps = recording_losses(model, monkeypatch)

@@ -10,13 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO
-from runner_helpers import load_tool, make_runner, run_config, scalars
+from runner_helpers import data_options, make_runner, run_config, scalars
 
 LETKD_CONFIG = REPO / 'configs' / 'letkd' / 'letkd-2_resnet20_resnet8_4e_cifar10-10k.py'
-
-
-def fit_codewords_tool():
-    return load_tool('fit_codewords')
 
 
 def letkd_config(cifar10_root, work_dir, teacher_checkpoint, codewords, **kwargs):
@@ -29,11 +25,12 @@ def letkd_config(cifar10_root, work_dir, teacher_checkpoint, codewords, **kwargs
 
 @pytest.fixture(scope='module')
 def codewords(cifar10_root, teacher_checkpoint, tmp_path_factory):
-    """The offline tool on the 80 real training images (test pipeline), on CPU."""
-    work = tmp_path_factory.mktemp('letkd_codewords')
-    cfg = letkd_config(cifar10_root, work, teacher_checkpoint, work / 'unused.pth')
-    path = work / 'codewords.pth'
-    files = fit_codewords_tool().fit_codewords(cfg, out=str(path), device='cpu', iters=10)
+    """The command line (kdplug.tools.fit_codewords, behind tools/fit_codewords.py) on the 80 real training images
+    (test pipeline), on CPU."""
+    from kdplug.tools.fit_codewords import run
+    path = tmp_path_factory.mktemp('letkd_codewords') / 'codewords.pth'
+    files = run([str(LETKD_CONFIG), '--out', str(path), '--device', 'cpu', '--iters', '10', '--cfg-options',
+                  *data_options(cifar10_root), f'model.teacher.checkpoint={teacher_checkpoint}'])
     return path, files[str(path)]
 
 
@@ -41,7 +38,8 @@ def codewords(cifar10_root, teacher_checkpoint, tmp_path_factory):
 
 
 def test_layer_keeps_the_shape_predicts_k_assignments_and_lets_gradients_through():
-    from kdplug.models.letkd import LetKDLayer, kl_batchmean, rows
+    from kdplug.letkd.layer import LetKDLayer
+    from kdplug.letkd.loss import kl_batchmean, rows
     torch.manual_seed(0)
     layer = LetKDLayer(in_channels=16, num_codewords=24)
     x = torch.randn(3, 16, 5, 7, requires_grad=True)
@@ -66,7 +64,7 @@ def test_layer_keeps_the_shape_predicts_k_assignments_and_lets_gradients_through
 
 
 def test_soft_assignment_favours_the_nearest_codeword_and_the_loss_is_a_batchmean_kl():
-    from kdplug.models.letkd import kl_batchmean, penultimate_assignment
+    from kdplug.letkd.loss import kl_batchmean, penultimate_assignment
     codewords = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     p = penultimate_assignment(torch.tensor([[9.0, 1.0], [0.5, 0.2]]), codewords)
     assert p.argmax(1).tolist() == [1, 0] and torch.allclose(p.sum(1), torch.ones(2))
@@ -78,8 +76,7 @@ def test_soft_assignment_favours_the_nearest_codeword_and_the_loss_is_a_batchmea
 
 
 def test_kmeans_and_lda_on_separable_data():
-    from kdplug.models.codewords import fit_lda, fit_subclasses, kmeans, subclass_scores
-    from kdplug.models.letkd import assign_subclasses
+    from kdplug.letkd.codewords import assign_subclasses, fit_lda, fit_subclasses, kmeans, subclass_scores
     gen = torch.Generator().manual_seed(0)
     centers = torch.tensor([[0.0, 0.0, 0.0], [20.0, 0.0, 0.0], [0.0, 20.0, 0.0], [0.0, 0.0, 20.0]])
     x = torch.cat([c + torch.randn(100, 3, generator=gen) for c in centers])
@@ -113,7 +110,7 @@ def test_kmeans_and_lda_on_separable_data():
 
 
 def test_fit_codewords_on_real_images(codewords, teacher_checkpoint):
-    from kdplug.models.letkd import CODEWORDS_FORMAT, load_codewords_file
+    from kdplug.letkd.io import CODEWORDS_FORMAT, load_codewords_file
     path, written = codewords
     loaded = torch.load(path, weights_only=True)
     assert loaded['format'] == CODEWORDS_FORMAT == load_codewords_file(str(path))['format']
@@ -131,17 +128,63 @@ def test_fit_codewords_on_real_images(codewords, teacher_checkpoint):
     assert torch.equal(written['sections']['out']['codewords'], penult['codewords'])
 
 
+def test_the_codewords_file_is_checked_when_written_and_read(tmp_path):
+    """kdplug.letkd.io: written with its folder, read through the weights-only loader, format, version and sections
+    checked."""
+    import re
+    from kdplug.letkd.io import codewords_section, load_codewords_file, new_codewords_file, save_codewords_file
+    contents = new_codewords_file({'seed': 0})
+    contents['sections']['out'] = {'level': 'penultimate', 'codewords': torch.randn(4, 3)}
+    path = tmp_path / 'new' / 'codewords.pth'
+    save_codewords_file(str(path), contents)
+    loaded = load_codewords_file(str(path))
+    assert loaded['meta'] == {'seed': 0}
+    assert torch.equal(codewords_section(loaded, 'out', 'penultimate', 'here')['codewords'],
+                       contents['sections']['out']['codewords'])
+    with pytest.raises(ValueError, match="codewords of 'out' are for the penultimate level, the loss is "
+                                         "'intermediate'"):
+        codewords_section(loaded, 'out', 'intermediate', 'here')
+    with pytest.raises(ValueError, match=r"no codewords for the student module 'layer2' \(it has \['out'\]\)"):
+        codewords_section(loaded, 'layer2', 'penultimate', 'here')
+    with pytest.raises(ValueError, match=r"lacks \['codewords'\]"):
+        codewords_section({'level': 'penultimate'}, 'out', 'penultimate', 'here')
+    torch.save({**contents, 'format': 'kdplug.letkd.codewords/2'}, tmp_path / 'v2.pth')
+    with pytest.raises(ValueError, match=re.escape("format 'kdplug.letkd.codewords/2'; this kdplug reads "
+                                                   "'kdplug.letkd.codewords/1': fit them again")):
+        load_codewords_file(str(tmp_path / 'v2.pth'))
+    torch.save({'state_dict': {}}, tmp_path / 'weights.pth')
+    with pytest.raises(ValueError, match='is not a letKD codewords file'):
+        load_codewords_file(str(tmp_path / 'weights.pth'))
+    with pytest.raises(ValueError, match='not a letKD codewords file'):
+        save_codewords_file(str(tmp_path / 'bad.pth'), {'sections': {}})
+    assert not (tmp_path / 'bad.pth').exists()
+
+
+def test_the_intermediate_level_needs_a_task_with_image_targets():
+    """Detection images have no class: the fit of an intermediate level says so (the penultimate one needs none)."""
+    import types
+    from kdplug.letkd.fitting import CodewordsFitError, _labels
+    from kdplug.tasks.classification import ClassificationTask
+    from kdplug.tasks.detection import TwoStageDetectionTask
+    from mmpretrain.structures import DataSample
+    samples = [DataSample().set_gt_label(i) for i in (3, 1, 2)]
+    assert _labels(types.SimpleNamespace(task=ClassificationTask()), samples, 2).tolist() == [3, 1]
+    with pytest.raises(CodewordsFitError, match='TwoStageDetectionTask gives none.*penultimate level only'):
+        _labels(types.SimpleNamespace(task=TwoStageDetectionTask()), samples, 2)
+
+
 def test_codewords_are_better_than_random_features(codewords, cifar10_root, teacher_checkpoint, tmp_path):
     """The k-means codewords quantise the teacher's penultimate features of the training images well."""
-    from kdplug.models.letkd import nearest
-    tool = fit_codewords_tool()
+    from mmengine.registry import DefaultScope
+    from kdplug.letkd import fitting
+    from kdplug.letkd.codewords import nearest
     path, loaded = codewords
     cfg = letkd_config(cifar10_root, tmp_path, teacher_checkpoint, path)
-    from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = tool.build_model(cfg, torch.device('cpu'))
-        specs = tool._letkd_specs(model, None)
-        tool.collect(model, tool.build_loader(cfg, None, 0, 0, False), specs, torch.device('cpu'), None, 10 ** 9, 0)
+        model = fitting.build_distiller(cfg, torch.device('cpu'))
+        specs = fitting.letkd_specs(model, None)
+        fitting.collect(model, fitting.build_loader(cfg, None, 0, 0, False), specs, torch.device('cpu'), None,
+                        10 ** 9, 0)
     x = next(s for s in specs if s['module'] == 'out')['x']
     fitted = nearest(x, loaded['sections']['out']['codewords'])[1].mean()
     sampled = nearest(x, x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:512]])[1].mean()
@@ -215,7 +258,7 @@ def test_loss_reports_the_mean_entropy_of_both_assignments():
     p_T = (e, 1) / (e + 1); one at (0.5, 0) is equidistant, p_T uniform. The student's logits (0, 0) and (log 3, 0)
     give p_S = (1/2, 1/2) and (3/4, 1/4)."""
     from torch import nn
-    from kdplug.models.letkd import LetKDLoss
+    from kdplug.letkd.loss import LetKDLoss
 
     def entropy(*p):
         return -sum(x * math.log(x) for x in p)
@@ -239,7 +282,8 @@ def test_loss_reports_the_mean_entropy_of_both_assignments():
 
 
 def test_loss_pools_a_larger_teacher_map_and_checks_the_sizes():
-    from kdplug.models.letkd import LetKDLayer, LetKDLoss
+    from kdplug.letkd.layer import LetKDLayer
+    from kdplug.letkd.loss import LetKDLoss
     layer = LetKDLayer(8, 6)
     layer(torch.randn(2, 8, 4, 4))
     loss = LetKDLoss('out', codewords=None)
@@ -305,7 +349,7 @@ def test_student_modules_are_a_plugin_kind_open_to_third_parties(python, tmp_pat
                 head=dict(type='LinearClsHead', num_classes=10, in_channels=64)))
         print(model(torch.randn(1, 3, 32, 32)).shape[1])
         infos = {i.name: i.contributions for i in plugin_infos()}
-        print(infos['gatekd']['kdplug_student_modules'], infos['kdplug.models.plugin']['kdplug_student_modules'])'''),
+        print(infos['gatekd']['kdplug_student_modules'], infos['kdplug.letkd.plugin']['kdplug_student_modules'])'''),
         env={'PYTHONPATH': os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')])})
     assert result.stdout.splitlines() == ['10', "['GateLayer'] ['LetKDLayer', 'LetKDLoss']"], result.stderr
 
@@ -313,7 +357,7 @@ def test_student_modules_are_a_plugin_kind_open_to_third_parties(python, tmp_pat
 def test_teacher_assignment_stays_float32_under_autocast():
     """--amp runs the loss under autocast: codeword distances in bfloat16 would scramble the teacher's assignment."""
     from torch import nn
-    from kdplug.models.letkd import LetKDLoss
+    from kdplug.letkd.loss import LetKDLoss
     torch.manual_seed(0)
     teacher_feature = 20 + torch.randn(2, 64, 4, 4)  # post-ReLU-like magnitudes: large norms, small differences
     codewords = teacher_feature.permute(0, 2, 3, 1).reshape(-1, 64)[::2] + 0.1 * torch.randn(16, 64)

@@ -1,6 +1,6 @@
-"""Progress on long work: tools/prepare_data.py's extraction bar, the k-means log of tools/fit_codewords.py, the
-teacher evaluation of kdplug.TeacherEvalHook, and tools/run_demo.py's one line per run (and the tail of a failed
-run). Small synthetic inputs and stand-in scripts only: nothing is trained."""
+"""Progress on long work: tools/prepare_data.py's extraction bar, the k-means log of tools/fit_codewords.py
+(kdplug.letkd.codewords), the teacher evaluation of kdplug.TeacherEvalHook, and tools/run_demo.py's one line per run
+(and the tail of a failed run). Small synthetic inputs and stand-in scripts only: nothing is trained."""
 import contextlib
 import importlib.util
 import io
@@ -76,7 +76,7 @@ def test_progress_without_mmengine_prints_a_line_per_tenth(prepare_data, capsys,
 
 def test_kmeans_logs_seeding_and_iterations():
     import torch
-    from kdplug.models.codewords import kmeans
+    from kdplug.letkd.codewords import kmeans
     messages = []
     kmeans(torch.randn(600, 4, generator=torch.Generator().manual_seed(0)), 100, iters=3, tol=0.0,
            log=messages.append)

@@ -85,21 +85,37 @@ def test_seeds_table_gives_mean_and_sample_std_of_best_and_last(demo, tmp_path):
                         '| 46.00 +- 0.00 (46.00, 46.00, 46.00) | 77 |')
 
 
-def test_demo_validates_after_every_epoch(demo, tmp_path, monkeypatch):
-    """main() asks every run for a validation after every epoch (and reads them back), without training anything."""
+def test_demo_validates_after_every_epoch_and_its_students_read_the_cached_teacher(demo, tmp_path, monkeypatch):
+    """main() asks every run for a validation after every epoch (and reads them back), caches the teacher once per
+    seed (the students' epochs of views) and points the distilled students at that store, without training
+    anything; with --online-teacher there is no cache and the students run the teacher."""
     calls = []
 
-    def fake_train(name, config, work_dir, options):
-        calls.append(options)
-        write_run(work_dir, '20261123_100000', {epoch: 50.0 + epoch for epoch in range(1, 4)})
+    def fake_train(name, config, work_dir, options, tool=None, args=()):
+        tool = tool or demo.TRAIN
+        calls.append((Path(tool).name, Path(config).name, options, args))
+        if tool == demo.TRAIN:
+            write_run(work_dir, '20261123_100000', {epoch: 50.0 + epoch for epoch in range(1, 4)})
         return 1.0
 
     monkeypatch.setattr(demo, 'train', fake_train)
     monkeypatch.setattr(demo.subprocess, 'run', lambda *args, **kwargs: None)  # prepare_data.py
     demo.main(['--epochs', '3', '--work-dir', str(tmp_path), '--seeds', '0', '1'])
     assert calls and all('train_cfg.val_interval=1' in options and 'train_cfg.max_epochs=3' in options
-                         for options in calls)
+                         for _, _, options, _ in calls)
+    caches = [call for call in calls if call[0] == 'cache_teacher.py']
+    assert [call[3][:2] for call in caches] == [('--mode', 'epochs')] * 2
+    assert ['randomness.seed=0' in caches[0][2], 'randomness.seed=1' in caches[1][2]] == [True, True]
+    distilled = [options for tool, config, options, _ in calls if tool == 'train.py' and config.startswith('kd_')]
+    assert len(distilled) == 2 and all('model.teacher.type=CachedTeacher' in options for options in distilled)
+    assert f'model.teacher.store={tmp_path / "teacher_cache_seed1" / "store"}' in distilled[1]
     text = (tmp_path / 'results.md').read_text()
     assert (tmp_path / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'  # the students' curves
     assert '| teacher resnet20 | 53.00 | 53.00 | 1 |' in text
+    assert '| teacher logits cached (seed 0) | - | - | 1 |' in text
     assert '| resnet8, KD (T=4) | 53.00 +- 0.00 (53.00, 53.00) | 53.00 +- 0.00 (53.00, 53.00) | 1 |' in text
+
+    calls.clear()
+    demo.main(['--epochs', '3', '--work-dir', str(tmp_path / 'online'), '--online-teacher'])
+    assert not [call for call in calls if call[0] == 'cache_teacher.py']
+    assert not any('model.teacher.type=CachedTeacher' in options for _, _, options, _ in calls)

@@ -180,3 +180,44 @@ def test_the_demo_s_cached_config_trains_from_the_store_it_names(tmp_path, cifar
     assert len(logged) == 2 and all(np.isfinite(entry['distill.loss_kd']) for entry in logged)
     assert runner.model.teacher_model is None
     assert not any(key.startswith('teacher') for key in runner.model.state_dict())
+
+
+@pytest.mark.parametrize('workers', [0, 2], ids=['main-process', 'two-persistent-workers'])
+def test_epochs_mode_serves_a_seeded_run_of_the_same_config_through_the_runner(tmp_path, cifar10_root,
+                                                                               teacher_checkpoint, workers):
+    """--mode epochs scores the views that the run's own dataloader draws with the config's seed (here with
+    RandomResizedCrop, which views mode cannot list): a Runner training 2 epochs with that seed finds every view in
+    the store, and the cached teacher's logits are the online teacher's (float16) at every step."""
+    from runner_helpers import build_classifier, make_runner, run_config
+
+    from kdplug.tasks.classification import ClassificationTask
+    from kdplug.tools.cache_teacher import main
+    config = REPO / 'configs' / 'demo' / 'kd-cached_resnet20_resnet8_4e_cifar10-10k.py'
+    cfg = run_config(cifar10_root, tmp_path / 'run', config=config)
+    cfg.train_cfg = dict(by_epoch=True, max_epochs=2, val_interval=2)
+    cfg.randomness = dict(seed=7)
+    cfg.model.teacher.update(checkpoint=teacher_checkpoint, store=str(tmp_path / 'store'))
+    cfg.train_dataloader.update(batch_size=4, num_workers=workers, persistent_workers=workers > 0)
+    cfg.train_dataloader.dataset.update(indices=IMAGES, pipeline=[
+        dict(type='kdplug.CachedLoadImageFromFile'), dict(type='kdplug.ReplayRandomResizedCrop', scale=32),
+        dict(type='kdplug.ReplayRandomFlip', prob=0.5),
+        dict(type='PackInputs', meta_keys=('sample_idx', 'img_path', 'view'))])
+    cfg.dump(str(tmp_path / 'cached.py'))
+    main([str(tmp_path / 'cached.py'), '--mode', 'epochs', '--device', 'cpu'])
+
+    online = build_classifier(cfg.model.teacher.model)
+    online.load_state_dict(torch.load(teacher_checkpoint, weights_only=True)['state_dict'])
+    online.eval()
+    runner = make_runner(cfg)
+    teach, served = runner.model.teacher.teach, []
+
+    def checked(task, inputs, data_samples, student, positions=(), with_logits=True):
+        cached, feats = teach(task, inputs, data_samples, student, positions, with_logits)
+        with torch.no_grad():
+            exact = ClassificationTask.logits(online, inputs)
+        assert torch.all((cached[0] - exact).abs() <= 2 ** -11 * exact.abs() + 1e-6)
+        served.append(len(data_samples))
+        return cached, feats
+    runner.model.teacher.teach = checked
+    runner.train()
+    assert sum(served) == 2 * IMAGES  # every image of both epochs found its view

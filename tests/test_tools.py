@@ -73,11 +73,14 @@ def test_benchmark_prints_a_row_for_every_loss_and_every_step(tmp_path):
     rows = table_rows(run_tool(REPO / 'tools' / 'benchmark.py', 'losses', '--repeat', '1', '--warmup', '0',
                                '--device', 'cpu'))
     for name in (n for info in plugin_infos() for n in info.contributions.get('kdplug_losses', [])):
-        assert name in rows and all(float(ms) > 0 for ms in rows[name]), name
+        assert name in rows and all(float(ms) > 0 for ms in rows[name][:3]), name
+        assert float(rows[name][3].split('x')[0]) > 0, name  # the cost relative to KD's
+    assert rows['KDLoss'][3] == '1.00x' and 'per temperature' in rows['MultiTempKDLoss'][3]
     rows = table_rows(run_tool(REPO / 'tools' / 'benchmark.py', 'step', '--repeat', '1', '--warmup', '0',
                                '--batch-size', '4', '--device', 'cpu'))
     steps = [what for what in rows if what.startswith('distillation step')]
-    assert steps == ['distillation step, KD', 'distillation step, NormKD', 'distillation step, DKD']
+    assert steps == ['distillation step, KD', 'distillation step, NormKD', 'distillation step, DKD',
+                     'distillation step, KD, cached teacher']
     assert all(float(rows[what][0]) > 0 for what in rows if what != 'what')
 
 

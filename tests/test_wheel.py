@@ -57,7 +57,9 @@ def test_the_wheel_holds_the_package_and_its_type_marker(installed):
             'kdplug/losses/functional.py', 'kdplug/distillers/distiller.py', 'kdplug/engine/hooks.py',
             'kdplug/models/cifar.py', 'kdplug/transforms/cached_load.py', 'kdplug/tasks/classification.py',
             'kdplug/tasks/detection.py', 'kdplug/teachers/checkpoint.py', 'kdplug/teachers/ema.py',
-            'kdplug/teachers/weak_head.py'} <= names
+            'kdplug/teachers/weak_head.py', 'kdplug/letkd/layer.py', 'kdplug/letkd/loss.py',
+            'kdplug/letkd/codewords.py', 'kdplug/letkd/fitting.py', 'kdplug/letkd/io.py', 'kdplug/letkd/plugin.py',
+            'kdplug/tools/fit_codewords.py'} <= names
     # a library, not the repository: none of its tools, configs or tests
     assert not [n for n in names if n.split('/')[0] in ('tools', 'configs', 'tests', 'docs', 'examples')]
     entry_points = next(n for n in names if n.endswith('.dist-info/entry_points.txt'))
@@ -146,9 +148,11 @@ def test_the_installed_wheel_builds_computes_and_loads_its_plugins(installed, tm
                                 'ClassificationTask', 'kdplug.teachers.ema.EMATeacher']
     assert out['distilled'] == [2, 10]
     assert {'kdplug.losses.plugin', 'kdplug.distillers.plugin', 'kdplug.tasks.plugin', 'kdplug.teachers.plugin',
-            'kdplug.engine.plugin', 'kdplug.models.plugin', 'kdplug.transforms.plugin'} <= set(out['plugins'])
+            'kdplug.engine.plugin', 'kdplug.models.plugin', 'kdplug.letkd.plugin',
+            'kdplug.transforms.plugin'} <= set(out['plugins'])
     for name in ('NormKDLoss', 'Distiller', 'ClassificationTask', 'TwoStageDetectionTask', 'CheckpointTeacher',
-                 'EMATeacher', 'WeakHeadTeacher', 'AtomicCheckpointHook', 'ResNet8', 'CachedLoadImageFromFile'):
+                 'EMATeacher', 'WeakHeadTeacher', 'AtomicCheckpointHook', 'ResNet8', 'CachedLoadImageFromFile',
+                 'LetKDLayer', 'LetKDLoss'):
         assert name in out['table']
     assert out['weights_only_allowed']  # loading the plugins set torch's allow-list for mmengine checkpoints
 
@@ -164,9 +168,11 @@ def test_the_console_script_of_the_wheel_lists_the_plugins(installed, tmp_path):
 
 @pytest.mark.parametrize('script, usage', [('kdplug-train', 'usage: kdplug-train'),
                                            ('kdplug-test', 'usage: kdplug-test'),
-                                           ('kdplug-export-student', 'usage: kdplug-export-student')])
+                                           ('kdplug-export-student', 'usage: kdplug-export-student'),
+                                           ('kdplug-fit-codewords', 'usage: kdplug-fit-codewords')])
 def test_the_main_tools_come_with_the_installed_wheel(installed, tmp_path, script, usage):
-    """train, test and export from an installed kdplug: console scripts and ``python -m kdplug.tools.<tool>``."""
+    """train, test, export and fit_codewords from an installed kdplug: console scripts and
+    ``python -m kdplug.tools.<tool>``."""
     _, target = installed
     result = run_outside_the_tree(target, tmp_path, str(target / 'bin' / script), '--help')
     assert result.returncode == 0 and usage in result.stdout, result.stdout + result.stderr

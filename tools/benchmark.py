@@ -4,20 +4,23 @@
     python tools/benchmark.py step [--device cuda] [--batch-size 64] [--repeat 20]
     python tools/benchmark.py detection [--device cuda] [--batch-size 2] [--repeat 20] [--data-root data/coco128]
     python tools/benchmark.py pipeline [--data-root data/cifar10] [--ann-file meta/train_5000.txt]
+    python tools/benchmark.py cache [--device cuda] [--images 200]
 
 ``losses``: forward + backward of every registered loss on random logits of typical shapes (CIFAR-100 batch,
 ImageNet batch, Faster R-CNN RoIs: 2 images x 512 RoIs x 81 classes). ``step``: one training step (forward, backward,
 SGD) of a CIFAR student (resnet8x4) alone, and distilled from resnet32x4 with KD / NormKD / DKD, through the
 distiller's train_step; the teacher forward alone is timed too, so the distillation overhead can be compared with
-its floor (student step + teacher forward). ``detection``: the same for Faster R-CNN R-50-FPN distilled from R-101-FPN
-(configs/detection/*_coco128.py) on real coco128 train images (tools/prepare_data.py coco128), through the
-distiller's train_step (``kdplug.Distiller`` with ``TwoStageDetectionTask``), with KD, NKD, NormKD and KD with
-background RoIs excluded. Weights are random (the
-cost does not depend on them; no download). Median of ``--repeat`` runs after warm-up; on a GPU each row also gives
-its peak memory (torch.cuda.max_memory_allocated, reset before the row: weights, gradients, activations).
+its floor (student step + teacher forward), and KD with the teacher's logits read from a teacher cache
+(``CachedTeacher``) against the student step alone. ``detection``: the same for Faster R-CNN R-50-FPN distilled
+from R-101-FPN (configs/detection/*_coco128.py) on real coco128 train images (tools/prepare_data.py coco128),
+through the distiller's train_step (``kdplug.Distiller`` with ``TwoStageDetectionTask``), with KD, NKD, NormKD and
+KD with background RoIs excluded. Weights are random (the cost does not depend on them; no download). Median of
+``--repeat`` runs after warm-up; on a GPU each row also gives its peak memory (torch.cuda.max_memory_allocated,
+reset before the row: weights, gradients, activations).
 ``pipeline``: images per second of real ``tools/train.py`` runs of the demo's configs (student alone, KD; CPU), through
 kdplug's tool and through mmpretrain's own, beside a plain PyTorch loop with the same models, batch, augmentation,
 losses and optimizer on in-memory tensors: the whole cost of the framework, the data pipeline and kdplug, as a ratio.
+``cache``: tools/cache_teacher.py's views per second and the size of a whole store, per dataset.
 """
 import argparse
 import os
@@ -61,7 +64,8 @@ def print_step_table(rows: list, header: str) -> None:
     print('|---|---|---|---|---|')
     for what, ms, peak in rows:
         ratio = '' if what.startswith('teacher') else f'{ms / rows[0][1] - 1:+.0%}'
-        over = f'{ms / floor - 1:+.0%}' if what.startswith('distillation') else ''
+        # a cached teacher runs no teacher forward: its floor is the student step itself
+        over = f'{ms / floor - 1:+.0%}' if what.startswith('distillation') and 'cached' not in what else ''
         print(f'| {what} | {ms:.1f} | {ratio} | {over} | {peak} |')
 
 
@@ -72,21 +76,27 @@ def row(what: str, fn: Callable[[], object], device: str, repeat: int, warmup: i
 
 
 def bench_losses(device: str, repeat: int, warmup: int) -> None:
+    """Every registered loss, forward + backward, and its cost relative to KD's at N=256, C=1000 (multi-temperature
+    KD per temperature of its set: it softens with each)."""
     from kdplug.plugins import plugin_infos
     from kdplug.registry import MODELS
     names = [n for info in plugin_infos() for n in info.contributions.get('kdplug_losses', [])]
     shapes = [(64, 100), (256, 1000), (1024, 81)]
-    print('| loss | ' + ' | '.join(f'N={n}, C={c} (ms)' for n, c in shapes) + ' |')
-    print('|---|' + '---|' * len(shapes))
-    for name in names:
+    print('| loss | ' + ' | '.join(f'N={n}, C={c} (ms)' for n, c in shapes) + ' | vs KD at N=256, C=1000 |')
+    print('|---|' + '---|' * (len(shapes) + 1))
+    kd_ms = None
+    for name in ['KDLoss'] + [n for n in names if n != 'KDLoss']:
         loss = MODELS.build(dict(type=name)).to(device)  # logit losses build from their defaults (conformance test)
         cells = []
         for n, c in shapes:
             s = torch.randn(n, c, device=device, requires_grad=True)
             t = torch.randn(n, c, device=device)
             y = torch.randint(0, c, (n,), device=device)
-            cells.append(f'{timed(lambda: loss(s, t, y).backward(), device, repeat, warmup):.2f}')
-        print(f'| {name} | ' + ' | '.join(cells) + ' |')
+            cells.append(timed(lambda: loss(s, t, y).backward(), device, repeat, warmup))
+        kd_ms = kd_ms or cells[1]
+        per = len(getattr(getattr(loss, 'temperature', None), 'values', ())) if name == 'MultiTempKDLoss' else 1
+        ratio = f'{cells[1] / kd_ms / per:.2f}x' + (f' ({per} temperatures: per temperature)' if per > 1 else '')
+        print(f'| {name} | ' + ' | '.join(f'{ms:.2f}' for ms in cells) + f' | {ratio} |')
 
 
 def build_classifier(cfg: dict):
@@ -145,7 +155,36 @@ def bench_step(device: str, batch_size: int, repeat: int, warmup: int) -> None:
                                                       teacher_path, dict(loss=loss))).to(device)
         wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
         rows.append(row(f'distillation step, {name}', lambda: model.train_step(data, wrapper), device, repeat, warmup))
+    cached_cfg = classification_distiller(classifier('ResNet8x4'), classifier('ResNet32x4'), teacher_path,
+                                          dict(kd=dict(type='KDLoss', temperature=4.0)))
+    cached_cfg['teacher'] = dict(cached_cfg['teacher'], type='CachedTeacher',
+                                 store=teacher_store(student, teacher_path, classifier('ResNet32x4'), batch_size))
+    model = MODELS.build(cached_cfg).to(device)
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    cached_data = dict(data, data_samples=[sample.clone() for sample in data['data_samples']])
+    for index, sample in enumerate(cached_data['data_samples']):  # what kdplug's replayable transforms record
+        sample.set_metainfo(dict(sample_idx=index, view={'crop': (0, 0)}))
+    rows.append(row('distillation step, KD, cached teacher', lambda: model.train_step(cached_data, wrapper), device,
+                    repeat, warmup))
     print_step_table(rows, f'batch {batch_size}, 32x32, {device}')
+
+
+def teacher_store(distiller, checkpoint: str, teacher_cfg: dict, images: int) -> str:
+    """A teacher cache of ``images`` images, one view each, made from this teacher (its logits are random: the
+    step's cost does not depend on them)."""
+    import numpy as np
+
+    from kdplug.teachers.cache_store import TeacherCacheStore
+    from kdplug.teachers.cached import made_from
+    path = tempfile.mkdtemp(prefix='kdplug_benchmark_cache_')
+    classes = distiller.task.num_classes(distiller.student)
+    store = TeacherCacheStore.create(path, dict(
+        mode='views', slots=1, num_images=images, num_classes=classes, dtype='float16', layout=[('crop', 2)],
+        made_from=made_from(distiller.task, teacher_cfg, checkpoint, distiller.data_preprocessor)))
+    for index in range(images):
+        store.write(index, np.random.randn(1, classes), np.zeros((1, 2), dtype=np.int32))
+    store.mark_complete()
+    return path
 
 
 def bench_detection(device: str, batch_size: int, repeat: int, warmup: int, data_root: str) -> None:
@@ -222,6 +261,61 @@ def bench_detection(device: str, batch_size: int, repeat: int, warmup: int, data
         rows.append(row(f'distillation step, {name}', lambda: model.train_step(data, wrapper), device, repeat, warmup))
     print_step_table(rows, f'Faster R-CNN, batch {batch_size} coco128 train images {shapes} ({boxes} boxes), '
                            f'{device}')
+
+
+#: (dataset, images of its training split, views of each (pad-and-crop x flip), classes, teacher config, data config)
+CACHE_DATASETS = (
+    ('CIFAR-10', 50000, 9 * 9 * 2, 10, 'configs/kd/kd_resnet56_resnet20_240e_cifar10.py', 'data/cifar10'),
+    ('CIFAR-100', 50000, 9 * 9 * 2, 100, None, None),
+    ('Tiny-ImageNet', 100000, 17 * 17 * 2, 200, 'configs/kd/kd_resnet56_resnet20_240e_tiny-imagenet.py',
+     'data/tiny-imagenet-200'),
+)
+
+
+def bench_cache(device: str, images: int) -> None:
+    """tools/cache_teacher.py on the first ``images`` training images of each prepared dataset (random teacher
+    weights: the cost does not depend on them): views per second, and the size of the whole store (float16)."""
+    import subprocess
+    import sys
+
+    from mmengine.config import Config
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    replay = [dict(type='kdplug.CachedLoadImageFromFile'), None, dict(type='kdplug.ReplayRandomFlip', prob=0.5),
+              dict(type='PackInputs', meta_keys=('sample_idx', 'img_path', 'view'))]
+    print(f'tools/cache_teacher.py --mode views on {device}, the first {images} training images, random weights')
+    print('| dataset | teacher | views / image | store (float16, whole split) | views / s | whole split (h) |')
+    print('|---|---|---|---|---|---|')
+    measured = {}
+    for name, count, views, classes, config, data_root in CACHE_DATASETS:
+        size = f'{count * views * classes * 2 / 2 ** 30:.2f} GiB'
+        if config is None or not os.path.isdir(os.path.join(repo, data_root)):
+            rate = measured.get('CIFAR-10')  # same images and views; a 100-way head costs next to nothing more
+            note = f'{rate:.0f} (as CIFAR-10)' if rate else '-'
+            hours = f'{count * views / rate / 3600:.1f}' if rate else '-'
+            print(f'| {name} | resnet56 | {views} | {size} | {note} | {hours} |')
+            continue
+        cfg = Config.fromfile(os.path.join(repo, config))
+        work = tempfile.mkdtemp(prefix='kdplug_benchmark_cache_')
+        teacher = build_classifier(cfg.model.teacher.model)
+        cfg.model.teacher.checkpoint = os.path.join(work, 'teacher.pth')
+        torch.save(teacher.state_dict(), cfg.model.teacher.checkpoint)
+        crop = next(t for t in cfg.train_dataloader.dataset.pipeline if t['type'].endswith('RandomCrop'))
+        pipeline = list(replay)
+        pipeline[1] = dict(crop, type='kdplug.ReplayRandomCrop')
+        cfg.train_dataloader.dataset.update(data_root=os.path.join(repo, data_root), indices=images,
+                                            pipeline=pipeline)
+        cfg.dump(os.path.join(work, 'config.py'))
+        start = time.perf_counter()
+        tool = os.path.join(repo, 'tools', 'cache_teacher.py')
+        subprocess.run([sys.executable, tool, os.path.join(work, 'config.py'),
+                        '--out', os.path.join(work, 'store'), '--device', device], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rate = images * views / (time.perf_counter() - start)
+        measured[name] = rate
+        print(f'| {name} | resnet56 | {views} | {size} | {rate:.0f} | {count * views / rate / 3600:.1f} |')
+    print('ImageNet (estimated): RandomResizedCrop draws from a continuous range, so a store holds the views of E '
+          f'seeded epochs (--mode epochs): 1.28M images x E x 1000 classes x 2 bytes = {1.28e6 * 1000 * 2 / 2**30:.1f} '
+          'GiB per epoch.')
 
 
 PIPELINE_RUNS = (('student alone', 'student_resnet8_4e_cifar10-10k.py'),
@@ -341,7 +435,8 @@ def bench_pipeline(data_root: str, ann_file: str, warmup: int) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('what', choices=['losses', 'step', 'detection', 'pipeline'])
+    parser.add_argument('what', choices=['losses', 'step', 'detection', 'pipeline', 'cache'])
+    parser.add_argument('--images', type=int, default=200, help='cache: training images to score per dataset')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--repeat', type=int, default=20)
     parser.add_argument('--warmup', type=int, help='untimed runs first (default: 3; 1 for detection)')
@@ -357,6 +452,8 @@ def main(argv=None) -> None:
     elif args.what == 'detection':
         bench_detection(args.device, args.batch_size or 2, args.repeat, 1 if args.warmup is None else args.warmup,
                         args.data_root or 'data/coco128')
+    elif args.what == 'cache':
+        bench_cache(args.device, args.images)
     else:
         bench_pipeline(args.data_root or 'data/cifar10', args.ann_file, 10 if args.warmup is None else args.warmup)
 

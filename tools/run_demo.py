@@ -1,9 +1,11 @@
 """The README's main job: a real distillation on CIFAR-10 on a CPU in about ten minutes.
 
 1. prepares CIFAR-10 (tools/prepare_data.py: from ../shared/data, or downloaded);
-2. trains a small teacher (resnet20) on a class-balanced 10k-image subset for 4 epochs;
+2. trains a small teacher (resnet20) on a class-balanced 10k-image subset for 4 epochs, and caches its logits once
+   (tools/cache_teacher.py --mode epochs: the views the students' seeded runs draw, 4 x 10k);
 3. trains the student (resnet8) on the same data and schedule: alone, with KD, NormKD and KD + logit
-   standardization, each through tools/train.py and an mmengine Runner;
+   standardization, each through tools/train.py and an mmengine Runner, the distilled ones reading the cached
+   teacher (``--online-teacher``: run the teacher at every step instead);
 4. prints a table of top-1 accuracies on 2k test images, validated after every epoch: the best over the epochs
    (what the papers report) and the last (and writes it to work_dirs/demo/results.md).
 
@@ -28,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / 'configs' / 'demo'
 TRAIN = REPO / 'tools' / 'train.py'
+CACHE_TEACHER = REPO / 'tools' / 'cache_teacher.py'
 OUTPUT = 'train_output.txt'  # tools/train.py's stdout and stderr, in the run's work dir
 TAIL = 40  # lines of that output shown when a run fails
 STUDENTS = [
@@ -75,6 +78,9 @@ def results_table(rows: list, seeds: list, epochs: int) -> str:
              f'every epoch: the best over the epochs and the last; seed(s) {", ".join(map(str, seeds))}{spread}:',
              '', '| model | best top-1 (%) | last top-1 (%) | train time per run (s) |', '|---|---|---|---|']
     for name, work_dirs, seconds in rows:
+        if not work_dirs:  # a step that trains nothing (the teacher cache): its time only
+            lines.append(f'| {name} | - | - | {seconds:.0f} |')
+            continue
         results = [best_and_last(Path(work_dir)) for work_dir in work_dirs]
         best, last = [result[0] for result in results], [result[1] for result in results]
         lines.append(f'| {name} | {cell(best)} | {cell(last)} | {seconds:.0f} |')
@@ -100,13 +106,14 @@ def run_log(work_dir: Path) -> Path | None:
     return logs[-1] if logs else None
 
 
-def train(name: str, config: Path, work_dir: Path, options: list) -> float:
-    """tools/train.py on ``config``, its output into ``<work_dir>/train_output.txt``; returns the seconds it took.
-    A failed run prints the last lines of that output and exits."""
+def train(name: str, config: Path, work_dir: Path, options: list, tool: Path | None = None,
+          args: tuple = ()) -> float:
+    """tools/train.py (or another ``tool``) on ``config``, its output into ``<work_dir>/train_output.txt``; returns
+    the seconds it took. A failed run prints the last lines of that output and exits."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     output = work_dir / OUTPUT
-    cmd = [sys.executable, str(TRAIN), str(config), '--work-dir', str(work_dir)]
+    cmd = [sys.executable, str(tool or TRAIN), str(config), *(args or ('--work-dir', str(work_dir)))]
     start = time.time()
     with open(output, 'w') as out:
         code = subprocess.run(cmd + (['--cfg-options', *options] if options else []), cwd=REPO, stdout=out,
@@ -142,10 +149,13 @@ def main(argv=None) -> None:
                              'the mean and the sample std over the seeds of the best and the last top-1')
     parser.add_argument('--teacher-checkpoint', '--teacher-ckpt', dest='teacher_checkpoint', type=Path,
                         help='reuse this teacher checkpoint instead of training one')
+    parser.add_argument('--online-teacher', action='store_true',
+                        help='run the teacher at every distillation step instead of caching its logits once')
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error('--epochs must be at least 2: one warm-up epoch, then the cosine decay')
-    steps = 1 + (args.teacher_checkpoint is None) + len(STUDENTS) * len(args.seeds)
+    caches = 0 if args.online_teacher else len(args.seeds)
+    steps = 1 + (args.teacher_checkpoint is None) + caches + len(STUDENTS) * len(args.seeds)
     print(f'[1/{steps}] CIFAR-10: tools/prepare_data.py cifar10', flush=True)
     subprocess.run([sys.executable, str(REPO / 'tools' / 'prepare_data.py'), 'cifar10'], check=True)
     epochs = [f'train_cfg.max_epochs={args.epochs}', 'train_cfg.val_interval=1',
@@ -160,12 +170,27 @@ def main(argv=None) -> None:
                         teacher_dir, epochs)
         rows.append(('teacher resnet20', [teacher_dir], seconds))
         teacher_checkpoint = teacher_dir / f'epoch_{args.epochs}.pth'
+    stores = {}
+    for seed in ([] if args.online_teacher else args.seeds):
+        # the views the students' runs (this seed, this data and schedule) draw, scored once, read by all of them
+        cache_dir = args.work_dir / f'teacher_cache_seed{seed}'
+        step += 1
+        print(f'[{step}/{steps}] teacher resnet20, logits of the students\' {args.epochs} epochs of views (seed '
+              f'{seed}): tools/cache_teacher.py --mode epochs ... ', end='', flush=True)
+        seconds = train('teacher cache', CONFIGS / STUDENTS[1][1], cache_dir, epochs + [
+            f'randomness.seed={seed}', f'model.teacher.checkpoint={teacher_checkpoint}'], tool=CACHE_TEACHER,
+            args=('--mode', 'epochs', '--out', str(cache_dir / 'store')))
+        print(f'done in {duration(seconds)}; log: {shown(cache_dir / OUTPUT)}', flush=True)
+        rows.append((f'teacher logits cached (seed {seed})', [], seconds))
+        stores[seed] = cache_dir / 'store'
     for name, config in STUDENTS:
         work_dirs, seconds = [], 0.0
         for seed in args.seeds:
             work_dir = args.work_dir / (Path(config).stem + (f'_seed{seed}' if args.seeds != [0] else ''))
             options = epochs + [f'randomness.seed={seed}']
             options += [f'model.teacher.checkpoint={teacher_checkpoint}'] if 'alone' not in name else []
+            if 'alone' not in name and seed in stores:
+                options += ['model.teacher.type=CachedTeacher', f'model.teacher.store={stores[seed]}']
             step += 1
             seconds += phase(step, steps, f'resnet8, {name}, seed {seed}', args.epochs, CONFIGS / config, work_dir,
                              options)
@@ -179,7 +204,7 @@ def main(argv=None) -> None:
     sys.path.insert(0, str(REPO / 'tools'))  # a sibling tool, whether this one runs as a script or is imported
     from analyze_logs import load_scalars, plot_curves
     curves = {f'{name}, seed {seed}' if len(work_dirs) > 1 else name: load_scalars(work_dir)
-              for name, work_dirs, _ in rows if name != 'teacher resnet20'
+              for name, work_dirs, _ in rows if name.startswith('resnet8')
               for seed, work_dir in zip(args.seeds, work_dirs)}
     plot_curves(curves, ['accuracy/top1', 'loss'], args.work_dir / 'curves.png')
     print(f'curves: {args.work_dir / "curves.png"}', flush=True)

@@ -8,9 +8,8 @@
 # student at inference, as in the paper). The teacher's feature is its own 'layer4' output (same channels, same
 # size). The intermediate level (letKD-2) needs one class label per image and does not apply to detection.
 # 1. train the teacher (configs/detection/teachers/faster-rcnn_r101_fpn_24e_coco128.py);
-# 2. write `codewords`: k-means (kdplug.models.codewords.kmeans) of the teacher's 'layer4' features of the training
-#    images, in the file format of kdplug/models/letkd.py (section 'layer4', level 'penultimate');
-#    tools/fit_codewords.py reads classification configs only so far;
+# 2. python tools/fit_codewords.py <this config> writes `codewords`: k-means of the teacher's 'layer4' features at
+#    every position of the training images (test pipeline; --max-images N for a random subset), section 'layer4';
 # 3. python tools/train.py <this config>. See docs/letkd.md.
 _base_ = ['./_base_/faster-rcnn_r101_r50_fpn_12e_coco128.py']
 codewords = 'work_dirs/letkd-1_faster-rcnn_r101_r50_fpn_12e_coco128/codewords.pth'

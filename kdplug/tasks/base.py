@@ -11,6 +11,8 @@ segmentors...) and nothing about losses or where the teacher comes from. The dis
   losses, the rows of logits to distil (:class:`LogitRows`: targets, row weights, and what the teacher needs to
   score the same rows) and its features at the positions asked for; :meth:`Task.teacher_logits` scores those rows
   with a teacher model, in the same order;
+* :meth:`Task.image_targets` and :meth:`Task.features` for methods that read features outside a training step (the
+  offline fit of letKD's codewords);
 * :meth:`Task.predict` and :meth:`Task.tensor_forward` for validation, test and ``mode='tensor'``.
 
 Features at named positions (for feature-level methods) are recorded with forward hooks on the model's backbone
@@ -147,6 +149,11 @@ class Task:
         with self.recording(model, positions) as feats:
             self.backbone(model)(self.first_view(inputs))
         return feats
+
+    def image_targets(self, data_samples: List) -> Optional[Tensor]:
+        """Each image's target, labels (N,) or soft labels (N, C), for feature-level methods that need the class of
+        an image (letKD's intermediate level); None where the task has none (a detection image has many)."""
+        return None
 
     # -- predict ------------------------------------------------------------------------------------------------
     def predict(self, model: nn.Module, inputs: Any, data_samples: Optional[List]) -> List:

@@ -92,7 +92,7 @@ class ClassificationTask(Task):
                 scores.append(cls_score)
                 for key, value in view_losses.items():  # keys without "loss" (accuracy) from the first view
                     losses[key] = losses[key] + value if key in losses and 'loss' in key else losses.get(key, value)
-        target = targets(data_samples)
+        target = self.image_targets(data_samples)
         rows = LogitRows(logits=torch.cat(scores) if len(scores) > 1 else scores[0],
                          target=torch.cat([target] * len(views)) if len(views) > 1 else target)
         return StudentOutput(losses=losses, rows=[rows], target=target, features=dict(feats), views=len(views))
@@ -101,6 +101,9 @@ class ClassificationTask(Task):
                        student: StudentOutput) -> List[Tensor]:
         views = split_views(inputs)
         return [self.logits(teacher, views[0] if len(views) == 1 else torch.cat(views))]
+
+    def image_targets(self, data_samples: List) -> Tensor:
+        return targets(data_samples)
 
     @staticmethod
     def first_view(inputs: Any) -> Tensor:

@@ -2,6 +2,11 @@
 
     python tools/cache_teacher.py CONFIG [--out DIR] [--dtype float16|float32] [--batch-size 256] [--device cpu]
 
+Mode ``epochs`` (for continuous transforms such as RandomResizedCrop, or a short schedule): the views a run draws in
+``--epochs`` epochs with the config's seed, sampler, batch size and workers (kdplug's tools/train.py dataloader
+defaults applied, as a run through it gets), one process: exact when the students run with the same seed, one
+process and the same dataloader settings; a student whose views differ stops at its first step that meets one.
+
 CONFIG is a distillation config whose teacher is ``dict(type='CheckpointTeacher', model=..., checkpoint=...)``, or
 the ``CachedTeacher`` config that will read the store (then ``--out`` defaults to its ``store``), with a
 training pipeline of kdplug's replayable transforms (``kdplug.ReplayRandomCrop``, ``kdplug.ReplayRandomFlip``) with
@@ -31,8 +36,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
     parser.add_argument('--out', help='the store folder (default: <work_dir>/teacher_cache)')
-    parser.add_argument('--mode', choices=['views'], default='views',
-                        help='views: every discrete view of each image (pad-and-crop x flip)')
+    parser.add_argument('--mode', choices=['views', 'epochs'], default='views',
+                        help='views: every discrete view of each image (pad-and-crop x flip); epochs: the views a run '
+                             'with the config\'s seed, sampler and workers draws in --epochs epochs')
+    parser.add_argument('--epochs', type=int, help='epochs mode: how many (default: train_cfg.max_epochs)')
+    parser.add_argument('--seed', type=int, help='epochs mode: the run\'s seed (default: randomness.seed)')
     parser.add_argument('--dtype', choices=['float16', 'float32'], default='float16')
     parser.add_argument('--batch-size', type=int, default=256, help='views per teacher forward')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -42,9 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def replayable_split(transforms: Sequence) -> Tuple[List, List]:
+def replayable_split(transforms: Sequence, mode: str = 'views') -> Tuple[List, List]:
     """The pipeline as (what runs once per image, what runs per view); refuses random transforms that cannot be
-    replayed and a PackInputs that would drop the view."""
+    replayed, a continuous one in views mode, and a PackInputs that would drop the view."""
     from kdplug.transforms.replay import REPLAYABLE, ReplayRandomResizedCrop
     replay_types = tuple(REPLAYABLE.values())
     names = [type(t).__name__ for t in transforms]
@@ -55,8 +63,9 @@ def replayable_split(transforms: Sequence) -> Tuple[List, List]:
         raise ValueError(f'the training pipeline has random transforms whose views cannot be replayed: '
                          f'{unreplayable}. Use kdplug\'s replayable ones ({stand_ins or "none for these"}), or '
                          'distil with the online teacher')
-    if any(isinstance(t, ReplayRandomResizedCrop) for t in transforms):
-        raise ValueError('RandomResizedCrop draws from a continuous range: --mode views cannot list its views')
+    if mode == 'views' and any(isinstance(t, ReplayRandomResizedCrop) for t in transforms):
+        raise ValueError('RandomResizedCrop draws from a continuous range: --mode views cannot list its views; cache '
+                         'the views of seeded epochs with --mode epochs')
     first = next((i for i, t in enumerate(transforms) if isinstance(t, replay_types)), None)
     if first is None:
         raise ValueError(f'the training pipeline {names} has no replayable transform: nothing to cache per view')
@@ -78,7 +87,7 @@ def views_of(per_view: Sequence, results: dict) -> List[Dict[str, tuple]]:
     """Every combination of the replayable transforms' choices for this image, as replay dicts."""
     from kdplug.transforms.replay import REPLAYABLE
     replay_types = tuple(REPLAYABLE.values())
-    probe, choices = copy.deepcopy(results), []
+    probe, choices = dict(results), []
     for transform in per_view[:-1]:  # the last one packs
         if isinstance(transform, replay_types):
             options = transform.choices(probe)
@@ -89,111 +98,185 @@ def views_of(per_view: Sequence, results: dict) -> List[Dict[str, tuple]]:
     return [dict(zip(names, combo)) for combo in itertools.product(*[options for _, options in choices])]
 
 
-def main(argv=None) -> None:
-    from mmengine.dist import get_dist_info, init_dist
-    from mmengine.registry import DATASETS, init_default_scope
+class Setup:
+    """What both modes share: the teacher, its task and preprocessor, the training set and the store's header."""
 
-    from kdplug.registry import MODELS
+    def __init__(self, args: argparse.Namespace) -> None:
+        from mmengine.registry import DATASETS, init_default_scope
+
+        from kdplug.registry import MODELS
+        from kdplug.teachers.cached import made_from
+        from kdplug.teachers.checkpoint import CheckpointTeacher
+        cfg = Config.fromfile(args.config)
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)
+        init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+        teacher_cfg = cfg.model.get('teacher') or {}
+        store = None
+        if str(teacher_cfg.get('type', '')).split('.')[-1] == 'CachedTeacher':  # the config that will read the store
+            store = teacher_cfg['store']
+            cfg.model.teacher = dict(type='CheckpointTeacher', model=teacher_cfg['model'],
+                                     checkpoint=teacher_cfg['checkpoint'])
+        if cfg.get('data_preprocessor') is not None:  # as mmengine's Runner gives the model the run's preprocessor
+            cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
+        distiller = MODELS.build(cfg.model)
+        if not isinstance(distiller.teacher, CheckpointTeacher):
+            raise SystemExit(f'cache_teacher.py: the config\'s teacher is {distiller.teacher.description}: give '
+                             "teacher=dict(type='CheckpointTeacher' (or 'CachedTeacher'), model=..., checkpoint=...)")
+        self.device = torch.device(args.device)
+        self.cfg, self.task = cfg, distiller.task
+        self.teacher = distiller.teacher_model.to(self.device).eval()
+        self.preprocess = distiller.data_preprocessor.to(self.device)
+        self.dataset = DATASETS.build(copy.deepcopy(cfg.train_dataloader.dataset))
+        try:
+            self.once, self.per_view = replayable_split(self.dataset.pipeline.transforms, args.mode)
+        except ValueError as err:
+            raise SystemExit(f'cache_teacher.py: {err}') from None
+        self.out = args.out or store or osp.join(cfg.get('work_dir') or osp.join(
+            'work_dirs', osp.splitext(osp.basename(args.config))[0]), 'teacher_cache')
+        self.header = dict(mode=args.mode, num_images=len(self.dataset), dtype=args.dtype,
+                           num_classes=int(self.task.num_classes(self.teacher)),
+                           made_from=made_from(self.task, cfg.model.teacher.model, cfg.model.teacher.checkpoint,
+                                               self.preprocess),
+                           pipeline=[dict(t) for t in cfg.train_dataloader.dataset.pipeline],
+                           dataset={k: v for k, v in cfg.train_dataloader.dataset.items() if k != 'pipeline'},
+                           classes=list(self.dataset.metainfo.get('classes') or []))
+
+    def image_paths(self) -> List[str]:
+        return [self.dataset.get_data_info(i)['img_path'] for i in range(len(self.dataset))]
+
+    @torch.no_grad()
+    def logits(self, packed: List[dict]) -> np.ndarray:
+        """The teacher's logits (float32, on the CPU) of packed samples (PackInputs' output)."""
+        data = self.preprocess(dict(inputs=[p['inputs'] for p in packed],
+                                    data_samples=[p['data_samples'] for p in packed]), training=False)
+        return self.task.tensor_forward(self.teacher, data['inputs'], None).float().cpu().numpy()
+
+
+def cache_views(setup: Setup, args: argparse.Namespace) -> Tuple[object, int]:
+    """Views mode: every discrete view of this rank's images; returns (store, views scored here)."""
+    from mmengine.dist import get_dist_info
+    from mmengine.utils import ProgressBar
+
     from kdplug.teachers.cache_store import TeacherCacheStore, view_layout, view_vector
-    from kdplug.teachers.cached import made_from
-    from kdplug.teachers.checkpoint import CheckpointTeacher
-
-    args = parse_args(argv)
-    allow_mmengine_checkpoints()
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.launcher != 'none':
-        init_dist(args.launcher)
     rank, world = get_dist_info()
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    start = time.time()
-    teacher_cfg = cfg.model.get('teacher') or {}
-    store_default = None
-    if str(teacher_cfg.get('type', '')).split('.')[-1] == 'CachedTeacher':  # the config that will read the store
-        store_default = teacher_cfg['store']
-        cfg.model.teacher = dict(type='CheckpointTeacher', model=teacher_cfg['model'],
-                                 checkpoint=teacher_cfg['checkpoint'])
-    if cfg.get('data_preprocessor') is not None:  # as mmengine's Runner gives the model the run's preprocessor
-        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
-    distiller = MODELS.build(cfg.model)
-    if not isinstance(distiller.teacher, CheckpointTeacher):
-        raise SystemExit(f'cache_teacher.py: the config\'s teacher is {distiller.teacher.description}: give '
-                         "teacher=dict(type='CheckpointTeacher' (or 'CachedTeacher'), model=..., checkpoint=...)")
-    device = torch.device(args.device)
-    teacher, task, preprocess = distiller.teacher_model.to(device).eval(), distiller.task, \
-        distiller.data_preprocessor.to(device)
-    dataset = DATASETS.build(copy.deepcopy(cfg.train_dataloader.dataset))
-    try:
-        once, per_view = replayable_split(dataset.pipeline.transforms)
-    except ValueError as err:
-        raise SystemExit(f'cache_teacher.py: {err}') from None
-
-    first = run(once, dataset.get_data_info(0))
-    views = views_of(per_view, first)
-    sample = run(per_view, dict(copy.deepcopy(first), replay_view=views[0]))
-    layout = view_layout(sample['data_samples'].metainfo['view'])
-    header = dict(mode=args.mode, slots=len(views), num_images=len(dataset), layout=layout, dtype=args.dtype,
-                  num_classes=int(task.num_classes(teacher)),
-                  made_from=made_from(task, cfg.model.teacher.model, cfg.model.teacher.checkpoint, preprocess),
-                  pipeline=[dict(t) for t in cfg.train_dataloader.dataset.pipeline],
-                  dataset={k: v for k, v in cfg.train_dataloader.dataset.items() if k != 'pipeline'},
-                  classes=list(dataset.metainfo.get('classes') or []))
-    out = args.out or store_default or osp.join(cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0]), 'teacher_cache')
+    first = run(setup.once, setup.dataset.get_data_info(0))
+    views = views_of(setup.per_view, first)
+    layout = view_layout(run(setup.per_view, dict(first, replay_view=views[0]))['data_samples'].metainfo['view'])
+    header = dict(setup.header, slots=len(views), layout=layout)
     if rank == 0:
-        TeacherCacheStore.create(out, header, [dataset.get_data_info(i)['img_path'] for i in range(len(dataset))])
+        TeacherCacheStore.create(setup.out, header, setup.image_paths())
     if world > 1:
         from mmengine.dist import barrier
         barrier()
-    store = TeacherCacheStore.create(out, header)  # opens the one rank 0 made (or a resumed one)
-    todo = [i for i in range(rank, len(dataset), world) if not store.done[i]]
-    print(f'cache_teacher.py: {len(dataset)} images x {len(views)} views -> {out} ({args.dtype}); rank {rank}/{world}: '
-          f'{len(todo)} images to score ({len(range(rank, len(dataset), world)) - len(todo)} already done)',
-          flush=True)
-
-    from mmengine.utils import ProgressBar
+    store = TeacherCacheStore.create(setup.out, header)  # opens the one rank 0 made (or a resumed one)
+    total = len(setup.dataset)
+    todo = [i for i in range(rank, total, world) if not store.done[i]]
+    print(f'cache_teacher.py: {total} images x {len(views)} views -> {setup.out} ({args.dtype}); rank {rank}/{world}: '
+          f'{len(todo)} images to score ({len(range(rank, total, world)) - len(todo)} already done)', flush=True)
     bar = ProgressBar(len(todo)) if todo else None
     pending: List[Tuple[int, list, list]] = []   # (image, packed views, params) waiting for a forward
     batch_views = max(1, args.batch_size // len(views)) * len(views)
 
-    @torch.no_grad()
     def score(items: List[Tuple[int, list, list]]) -> None:
-        packed = [p for _, views_, _ in items for p in views_]
-        data = preprocess(dict(inputs=[p['inputs'] for p in packed], data_samples=[p['data_samples'] for p in packed]),
-                          training=False)
-        logits = task.tensor_forward(teacher, data['inputs'], None).float().cpu().numpy()
+        logits = setup.logits([p for _, packed, _ in items for p in packed])
         for k, (index, _, params) in enumerate(items):
             store.write(index, logits[k * len(views):(k + 1) * len(views)], np.asarray(params, dtype=np.int32))
         store.flush()
-        if bar is not None:
-            for _ in items:
-                bar.update()
+        for _ in items:
+            bar.update()
 
     for index in todo:
-        results = run(once, dataset.get_data_info(index))
-        image_views = views_of(per_view, results)
+        results = run(setup.once, setup.dataset.get_data_info(index))
+        image_views = views_of(setup.per_view, results)
         if len(image_views) != len(views):
             raise SystemExit(f'cache_teacher.py: image {index} has {len(image_views)} views, image 0 {len(views)}: '
-                             'views mode needs images of one size (resize them first)')
-        packed = [run(per_view, dict(copy.deepcopy(results), replay_view=view)) for view in image_views]
-        params = [view_vector(p['data_samples'].metainfo['view'], layout) for p in packed]
-        pending.append((index, packed, params))
+                             'views mode needs images of one size (resize them first, or use --mode epochs)')
+        # a shallow copy per view: the transforms replace results' entries, never write into the decoded image
+        packed = [run(setup.per_view, dict(results, replay_view=view)) for view in image_views]
+        pending.append((index, packed, [view_vector(p['data_samples'].metainfo['view'], layout) for p in packed]))
         if len(pending) * len(views) >= batch_views:
             score(pending)
             pending = []
     if pending:
         score(pending)
-    if world > 1:
+    return store, len(todo) * len(views)
+
+
+def cache_epochs(setup: Setup, args: argparse.Namespace) -> Tuple[object, int]:
+    """Epochs mode: the views of ``--epochs`` seeded epochs, as the run's own dataloader draws them; returns
+    (store, views scored)."""
+    from mmengine.dist import get_dist_info
+    from mmengine.runner import Runner, set_random_seed
+    from mmengine.utils import ProgressBar
+
+    from kdplug.teachers.cache_store import TeacherCacheStore, view_layout, view_vector
+    from kdplug.tools.train import set_dataloader_defaults
+    if get_dist_info()[1] > 1:
+        raise SystemExit('cache_teacher.py: --mode epochs replays one process\'s dataloader: run it without a launcher '
+                         '(and train the students in one process), or use --mode views')
+    cfg = setup.cfg
+    randomness = cfg.get('randomness') or {}
+    seed = args.seed if args.seed is not None else randomness.get('seed')
+    epochs = args.epochs or cfg.get('train_cfg', {}).get('max_epochs')
+    if seed is None or not epochs:
+        raise SystemExit('cache_teacher.py: --mode epochs replays a seeded run: set randomness.seed (or --seed) and '
+                         'train_cfg.max_epochs (or --epochs), and train the students with the same seed')
+    set_dataloader_defaults(cfg, argparse.Namespace(no_pin_memory=False, no_persistent_workers=False))
+    # the layout from one draw on image 0, the generator restored: the run's draws are untouched
+    state = np.random.get_state()
+    probe = run(setup.per_view, run(setup.once, setup.dataset.get_data_info(0)))
+    np.random.set_state(state)
+    layout = view_layout(probe['data_samples'].metainfo['view'])
+    header = dict(setup.header, slots=int(epochs), layout=layout, seed=int(seed))
+    store = TeacherCacheStore.create(setup.out, header, setup.image_paths())
+    todo = [e for e in range(epochs) if not store.done[e]]
+    print(f'cache_teacher.py: {len(setup.dataset)} images x {epochs} seeded epochs (seed {seed}) -> {setup.out} '
+          f'({args.dtype}); {len(todo)} epochs to score ({epochs - len(todo)} already done)', flush=True)
+    set_random_seed(seed, deterministic=randomness.get('deterministic', False))  # as the Runner seeds the run
+    loader = Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader), seed=seed,
+                                     diff_rank_seed=randomness.get('diff_rank_seed', False))
+    bar = ProgressBar(len(todo) * len(loader)) if todo else None
+    scored = 0
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)  # as mmengine's DistSamplerSeedHook does before each epoch
+        for batch in loader:  # an epoch already done is still drawn: the workers' generators must advance
+            if epoch not in todo:
+                continue
+            samples = batch['data_samples']
+            logits = setup.logits([dict(inputs=x, data_samples=d) for x, d in zip(batch['inputs'], samples)])
+            params = np.asarray([view_vector(d.metainfo['view'], layout) for d in samples], dtype=np.int32)
+            store.write_slot(epoch, [d.metainfo['sample_idx'] for d in samples], logits, params)
+            scored += len(samples)
+            bar.update()
+        if epoch in todo:
+            store.flush()
+            store.done_unit(epoch)
+            store.flush()
+    return store, scored
+
+
+def main(argv=None) -> None:
+    from mmengine.dist import get_dist_info, init_dist
+
+    from kdplug.teachers.cache_store import TeacherCacheStore
+    args = parse_args(argv)
+    allow_mmengine_checkpoints()
+    if args.launcher != 'none':
+        init_dist(args.launcher)
+    start = time.time()
+    setup = Setup(args)
+    store, scored = (cache_views if args.mode == 'views' else cache_epochs)(setup, args)
+    if get_dist_info()[1] > 1:
         from mmengine.dist import barrier
         barrier()
-    if rank == 0:
-        store = TeacherCacheStore.create(out, header)
+    if get_dist_info()[0] == 0:
+        store = TeacherCacheStore.create(setup.out, store.header)
         store.mark_complete()
         seconds = time.time() - start
-        print(f'\ncache_teacher.py: wrote {len(dataset) * len(views)} rows of {header["num_classes"]} logits in '
-              f'{seconds:.1f} s ({len(todo) * len(views) / max(seconds, 1e-9):.0f} views/s on rank 0): '
-              f'{store.size_bytes() / 2 ** 20:.1f} MiB in {out}', flush=True)
+        print(f'\ncache_teacher.py: {store.num_images * store.slots} rows of {store.header["num_classes"]} logits; '
+              f'{scored} views scored in {seconds:.1f} s ({scored / max(seconds, 1e-9):.0f} views/s on rank 0): '
+              f'{store.size_bytes() / 2 ** 20:.1f} MiB in {setup.out}', flush=True)
 
 
 if __name__ == '__main__':

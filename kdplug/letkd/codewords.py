@@ -1,17 +1,82 @@
-"""The offline codeword math of letKD (Gorgun, Gurbuz and Alatan, "Knowledge Distillation Layer that Lets the
-Student Decide", BMVC 2023, arXiv:2309.02843; supplement Alg. 1-2), torch only: k-means (k-means++ then Lloyd)
-for the penultimate codewords, LDA then per-class k-means sub-classes and their score matrix for the intermediate
-level. Used by tools/fit_codewords.py; the online side (layer, assignments, loss) is
-kdplug/models/letkd.py.
+"""The codeword geometry of letKD (Görgün, Gürbüz and Alatan, "Knowledge Distillation Layer that Lets the Student
+Decide", BMVC 2023, arXiv:2309.02843; supplement Alg. 1-2), torch only: squared distances and nearest centers (in
+chunks of rows, bounded memory), k-means (k-means++ then Lloyd) for the penultimate codewords, LDA then per-class
+k-means sub-classes, the nearest sub-class of a feature's own class (``k*``) and the sub-class score matrix ``s_T``
+for the intermediate level. :mod:`kdplug.letkd.fitting` fits with it offline; :mod:`kdplug.letkd.loss` assigns
+with it online.
+
+Choices where the supplement is silent (docs/letkd.md, "Choices the supplement leaves open"; the authors' code is
+adagorgun/letKD-framework, commit 4fb2289):
+
+* Sub-class scores ``s_T`` ("NNSearch(F_LDA, prot)"): for every training feature, ``h1`` is its nearest prototype
+  among its class's sub-classes and ``h2`` its nearest prototype among ALL sub-classes (hard nearest-neighbour
+  search); row ``h1`` of ``s_T`` is the empirical distribution ``p(h2 | h1)`` (the supplement's Fig. 2 caption:
+  ``p_T(i) = p(h2(z_i) | h1(z_i, y))``). A sub-class with no feature gets a one-hot row on itself. The authors'
+  ``apply_NNCenter`` (``distillation/algorithms/subclass_decision/subclass_utils.py`` lines 307-344) computes the
+  same frequencies, with rows indexed by each feature's own-class k-means label instead of its nearest own-class
+  prototype (the two coincide at k-means convergence).
+* ``k*`` online is the nearest prototype of the image's class, as the authors'
+  (``valueLayer_subclass.py`` lines 188-202); a position whose class has no prototype at all (a class absent from
+  the fitting data) falls back to the nearest prototype of any class.
+* LDA: within-class covariance with a ridge ``1e-6 * trace / D`` (numerical safety for dead channels),
+  ``min(C - 1, D)`` components, scaled to unit within-class variance (as scikit-learn's ``transform``,
+  ``x -> W (x - mean)``, i.e. ``b = -W mean``).
+* A class with fewer training vectors than K_inter gets fewer sub-classes (``valid`` marks the prototypes that
+  exist).
 """
 import time
 import warnings
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .letkd import Log, assign_subclasses, nearest
+#: A progress callback (one line of text), or None.
+Log = Optional[Callable[[str], None]]
+
+
+def _chunk_rows(num_centers: int, budget: int = 1 << 24) -> int:
+    return max(1, budget // max(1, num_centers))
+
+
+def squared_distances(x: Tensor, centers: Tensor) -> Tensor:
+    """||x_i - c_k||^2, (n, k), clamped at 0."""
+    d = (x * x).sum(1, keepdim=True) - 2 * x @ centers.t() + (centers * centers).sum(1)
+    return d.clamp_min_(0)
+
+
+def nearest(x: Tensor, centers: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """Index and squared distance of the nearest center of each row of ``x``, in chunks of rows (bounded memory).
+    ``mask`` (k,) bool: only these centers are candidates."""
+    idx = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    dist = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    step = _chunk_rows(centers.shape[0])
+    for start in range(0, x.shape[0], step):
+        d = squared_distances(x[start:start + step], centers)
+        if mask is not None:
+            d[:, ~mask] = float('inf')
+        dist[start:start + step], idx[start:start + step] = d.min(1)
+    return idx, dist
+
+
+def assign_subclasses(z: Tensor, labels: Tensor, prototypes: Tensor, valid: Tensor, k: int) -> Tensor:
+    """``k*`` of Alg. 2: the nearest valid prototype among the sub-classes of each row's class (rows of a class
+    without prototypes: the nearest valid prototype of any class). Returns indices into the C*k prototypes."""
+    labels = labels.long()
+    out = torch.empty(z.shape[0], dtype=torch.long, device=z.device)
+    step = _chunk_rows(prototypes.shape[0])
+    own = torch.arange(prototypes.shape[0], device=z.device) // k
+    for start in range(0, z.shape[0], step):
+        d = squared_distances(z[start:start + step], prototypes)
+        d[:, ~valid] = float('inf')
+        own_d = torch.where(own.unsqueeze(0) == labels[start:start + step].unsqueeze(1), d,
+                            torch.full_like(d, float('inf')))
+        dist, idx = own_d.min(1)
+        fallback = torch.isinf(dist)
+        if fallback.any():
+            idx[fallback] = d[fallback].argmin(1)
+        out[start:start + step] = idx
+    return out
 
 
 def _kmeans_pp(x: Tensor, k: int, generator: torch.Generator, sample: int, log: Log = None) -> Tensor:
@@ -171,6 +236,3 @@ def subclass_scores(z: Tensor, labels: Tensor, prototypes: Tensor, valid: Tensor
     totals = counts.sum(1, keepdim=True)
     eye = torch.eye(size, device=z.device)
     return torch.where(totals > 0, counts / totals.clamp_min(1), eye)
-
-
-# ------------------------------------------------------------------------------------------- teacher targets

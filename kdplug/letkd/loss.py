@@ -1,0 +1,200 @@
+"""The letKD loss (Görgün, Gürbüz and Alatan, "Knowledge Distillation Layer that Lets the Student Decide", BMVC 2023,
+arXiv:2309.02843; supplement Alg. 1-2), the **teacher side** of a :class:`kdplug.letkd.layer.LetKDLayer`.
+
+A loss of the distiller (not part of the student, never exported): the teacher's soft assignment ``p_T`` of each
+spatial feature of the teacher at the layer's stage, and ``KL(p_T || p_S)`` summed over the K assignments and
+averaged over every spatial position of the batch (``batchmean`` with a row per position), times ``loss_weight``.
+
+* ``level='penultimate'`` (letKD-1, Alg. 1): ``p_T = softmax(-||f - rho_k||^2 / T)`` over the K k-means codewords
+  ``rho`` of the teacher's features. The pseudo-code writes ``softmax(d)`` with ``d`` the squared distances; a soft
+  assignment must favour the NEAREST codeword, so kdplug uses ``softmax(-d)`` (the sign is a typo of the
+  pseudo-code; the authors' code, adagorgun/letKD-framework at commit 4fb2289, has ``softmax(-T * distances)``:
+  ``distillation/architectures/miscellaneous/vector_quantization.py`` line 102, with T = 1 in every config).
+  ``T`` (``temperature``) is 1 in the paper.
+* ``level='intermediate'`` (letKD-2, Alg. 2): the teacher feature is projected by LDA (``W f + b``), the position is
+  given the nearest sub-class prototype **of its image's class** (``k*``,
+  :func:`kdplug.letkd.codewords.assign_subclasses`), and ``p_T`` is the row ``k*`` of the sub-class score matrix
+  ``s_T`` (C*K_inter x C*K_inter). The student predicts over C*K_inter sub-classes.
+
+The codewords come from the file of :mod:`kdplug.letkd.io`, read at the first training step. Choices where the
+supplement is silent (docs/letkd.md):
+
+* Heterogeneous pairs: when the teacher's map and the student's differ in size, the teacher's is average-pooled
+  (adaptive) to the student's before the assignment, and the codewords are fitted on the pooled features.
+* Fewer codewords in the file than the layer predicts (K capped at the number of feature vectors): the extra
+  outputs get a target of 0 (warned once).
+* Labels for the intermediate level: the hard label of the image (the argmax of a mixup / cutmix soft label).
+* The assignment is computed in float32, also under autocast (distances to codewords cancel badly in float16).
+"""
+import warnings
+from typing import Dict, Mapping, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdplug.losses.functional import kl_rows, reduce_per_sample
+
+from .codewords import assign_subclasses, squared_distances
+from .io import FIT_TOOL, LEVELS, SECTION_TENSORS, codewords_section, load_codewords_file
+
+
+def rows(feature: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N*H*W, C): one row per spatial position, in (n, h, w) order."""
+    return feature.permute(0, 2, 3, 1).reshape(-1, feature.shape[1])
+
+
+def align_teacher_feature(teacher_feature: Tensor, size: Tuple[int, int]) -> Tensor:
+    """The teacher's map average-pooled to the student's spatial size when they differ (heterogeneous pairs)."""
+    if tuple(teacher_feature.shape[-2:]) != tuple(size):
+        return F.adaptive_avg_pool2d(teacher_feature, tuple(size))
+    return teacher_feature
+
+
+def penultimate_assignment(teacher_rows: Tensor, codewords: Tensor, temperature: float = 1.0) -> Tensor:
+    """Alg. 1: ``softmax(-||f - rho_k||^2 / T)`` over the codewords, (n, K)."""
+    return torch.softmax(-squared_distances(teacher_rows.float(), codewords.float()) / temperature, dim=1)
+
+
+def intermediate_assignment(teacher_rows: Tensor, labels: Tensor, section: Mapping[str, Tensor]) -> Tensor:
+    """Alg. 2 online: LDA projection, nearest sub-class of the row's class, its row of the scores, (n, C*k)."""
+    z = teacher_rows.float() @ section['lda_weight'].t() + section['lda_bias']
+    h1 = assign_subclasses(z, labels, section['prototypes'], section['valid'], int(section['subclasses']))
+    return section['scores'][h1]
+
+
+def mean_entropy(probs: Tensor) -> Tensor:
+    """Mean over the rows of the entropy ``-sum_k p_k log p_k`` of each row of ``probs`` (n, K), in nats, detached
+    (``0 log 0 = 0``; an empty batch gives 0)."""
+    with torch.no_grad():
+        return reduce_per_sample(torch.special.entr(probs.float()).sum(dim=1))
+
+
+def kl_batchmean(target: Tensor, logits: Tensor) -> Tensor:
+    """``KL(target || softmax(logits))`` summed over the last dim and averaged over the rows, in float32
+    (``0 log 0 = 0``): kdplug's KL of rows and its one reduction."""
+    return reduce_per_sample(kl_rows(target.float().log(), torch.log_softmax(logits.float(), dim=1)))
+
+
+class LetKDLoss(nn.Module):
+    """The letKD distillation loss of one :class:`~kdplug.letkd.layer.LetKDLayer` of the student (a student-module
+    loss).
+
+    Args:
+        student_module: the position of the layer in the student (its key in ``BackboneWithModules.modules``,
+            e.g. ``'out'`` or ``'layer2'``).
+        level: ``'penultimate'`` (letKD-1: k-means codewords) or ``'intermediate'`` (letKD-2: LDA + sub-classes).
+        codewords: the file written by ``tools/fit_codewords.py`` (:mod:`kdplug.letkd.io`); read at the first
+            training step (the model builds without it), section ``student_module``.
+        teacher_stage: the position of the teacher feature (same syntax); default ``student_module``.
+        temperature: T of the penultimate soft assignment ``softmax(-d / T)`` (1 in the paper).
+        loss_weight: factor of the loss.
+
+    ``forward(layer, teacher_feature, target)`` returns ``{'loss': weighted KL, 'agreement': fraction of positions
+    where the student's and the teacher's top assignments agree, 'entropy_teacher': mean entropy of p_T,
+    'entropy_student': mean entropy of p_S}``; the entropies are in nats, averaged over every position of the
+    batch, detached (diagnostics: 0 is one-hot, log K uniform; with raw squared distances p_T may be near one-hot).
+    """
+
+    def __init__(self, student_module: str, level: str = 'penultimate', codewords: Optional[str] = None,
+                 teacher_stage: Optional[str] = None, temperature: float = 1.0, loss_weight: float = 1.0) -> None:
+        super().__init__()
+        if level not in LEVELS:
+            raise ValueError(f"LetKDLoss: level must be one of {LEVELS}, got {level!r}")
+        if temperature <= 0:
+            raise ValueError(f'LetKDLoss: temperature must be > 0, got {temperature}')
+        if level == 'intermediate' and temperature != 1.0:
+            raise ValueError('LetKDLoss: the intermediate level distils the fitted sub-class scores, which take no '
+                             f'temperature; got temperature={temperature}: leave it at 1')
+        self.student_module, self.level, self.codewords_path = student_module, level, codewords
+        self.teacher_stage = teacher_stage or student_module
+        self.temperature, self.loss_weight = float(temperature), float(loss_weight)
+        self._buffer_names: Optional[Tuple[str, ...]] = None  # the codewords' buffers, once loaded
+        self.subclasses = 0
+        self._padding_warned = False
+
+    # -- the codewords, training-only, non-persistent buffers ---------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self._buffer_names is not None
+
+    def load_codewords(self, source: Union[str, Mapping, None] = None) -> None:
+        """Load the section of this loss from a codewords file (default: ``codewords``) or from a loaded file /
+        section dict; the tensors become non-persistent buffers (they follow ``.to()``, never in checkpoints)."""
+        source = self.codewords_path if source is None else source
+        if source is None:
+            raise ValueError(f'LetKDLoss({self.student_module!r}): no codewords file: set codewords= to the file '
+                             f'of python {FIT_TOOL} CONFIG')
+        where = source if isinstance(source, str) else 'the given codewords'
+        loaded = load_codewords_file(source) if isinstance(source, str) else source
+        section = codewords_section(loaded, self.student_module, self.level, where)
+        names = SECTION_TENSORS[self.level]
+        for name in names:
+            self.register_buffer(f'cw_{name}', section[name].clone(), persistent=False)
+        self._buffer_names = names
+        if self.level == 'intermediate':
+            self.subclasses = int(section['subclasses'])
+
+    def _tensors(self) -> Dict[str, Tensor]:
+        out = {name: getattr(self, f'cw_{name}') for name in self._buffer_names}
+        if self.level == 'intermediate':
+            out['subclasses'] = self.subclasses
+        return out
+
+    # -- the loss ----------------------------------------------------------------------------------------------------
+    def teacher_assignment(self, teacher_feature: Tensor, size: Tuple[int, int],
+                           target: Optional[Tensor] = None) -> Tensor:
+        """``p_T``: (N*H*W, K) rows for the teacher map aligned to the student's spatial ``size``."""
+        if not self.loaded:
+            self.load_codewords()
+            self.to(teacher_feature.device)
+        feature = align_teacher_feature(teacher_feature.float(), size)
+        teacher_rows = rows(feature)
+        tensors = self._tensors()
+        expected = (tensors['codewords'] if self.level == 'penultimate' else tensors['lda_weight']).shape[1]
+        if teacher_rows.shape[1] != expected:
+            raise ValueError(f'LetKDLoss({self.student_module!r}): the teacher feature at {self.teacher_stage!r} has '
+                             f'{teacher_rows.shape[1]} channels, the codewords {expected}: they were fitted for '
+                             f'another teacher or stage; fit them again with python {FIT_TOOL} CONFIG')
+        if self.level == 'penultimate':
+            return penultimate_assignment(teacher_rows, tensors['codewords'], self.temperature)
+        if target is None:
+            raise ValueError('the intermediate letKD loss needs the labels of the images')
+        labels = target.argmax(1) if target.dim() == 2 else target
+        per_position = labels.long().repeat_interleave(feature.shape[2] * feature.shape[3])
+        return intermediate_assignment(teacher_rows, per_position, tensors)
+
+    def forward(self, layer: nn.Module, teacher_feature: Tensor, target: Optional[Tensor] = None
+                ) -> Dict[str, Tensor]:
+        if not isinstance(layer, nn.Module):
+            raise TypeError('LetKDLoss trains a LetKDLayer of the student: use it in kdplug.Distiller (which calls a '
+                            'loss with a student_module as loss(layer, teacher_feature, target)), not as a logit loss')
+        logits = getattr(layer, 'assignment_logits', None)
+        if logits is None:
+            raise RuntimeError(f'LetKDLoss({self.student_module!r}): the student layer has no assignment logits: '
+                               'the student must run forward in training mode before the loss')
+        layer.assignment_logits = None  # consumed: never reused by a later step
+        # distances to codewords cancel badly in float16 / bfloat16: the assignment is float32 even under --amp
+        with torch.autocast(teacher_feature.device.type, enabled=False):
+            p_t = self.teacher_assignment(teacher_feature, tuple(logits.shape[-2:]), target)
+        student_rows = rows(logits)
+        k_student, k_teacher = student_rows.shape[1], p_t.shape[1]
+        if k_teacher > k_student:
+            raise ValueError(f'LetKDLoss({self.student_module!r}): the codewords give {k_teacher} assignments but the '
+                             f'student layer predicts {k_student}: set its num_codewords to {k_teacher}')
+        if k_teacher < k_student:
+            if not self._padding_warned:
+                warnings.warn(f'LetKDLoss({self.student_module!r}): the codewords file has {k_teacher} codewords, the '
+                              f'layer predicts {k_student}: the {k_student - k_teacher} extra outputs get target 0')
+                self._padding_warned = True
+            p_t = F.pad(p_t, (0, k_student - k_teacher))
+        loss = kl_batchmean(p_t, student_rows)
+        with torch.no_grad():
+            agreement = (student_rows.argmax(1) == p_t.argmax(1)).float().mean()
+            entropy_student = mean_entropy(torch.softmax(student_rows.float(), dim=1))
+        return {'loss': self.loss_weight * loss, 'agreement': agreement, 'entropy_teacher': mean_entropy(p_t),
+                'entropy_student': entropy_student}
+
+    def extra_repr(self) -> str:
+        return (f'student_module={self.student_module!r}, level={self.level!r}, teacher_stage={self.teacher_stage!r}, '
+                f'codewords={self.codewords_path!r}, loss_weight={self.loss_weight}')

@@ -1,0 +1,79 @@
+"""Fit letKD's codewords: run the trained teacher over the training set, fit k-means codewords (penultimate level)
+and LDA + per-class sub-classes (intermediate level), and save them to the file the config names.
+
+    python tools/fit_codewords.py CONFIG [--out FILE] [--device cpu|cuda] [--max-images N] [--max-vectors N]
+                                  [--batch-size N] [--workers N] [--iters 30] [--seed 0] [--augment]
+                                  [--cfg-options k=v ...]
+
+CONFIG is a letKD distillation config (``kdplug.Distiller`` with a teacher network, e.g. ``CheckpointTeacher``, and
+``LetKDLoss`` losses): a classifier's (configs/letkd/), or a two-stage detector's at the penultimate level
+(configs/detection/letkd-1_*). What is fitted, and how, is :mod:`kdplug.letkd.fitting`; this is its command line
+(arguments, progress lines, writing the files of :mod:`kdplug.letkd.io`).
+
+The file (``torch.save`` of tensors, strings and numbers: loadable with ``weights_only=True``) is written to
+``--out`` or, by default, to the ``codewords`` path of each loss. Training reads it at its first step. On a GPU
+(``--device cuda``, the default when one is present) the full CIFAR-100 / Tiny-ImageNet training sets take a few
+minutes; on CPU use ``--max-images`` / ``--max-vectors`` for small runs.
+
+Also ``kdplug-fit-codewords`` and ``python -m kdplug.tools.fit_codewords`` from an installed kdplug.
+"""
+import argparse
+from typing import Dict, Mapping
+
+
+def log(message: str) -> None:
+    print(f'[fit_codewords] {message}', flush=True)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='a letKD distillation config (kdplug.Distiller with LetKDLoss losses)')
+    parser.add_argument('--out', help='the codewords file to write (default: the codewords path of the config)')
+    parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
+    parser.add_argument('--max-images', type=int, default=None, help='use at most N training images (random)')
+    parser.add_argument('--max-vectors', type=int, default=1_000_000,
+                        help='keep at most N feature vectors (spatial positions) per stage for the fit')
+    parser.add_argument('--batch-size', type=int, default=None, help='batch size of the teacher (default: config)')
+    parser.add_argument('--workers', type=int, default=None, help='dataloader workers (default: config)')
+    parser.add_argument('--iters', type=int, default=30, help='k-means iterations at most')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--augment', action='store_true', help='use the training pipeline (random augmentation)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. model.teacher.checkpoint=teacher.pth')
+    return parser.parse_args(argv)
+
+
+def write_files(files: Mapping[str, Mapping]) -> None:
+    """Write each codewords file (path -> contents) and say what it holds."""
+    from kdplug.letkd.io import save_codewords_file
+    for path, contents in files.items():
+        save_codewords_file(path, contents)
+        log(f'wrote {path}: ' + ', '.join(f'{module} ({s["level"]})' for module, s in contents['sections'].items()))
+
+
+def run(argv=None) -> Dict[str, dict]:
+    """Parse ``argv``, fit, write; returns the files written (path -> contents)."""
+    from mmengine.config import Config
+
+    from kdplug.letkd.fitting import CodewordsFitError, fit_codewords
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    try:
+        files = fit_codewords(cfg, out=args.out, device=args.device, max_images=args.max_images,
+                              max_vectors=args.max_vectors, batch_size=args.batch_size, workers=args.workers,
+                              iters=args.iters, seed=args.seed, augment=args.augment, log=log)
+    except CodewordsFitError as err:
+        raise SystemExit(f'fit_codewords: {err}') from None
+    write_files(files)
+    return files
+
+
+def main(argv=None) -> None:
+    run(argv)
+
+
+if __name__ == '__main__':
+    main()
