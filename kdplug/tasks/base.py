@@ -62,6 +62,8 @@ class Task:
 
     #: The OpenMMLab registry scope the task's models are built in (``'mmpretrain'``, ``'mmdet'``...).
     scope: str = ''
+    #: The data preprocessor when neither the run nor the student gives one (``'DetDataPreprocessor'``).
+    default_data_preprocessor: str = 'BaseDataPreprocessor'
     #: The most views of each image one batch may bring (ClassificationTask: 2, for MLKD).
     max_views: int = 1
     #: Whether the task weighs rows (:attr:`LogitRows.weight`): then every loss must take ``weight=``.
@@ -85,8 +87,14 @@ class Task:
         return merged.model.to_dict() if isinstance(merged.model, ConfigDict) else dict(merged.model)
 
     def data_preprocessor(self, data_preprocessor: Optional[dict], student_cfg: dict) -> dict:
-        """The distiller's data preprocessor config: the run's, else the student's, with a scoped type."""
-        raise NotImplementedError
+        """The distiller's data preprocessor config: the run's, else the student's, else
+        :attr:`default_data_preprocessor`; its type scoped (``mmdet.DetDataPreprocessor``), as the distiller builds
+        it outside the task's scope."""
+        cfg = copy.deepcopy(dict(data_preprocessor or student_cfg.get('data_preprocessor') or {}))
+        cfg.setdefault('type', self.default_data_preprocessor)
+        if isinstance(cfg['type'], str) and '.' not in cfg['type']:
+            cfg['type'] = f'{self.scope}.{cfg["type"]}'
+        return cfg
 
     def build_model(self, cfg: dict, role: str) -> nn.Module:
         """Build ``cfg`` (resolved) in :attr:`scope`; ``role`` (``'student'`` / ``'teacher'``) names it in errors.

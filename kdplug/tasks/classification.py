@@ -8,7 +8,6 @@ A batch of a MultiView pipeline (mmpretrain's ``MultiView`` before ``PackInputs`
 rows: the student runs once per view (BatchNorm statistics per view) with its own losses summed over the views
 (w_ce (CE(weak) + CE(strong)) for MLKD), the teacher once on all the views.
 """
-import copy
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -16,7 +15,6 @@ from torch import Tensor, nn
 
 from .base import LogitRows, StudentOutput, Task
 
-DEFAULT_DATA_PREPROCESSOR = 'mmpretrain.ClsDataPreprocessor'
 
 
 def split_views(inputs: Any) -> List[Tensor]:
@@ -49,15 +47,13 @@ class ClassificationTask(Task):
     """mmpretrain classifiers; no options."""
 
     scope = 'mmpretrain'
+    default_data_preprocessor = 'ClsDataPreprocessor'
     max_views = 2
 
     def data_preprocessor(self, data_preprocessor: Optional[dict], student_cfg: dict) -> dict:
         """The run's (or the student's) preprocessor, as mmpretrain's ClsDataPreprocessor with the student's batch
         augments (mixup / cutmix, its ``train_cfg``)."""
-        cfg = copy.deepcopy(dict(data_preprocessor or student_cfg.get('data_preprocessor') or {}))
-        cfg.setdefault('type', DEFAULT_DATA_PREPROCESSOR)
-        if cfg['type'] == 'ClsDataPreprocessor':
-            cfg['type'] = DEFAULT_DATA_PREPROCESSOR
+        cfg = super().data_preprocessor(data_preprocessor, student_cfg)
         if student_cfg.get('train_cfg'):
             if str(cfg['type']).endswith('SelfSupDataPreprocessor'):
                 raise ValueError(f"{cfg['type']} (a MultiView pipeline's) takes no batch augments: drop the "

@@ -22,7 +22,6 @@ Options:
 * ``stage_weights`` (Cascade R-CNN): the weight of each stage's distillation losses, logged as
   ``distill.s<i>.loss_<name>``; default the student's own ``stage_loss_weights`` (mmdet: 1, 0.5, 0.25).
 """
-import copy
 from contextlib import contextmanager
 from numbers import Real
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
@@ -32,7 +31,6 @@ from torch import Tensor, nn
 
 from .base import LogitRows, StudentOutput, Task
 
-DEFAULT_DATA_PREPROCESSOR = 'mmdet.DetDataPreprocessor'
 BackgroundPolicy = Union[str, float]
 POLICIES = ('include', 'exclude')
 
@@ -84,6 +82,7 @@ class TwoStageDetectionTask(Task):
     CascadeRoIHead and their subclasses)."""
 
     scope = 'mmdet'
+    default_data_preprocessor = 'DetDataPreprocessor'
 
     def __init__(self, background: BackgroundPolicy = 'include',
                  stage_weights: Optional[Sequence[float]] = None) -> None:
@@ -96,13 +95,6 @@ class TwoStageDetectionTask(Task):
         self.stage_weights = stage_weights
 
     # -- building -----------------------------------------------------------------------------------------------
-    def data_preprocessor(self, data_preprocessor: Optional[dict], student_cfg: dict) -> dict:
-        cfg = copy.deepcopy(dict(data_preprocessor or student_cfg.get('data_preprocessor') or {}))
-        cfg.setdefault('type', DEFAULT_DATA_PREPROCESSOR)
-        if isinstance(cfg['type'], str) and '.' not in cfg['type']:
-            cfg['type'] = f'{self.scope}.{cfg["type"]}'
-        return cfg
-
     def build_model(self, cfg: dict, role: str) -> nn.Module:
         detector = super().build_model(cfg, role)
         head = getattr(detector, 'roi_head', None)

@@ -49,7 +49,6 @@ Options:
   pixels.
 * ``resolution``: ``'logits'`` (default) or ``'labels'``, see above.
 """
-import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -60,7 +59,6 @@ from torch import Tensor, nn
 
 from kdplug.tasks.base import LogitRows, StudentOutput, Task
 
-DEFAULT_DATA_PREPROCESSOR = 'mmseg.SegDataPreProcessor'
 RESOLUTIONS = ('logits', 'labels')
 
 
@@ -102,6 +100,7 @@ class SemanticSegmentationTask(Task):
     docstring); options ``ignore_index`` and ``resolution``."""
 
     scope = 'mmseg'
+    default_data_preprocessor = 'SegDataPreProcessor'  # a run's or the student's own wins
     weighs_rows = True  # ignored pixels weigh 0
 
     def __init__(self, ignore_index: Optional[int] = None, resolution: str = 'logits') -> None:
@@ -115,15 +114,6 @@ class SemanticSegmentationTask(Task):
         self.resolution = resolution
 
     # -- building -----------------------------------------------------------------------------------------------
-    def data_preprocessor(self, data_preprocessor: Optional[dict], student_cfg: dict) -> dict:
-        """The run's (or the student's) preprocessor, as mmseg's SegDataPreProcessor by default, with a scoped
-        type (the distiller builds it outside mmseg's scope)."""
-        cfg = copy.deepcopy(dict(data_preprocessor or student_cfg.get('data_preprocessor') or {}))
-        cfg.setdefault('type', DEFAULT_DATA_PREPROCESSOR)
-        if isinstance(cfg['type'], str) and '.' not in cfg['type']:
-            cfg['type'] = f'{self.scope}.{cfg["type"]}'
-        return cfg
-
     def build_model(self, cfg: dict, role: str) -> nn.Module:
         segmentor = super().build_model(cfg, role)
         if not hasattr(segmentor, 'decode_head') or not hasattr(segmentor, 'extract_feat'):
