@@ -104,7 +104,7 @@ def test_demo_validates_after_every_epoch_and_its_students_read_the_cached_teach
     assert calls and all('train_cfg.val_interval=1' in options and 'train_cfg.max_epochs=3' in options
                          for _, _, options, _ in calls)
     caches = [call for call in calls if call[0] == 'cache_teacher.py']
-    assert [call[3][:2] for call in caches] == [('--mode', 'epochs')] * 2
+    assert [call[3][:4] for call in caches] == [('--mode', 'epochs', '--dtype', 'float32')] * 2
     assert ['randomness.seed=0' in caches[0][2], 'randomness.seed=1' in caches[1][2]] == [True, True]
     distilled = [options for tool, config, options, _ in calls if tool == 'train.py' and config.startswith('kd_')]
     assert len(distilled) == 2 and all('model.teacher.type=CachedTeacher' in options for options in distilled)

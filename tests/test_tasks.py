@@ -44,6 +44,12 @@ def faster_rcnn_cfg() -> dict:
                 train_cfg=dict(rcnn=dict(sampler=dict(num=32))))
 
 
+def mask_rcnn_cfg() -> dict:
+    return dict(copy.deepcopy(SMALL_DETECTOR), cfg_path='mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+                roi_head=dict(bbox_head=dict(num_classes=NUM_CLASSES), mask_head=dict(num_classes=NUM_CLASSES)),
+                train_cfg=dict(rcnn=dict(sampler=dict(num=32))))
+
+
 def cascade_rcnn_cfg() -> dict:
     from mmengine.hub import get_config
     heads = get_config('mmdet::cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py').model.roi_head.bbox_head
@@ -55,30 +61,39 @@ def cascade_rcnn_cfg() -> dict:
 
 
 def detection_batch() -> tuple:
+    import numpy as np
     from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData
     torch.manual_seed(0)
     samples = []
+    boxes = [[10, 12, 60, 70], [50, 20, 120, 90]]
+    masks = np.zeros((2, 96, 128), dtype=np.uint8)
+    for k, (x1, y1, x2, y2) in enumerate(boxes):  # filled boxes: masks for Mask R-CNN's mask head
+        masks[k, y1:y2, x1:x2] = 1
     for i in range(2):
         sample = DetDataSample(metainfo=dict(img_shape=(96, 128), ori_shape=(96, 128), pad_shape=(96, 128),
                                              scale_factor=(1.0, 1.0), batch_input_shape=(96, 128)))
-        sample.gt_instances = InstanceData(bboxes=torch.tensor([[10.0, 12.0, 60.0, 70.0], [50.0, 20.0, 120.0, 90.0]]),
-                                           labels=torch.tensor([i % NUM_CLASSES, 2]))
+        sample.gt_instances = InstanceData(bboxes=torch.tensor(boxes, dtype=torch.float32),
+                                           labels=torch.tensor([i % NUM_CLASSES, 2]),
+                                           masks=BitmapMasks(masks, 96, 128))
         sample.ignored_instances = InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))
         samples.append(sample)
     return torch.randn(2, 3, 96, 128), samples
 
 
-def detection_example(cascade: bool = False) -> dict:
+def detection_example(cascade: bool = False, mask: bool = False) -> dict:
     require_detection_stack()
     inputs, samples = detection_batch()
-    return dict(task=dict(type='TwoStageDetectionTask'), student=cascade_rcnn_cfg() if cascade else faster_rcnn_cfg(),
-                inputs=inputs, data_samples=samples, position='layer3')
+    student = cascade_rcnn_cfg() if cascade else mask_rcnn_cfg() if mask else faster_rcnn_cfg()
+    return dict(task=dict(type='TwoStageDetectionTask'), student=student, inputs=inputs, data_samples=samples,
+                position='layer3')
 
 
 EXAMPLES: Dict[str, Dict[str, Callable[[], dict]]] = {
     'ClassificationTask': {'classifier': classification_example},
-    'TwoStageDetectionTask': {'faster-rcnn': detection_example, 'cascade-rcnn': lambda: detection_example(True)},
+    'TwoStageDetectionTask': {'faster-rcnn': detection_example, 'mask-rcnn': lambda: detection_example(mask=True),
+                              'cascade-rcnn': lambda: detection_example(cascade=True)},
 }
 CASES = [(task, name) for task, examples in EXAMPLES.items() for name in examples]
 
@@ -281,3 +296,18 @@ def test_the_weak_head_refuses_the_stage_the_students_own_head_reads(position):
         MODELS.build(dict(type='Distiller', task='ClassificationTask', student=classifier_cfg(),
                           teacher=dict(type='WeakHeadTeacher', position=position),
                           losses=dict(uskd=dict(type='USKDLoss'))))
+
+
+def test_the_students_initial_weights_do_not_depend_on_the_teacher_source(tmp_path):
+    """Building a checkpoint teacher draws no random numbers the student's init_weights would see: the same seed
+    gives the same student whether its teacher's logits come from a network, an EMA or elsewhere."""
+    from kdplug.registry import MODELS
+    source = checkpoint_source(tmp_path)
+    students = []
+    for teacher in (source, dict(type='EMATeacher', xi=0.9)):
+        torch.manual_seed(0)
+        distiller = MODELS.build(dict(type='Distiller', task='ClassificationTask', student=classifier_cfg(),
+                                      teacher=teacher, losses=dict(kd=dict(type='KDLoss'))))
+        distiller.init_weights()  # what mmengine's Runner does after building the model
+        students.append(distiller.student.state_dict())
+    assert all(torch.equal(students[0][key], students[1][key]) for key in students[0])

@@ -172,14 +172,16 @@ def main(argv=None) -> None:
         teacher_checkpoint = teacher_dir / f'epoch_{args.epochs}.pth'
     stores = {}
     for seed in ([] if args.online_teacher else args.seeds):
-        # the views the students' runs (this seed, this data and schedule) draw, scored once, read by all of them
+        # the views the students' runs (this seed, this data and schedule) draw, scored once, read by all of them;
+        # float32 (1.6 MB here): the same batches as the online teacher's, so the same logits and the same numbers
+        # (float16 would round them, and NormKD's per-sample temperature carries such rounding into another run)
         cache_dir = args.work_dir / f'teacher_cache_seed{seed}'
         step += 1
         print(f'[{step}/{steps}] teacher resnet20, logits of the students\' {args.epochs} epochs of views (seed '
               f'{seed}): tools/cache_teacher.py --mode epochs ... ', end='', flush=True)
         seconds = train('teacher cache', CONFIGS / STUDENTS[1][1], cache_dir, epochs + [
             f'randomness.seed={seed}', f'model.teacher.checkpoint={teacher_checkpoint}'], tool=CACHE_TEACHER,
-            args=('--mode', 'epochs', '--out', str(cache_dir / 'store')))
+            args=('--mode', 'epochs', '--dtype', 'float32', '--out', str(cache_dir / 'store')))
         print(f'done in {duration(seconds)}; log: {shown(cache_dir / OUTPUT)}', flush=True)
         rows.append((f'teacher logits cached (seed {seed})', [], seconds))
         stores[seed] = cache_dir / 'store'

@@ -25,7 +25,17 @@ Positions (the keys of ``modules``):
 
 The training losses of a student-side module are ordinary losses of ``kdplug.Distiller`` (told apart from logit
 losses by their ``student_module`` attribute), contributed through ``kdplug_student_modules`` with the module, that
-name the module they supervise (see :class:`StudentModuleLoss`).
+name the module they supervise. The contract of such a loss (duck-typed: any loss with a ``student_module``
+attribute is one):
+
+* ``student_module``: the position of the module it supervises in the student;
+* ``teacher_stage``: the position of the teacher feature it needs (``'out'`` or a submodule name of the teacher's
+  backbone);
+* ``forward(module, teacher_feature, target)``: ``module`` is the student-side module after the student's forward
+  (it keeps what the loss needs, e.g. ``assignment_logits``), ``teacher_feature`` the teacher's feature map (no
+  gradient), ``target`` the images' labels (N,) or soft labels (N, C), None where the task has none. Returns a
+  scalar (already weighted), or a dict with the loss under ``'loss'`` and diagnostics (logged, never summed) under
+  other keys.
 
 The wrapper's weights are ``backbone.*`` (the wrapped backbone) and ``inserted.<position>.*`` (the modules; a
 position's dots become ``__``). A student with inserted modules is exported and loaded like any other student, with
@@ -33,7 +43,6 @@ the same student config (it names ``kdplug.BackboneWithModules``, so loading it 
 """
 from typing import Dict, Mapping, Optional, Tuple
 
-import torch
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
@@ -127,25 +136,3 @@ def student_modules(model: nn.Module) -> Dict[str, nn.Module]:
                     raise ValueError(f'two student-side modules at the position {position!r}')
                 found[position] = wrapper.module_at(position)
     return found
-
-
-class StudentModuleLoss(nn.Module):
-    """The contract of a loss that trains a student-side module (duck-typed: any loss with a ``student_module``
-    attribute is one; subclassing this class is optional).
-
-    * ``student_module``: the position of the module it supervises in the student;
-    * ``teacher_stage``: the position of the teacher feature it needs (``'out'`` or a submodule name of the
-      teacher's backbone);
-    * ``forward(module, teacher_feature, target)``: ``module`` is the student-side module after the student's
-      forward (it keeps what the loss needs, e.g. ``assignment_logits``), ``teacher_feature`` the teacher's
-      feature map (no gradient), ``target`` the labels (N,) or soft labels (N, C). Returns a scalar (already
-      weighted), or a dict with the loss under ``'loss'`` and diagnostics (logged, never summed) under other keys.
-    """
-
-    def __init__(self, student_module: str, teacher_stage: Optional[str] = None) -> None:
-        super().__init__()
-        self.student_module = student_module
-        self.teacher_stage = teacher_stage or student_module
-
-    def forward(self, module: nn.Module, teacher_feature: torch.Tensor, target: Optional[torch.Tensor] = None):
-        raise NotImplementedError

@@ -92,7 +92,7 @@ class Task:
         it outside the task's scope."""
         cfg = copy.deepcopy(dict(data_preprocessor or student_cfg.get('data_preprocessor') or {}))
         cfg.setdefault('type', self.default_data_preprocessor)
-        if isinstance(cfg['type'], str) and '.' not in cfg['type']:
+        if self.scope and isinstance(cfg['type'], str) and '.' not in cfg['type']:
             cfg['type'] = f'{self.scope}.{cfg["type"]}'
         return cfg
 

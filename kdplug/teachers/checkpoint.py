@@ -72,7 +72,11 @@ class CheckpointTeacher(ModelTeacher):
         object.__setattr__(self, '_model', None)
 
     def setup(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
-        model = task.build_model(task.model_config(self.model_cfg), 'teacher')
+        # built under a forked generator: the teacher's random initial weights are overwritten by the checkpoint,
+        # and drawing them must not move the generator the student's init_weights draws from next (else a run's
+        # student depends on where its teacher's logits come from: online, cached)
+        with torch.random.fork_rng(devices=[]):
+            model = task.build_model(task.model_config(self.model_cfg), 'teacher')
         task.check_pair(student, model, data_preprocessor)
         load_teacher_weights(model, self.checkpoint)
         object.__setattr__(self, '_model', freeze(model))  # outside the module tree (see the module docstring)
