@@ -8,12 +8,13 @@ distiller calls :meth:`TeacherSource.setup` once, after building the student, th
 * :class:`~kdplug.teachers.checkpoint.CheckpointTeacher`: a frozen model loaded from a checkpoint;
 * :class:`~kdplug.teachers.ema.EMATeacher`: an exponential moving average of the student;
 * :class:`~kdplug.teachers.weak_head.WeakHeadTeacher`: no teacher model: a trained linear head on a middle stage
-  of the student itself (USKD's weak head).
+  of the student itself (USKD's weak head);
+* :class:`~kdplug.teachers.cached.CachedTeacher`: the teacher's logits read from a store made once by
+  ``tools/cache_teacher.py`` (the offline teacher).
 
 :class:`ModelTeacher` is the base of sources that hold a teacher network: it runs the task's
-:meth:`~kdplug.tasks.base.Task.teacher_logits` without gradient, recording features on the way. A new source (an
-offline cache of logits, say) is one class with ``setup`` and ``teach`` plus one line in a plugin's
-``kdplug_teachers`` hook.
+:meth:`~kdplug.tasks.base.Task.teacher_logits` without gradient, recording features on the way. A new source is one
+class with ``setup`` and ``teach`` plus one line in a plugin's ``kdplug_teachers`` hook (CachedTeacher is one).
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
