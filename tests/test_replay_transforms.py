@@ -51,6 +51,36 @@ def test_the_same_seed_gives_the_pixels_of_the_transforms_they_stand_in_for(reci
             assert got.dtype == expected.dtype and np.array_equal(got, expected), (recipe, seed, path.name)
 
 
+@pytest.mark.parametrize('crop_args, flip_args', [
+    (dict(crop_size=32, padding=(4, 2)), dict(prob=0.3, direction='vertical')),
+    (dict(crop_size=(30, 36), padding=(1, 2, 3, 4)), dict(prob=[0.2, 0.5], direction=['horizontal', 'diagonal'])),
+    (dict(crop_size=40), dict(prob=1.0)),  # larger than the image, no padding: the whole image
+    (dict(crop_size=24, padding=4, pad_val=(10, 20, 30)), dict(prob=0.0)),
+    (dict(crop_size=32, padding=4, pad_val=128), dict(prob=[0.5], direction=['horizontal'])),
+])
+def test_every_padding_fill_and_flip_setting_draws_and_paints_as_mmpretrain_and_mmcv(crop_args, flip_args):
+    """The crop copies the window of the padded image without building it, the flip looks its one uniform draw up
+    in a cumulative table instead of calling np.random.choice: same pixels, and the generator left in the same
+    state (a later transform draws the same numbers)."""
+    from mmcv.transforms import RandomFlip
+    from mmpretrain.datasets.transforms import RandomCrop
+
+    from kdplug.transforms.replay import ReplayRandomCrop, ReplayRandomFlip
+    ours = [ReplayRandomCrop(**crop_args), ReplayRandomFlip(**flip_args)]
+    theirs = [RandomCrop(**crop_args), RandomFlip(**flip_args)]
+    for seed in range(8):
+        for path in CIFAR[:3]:
+            outputs = []
+            for transforms in (theirs, ours):
+                np.random.seed(seed)
+                results = run(transforms, load(path))
+                outputs.append((results['img'], tuple(results['img_shape'][:2]), results['flip'], results['flip_direction'],
+                                np.random.random_sample()))
+            (expected, *expected_rest), (got, *got_rest) = outputs
+            assert got.dtype == expected.dtype and np.array_equal(got, expected), (crop_args, flip_args, seed)
+            assert got_rest == expected_rest
+
+
 @pytest.mark.parametrize('recipe', ['pad-crop-flip (CIFAR)', 'resized-crop-flip (ImageNet)'])
 def test_a_replayed_view_equals_the_original_view_bit_for_bit(recipe):
     ours, _, images = pipelines()[recipe]

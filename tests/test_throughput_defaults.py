@@ -106,6 +106,35 @@ def test_cached_load_changes_nothing_the_model_sees(cifar10_root, teacher_checkp
     assert losses['kdplug.CachedLoadImageFromFile'] == losses['LoadImageFromFile']
 
 
+def test_the_replayable_crop_and_flip_change_nothing_the_model_sees(cifar10_root, teacher_checkpoint, tmp_path,
+                                                                    one_thread):
+    """The dataset configs use kdplug's ReplayRandomCrop / ReplayRandomFlip (half the per-image cost): the same
+    losses, step by step, as with mmpretrain's RandomCrop and mmcv's RandomFlip, over more than an epoch."""
+    losses = {}
+    for kind in ('mmpretrain', 'kdplug'):
+        cfg = run_config(cifar10_root, tmp_path / kind, teacher_checkpoint, max_iters=12)
+        pipeline = cfg.train_dataloader.dataset.pipeline
+        assert [t['type'] for t in pipeline[1:3]] == ['kdplug.ReplayRandomCrop', 'kdplug.ReplayRandomFlip']
+        if kind == 'mmpretrain':
+            pipeline[1] = dict(type='RandomCrop', crop_size=32, padding=4)
+            pipeline[2] = dict(type='RandomFlip', prob=0.5, direction='horizontal')
+        make_runner(cfg).train()
+        losses[kind] = [(r['loss'], r['distill.loss_kd']) for r in scalars(tmp_path / kind) if 'loss' in r]
+    assert len(losses['mmpretrain']) == 12
+    assert losses['kdplug'] == losses['mmpretrain']
+
+
+def test_the_cpu_demo_runs_its_pipeline_in_the_main_process():
+    """On a CPU the model's threads take every core: dataloader workers would compete with them (docs/benchmarks.md).
+    The demo's configs say so; the full-size dataset configs keep their workers for GPUs."""
+    for name in ('student_resnet8_4e_cifar10-10k.py', 'kd_resnet20_resnet8_4e_cifar10-10k.py',
+                 'teacher_resnet20_4e_cifar10-10k.py'):
+        cfg = as_tools_train_runs(REPO / 'configs' / 'demo' / name)
+        assert cfg.train_dataloader.num_workers == 0 and cfg.train_dataloader.persistent_workers is False, name
+    assert Config.fromfile(str(REPO / 'configs' / '_base_' / 'datasets' / 'cifar10_folder.py')).train_dataloader\
+        .num_workers >= 2
+
+
 def test_pipeline_benchmark_prints_the_three_speeds_and_the_ratio(cifar10_root):
     """tools/benchmark.py pipeline on the few images the tests use (1 iteration an epoch): a row per run."""
     import subprocess
@@ -115,7 +144,8 @@ def test_pipeline_benchmark_prints_the_three_speeds_and_the_ratio(cifar10_root):
     (cifar10_root / 'meta').mkdir(exist_ok=True)
     (cifar10_root / 'meta' / 'bench.txt').write_text(''.join(f'{p} {classes.index(p.parts[0])}\n' for p in images))
     result = subprocess.run([sys.executable, str(REPO / 'tools' / 'benchmark.py'), 'pipeline', '--data-root',
-                             str(cifar10_root), '--ann-file', 'meta/bench.txt', '--warmup', '0'],
+                             str(cifar10_root), '--ann-file', 'meta/bench.txt', '--warmup', '0',
+                             '--rounds', '1'],
                             cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]

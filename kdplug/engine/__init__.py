@@ -1,1 +1,2 @@
-"""mmengine pieces of kdplug: hooks (contributed through the plugin hooks) and checkpoint loading."""
+"""mmengine pieces of kdplug: hooks (contributed through the plugin hooks), checkpoint loading, and the malloc
+settings of its tools."""

@@ -10,9 +10,11 @@ data_preprocessor = dict(
     to_rgb=False,
 )
 
+# kdplug's replayable pad-and-crop and flip: the pixels and random draws of mmpretrain's RandomCrop and mmcv's
+# RandomFlip, at about half their cost per image (and each view recorded, should a teacher cache need it)
 train_pipeline = [
-    dict(type='RandomCrop', crop_size=32, padding=4),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='kdplug.ReplayRandomCrop', crop_size=32, padding=4),
+    dict(type='kdplug.ReplayRandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
 ]
 test_pipeline = [dict(type='PackInputs')]

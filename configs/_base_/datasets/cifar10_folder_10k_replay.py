@@ -1,6 +1,6 @@
-# cifar10_folder_10k.py with kdplug's replayable pad-and-crop and flip: the same pixels as RandomCrop / RandomFlip for
-# the same seed, and each image's view (crop offset, flip) recorded in its data sample, as an offline teacher
-# (teacher=dict(type='CachedTeacher', ...)) needs to find the teacher's logits of that view.
+# cifar10_folder_10k.py with each image's view (crop offset, flip), drawn by kdplug's replayable pad-and-crop and
+# flip, packed into its data sample, as an offline teacher (teacher=dict(type='CachedTeacher', ...)) needs to find
+# the teacher's logits of that view.
 _base_ = ['./cifar10_folder_10k.py']
 
 train_pipeline = [
