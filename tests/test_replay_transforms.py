@@ -74,8 +74,8 @@ def test_every_padding_fill_and_flip_setting_draws_and_paints_as_mmpretrain_and_
             for transforms in (theirs, ours):
                 np.random.seed(seed)
                 results = run(transforms, load(path))
-                outputs.append((results['img'], tuple(results['img_shape'][:2]), results['flip'], results['flip_direction'],
-                                np.random.random_sample()))
+                outputs.append((results['img'], tuple(results['img_shape'][:2]), results['flip'],
+                                results['flip_direction'], np.random.random_sample()))
             (expected, *expected_rest), (got, *got_rest) = outputs
             assert got.dtype == expected.dtype and np.array_equal(got, expected), (crop_args, flip_args, seed)
             assert got_rest == expected_rest
