@@ -27,6 +27,7 @@ import os
 import statistics
 import tempfile
 import time
+from functools import partial
 from typing import Callable
 
 import torch
@@ -57,13 +58,17 @@ def reset_peak(device: str) -> None:
 
 
 def print_step_table(rows: list, header: str) -> None:
-    """rows: (what, ms, peak MiB); rows[0] is the student alone, rows[1] the teacher forward."""
+    """rows: (what, ms, peak MiB); rows[0] is the student alone, rows[1] the teacher forward, and rows[2], if it is
+    the two run back to back, the floor (else their sum is)."""
     floor = rows[0][1] + rows[1][1]
+    if 'the floor, run' in rows[2][0]:
+        print(f'{header}; student step + teacher forward, each timed alone = {floor:.1f} ms')
+        floor = rows[2][1]
     print(f'{header}; floor = student step + teacher forward = {floor:.1f} ms')
     print('| what | ms (median) | vs student step | vs floor | peak memory (MiB) |')
     print('|---|---|---|---|---|')
     for what, ms, peak in rows:
-        ratio = '' if what.startswith('teacher') else f'{ms / rows[0][1] - 1:+.0%}'
+        ratio = '' if what.startswith('teacher forward (') else f'{ms / rows[0][1] - 1:+.0%}'
         # a cached teacher runs no teacher forward: its floor is the student step itself
         over = f'{ms / floor - 1:+.0%}' if what.startswith('distillation') and 'cached' not in what else ''
         print(f'| {what} | {ms:.1f} | {ratio} | {over} | {peak} |')
@@ -75,28 +80,67 @@ def row(what: str, fn: Callable[[], object], device: str, repeat: int, warmup: i
     return what, ms, peak_mb(device)
 
 
+def timed_pair(first: Callable[[], object], second: Callable[[], object], device: str, repeat: int,
+               warmup: int = 3) -> tuple:
+    """Median ms of two functions run in turns: both see the same machine, whose speed drifts between runs."""
+    for _ in range(warmup):
+        first(), second()
+    times = ([], [])
+    for _ in range(repeat):
+        for fn, out in ((first, times[0]), (second, times[1])):
+            if device == 'cuda':
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device == 'cuda':
+                torch.cuda.synchronize()
+            out.append(time.perf_counter() - start)
+    return statistics.median(times[0]) * 1000, statistics.median(times[1]) * 1000
+
+
+def timed_turns(fns: list, device: str, repeat: int, warmup: int = 3) -> list:
+    """Median ms of each function, all run in turns ``repeat`` times (after ``warmup`` turns)."""
+    times = [[] for _ in fns]
+    for turn in range(warmup + repeat):
+        for fn, out in zip(fns, times):
+            if device == 'cuda':
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device == 'cuda':
+                torch.cuda.synchronize()
+            if turn >= warmup:
+                out.append(time.perf_counter() - start)
+    return [statistics.median(out) * 1000 for out in times]
+
+
 def bench_losses(device: str, repeat: int, warmup: int) -> None:
     """Every registered loss, forward + backward, and its cost relative to KD's at N=256, C=1000 (multi-temperature
-    KD per temperature of its set: it softens with each)."""
+    KD per temperature of its set: it softens with each), KD and the loss timed in turns."""
     from kdplug.plugins import plugin_infos
     from kdplug.registry import MODELS
     names = [n for info in plugin_infos() for n in info.contributions.get('kdplug_losses', [])]
     shapes = [(64, 100), (256, 1000), (1024, 81)]
     print('| loss | ' + ' | '.join(f'N={n}, C={c} (ms)' for n, c in shapes) + ' | vs KD at N=256, C=1000 |')
     print('|---|' + '---|' * (len(shapes) + 1))
-    kd_ms = None
+    kd = MODELS.build(dict(type='KDLoss')).to(device)
     for name in ['KDLoss'] + [n for n in names if n != 'KDLoss']:
         loss = MODELS.build(dict(type=name)).to(device)  # logit losses build from their defaults (conformance test)
-        cells = []
+        cells, ratio = [], 1.0
         for n, c in shapes:
             s = torch.randn(n, c, device=device, requires_grad=True)
             t = torch.randn(n, c, device=device)
             y = torch.randint(0, c, (n,), device=device)
-            cells.append(timed(lambda: loss(s, t, y).backward(), device, repeat, warmup))
-        kd_ms = kd_ms or cells[1]
+            if (n, c) == (256, 1000) and name != 'KDLoss':
+                kd_ms, ms = timed_pair(lambda: kd(s, t, y).backward(), lambda: loss(s, t, y).backward(), device,
+                                       repeat, warmup)
+                ratio = ms / kd_ms
+            else:
+                ms = timed(lambda: loss(s, t, y).backward(), device, repeat, warmup)
+            cells.append(ms)
         per = len(getattr(getattr(loss, 'temperature', None), 'values', ())) if name == 'MultiTempKDLoss' else 1
         note = f' ({per} temperatures: per temperature)' if per > 1 else ''
-        print(f'| {name} | ' + ' | '.join(f'{ms:.2f}' for ms in cells) + f' | {cells[1] / kd_ms / per:.2f}x{note} |')
+        print(f'| {name} | ' + ' | '.join(f'{ms:.2f}' for ms in cells) + f' | {ratio / per:.2f}x{note} |')
 
 
 def build_classifier(cfg: dict):
@@ -137,24 +181,30 @@ def bench_step(device: str, batch_size: int, repeat: int, warmup: int) -> None:
     torch.save(build_classifier(classifier('ResNet32x4')).state_dict(), teacher_path)
     data = dict(inputs=[torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8) for _ in range(batch_size)],
                 data_samples=[DataSample().set_gt_label(i % 100) for i in range(batch_size)])
-    rows = []
     student = MODELS.build(classification_distiller(classifier('ResNet8x4'), classifier('ResNet32x4'), teacher_path,
                                                     dict(kd=dict(type='KDLoss')))).to(device)
     alone = student.student
     alone_wrapper = OptimWrapper(torch.optim.SGD(alone.parameters(), lr=0.01))
-    rows.append(row('student alone (resnet8x4)', lambda: alone.train_step(data, alone_wrapper), device, repeat, warmup))
+    steps = [('student alone (resnet8x4)', lambda: alone.train_step(data, alone_wrapper))]
     teacher_inputs = student.data_preprocessor(data, False)['inputs']
 
     def teacher_forward():
         with torch.no_grad():
             student.teacher_model.head(student.teacher_model.extract_feat(teacher_inputs))
-    rows.append(row('teacher forward (resnet32x4)', teacher_forward, device, repeat, warmup))
+    steps.append(('teacher forward (resnet32x4)', teacher_forward))
+
+    def both():
+        teacher_forward()
+        alone.train_step(data, alone_wrapper)
+    # the floor as one step runs it: the two networks one after the other, nothing of kdplug's (each alone reuses
+    # its memory and caches from the previous repeat; in a step each evicts the other's)
+    steps.append(('teacher forward then student step (the floor, run)', both))
     for name, loss in (('KD', dict(type='KDLoss', temperature=4.0)), ('NormKD', dict(type='NormKDLoss')),
                        ('DKD', dict(type='DKDLoss'))):
         model = MODELS.build(classification_distiller(classifier('ResNet8x4'), classifier('ResNet32x4'),
                                                       teacher_path, dict(loss=loss))).to(device)
         wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
-        rows.append(row(f'distillation step, {name}', lambda: model.train_step(data, wrapper), device, repeat, warmup))
+        steps.append((f'distillation step, {name}', partial(model.train_step, data, wrapper)))
     cached_cfg = classification_distiller(classifier('ResNet8x4'), classifier('ResNet32x4'), teacher_path,
                                           dict(kd=dict(type='KDLoss', temperature=4.0)))
     cached_cfg['teacher'] = dict(cached_cfg['teacher'], type='CachedTeacher',
@@ -164,9 +214,16 @@ def bench_step(device: str, batch_size: int, repeat: int, warmup: int) -> None:
     cached_data = dict(data, data_samples=[sample.clone() for sample in data['data_samples']])
     for index, sample in enumerate(cached_data['data_samples']):  # what kdplug's replayable transforms record
         sample.set_metainfo(dict(sample_idx=index, view={'crop': (0, 0)}))
-    rows.append(row('distillation step, KD, cached teacher', lambda: model.train_step(cached_data, wrapper), device,
-                    repeat, warmup))
-    print_step_table(rows, f'batch {batch_size}, 32x32, {device}')
+    steps.append(('distillation step, KD, cached teacher', partial(model.train_step, cached_data, wrapper)))
+    # every step in turns, so that each row sees the same machine (a small one's speed drifts by 5-10% in minutes)
+    medians = timed_turns([fn for _, fn in steps], device, repeat, warmup)
+    peaks = []
+    for _, fn in steps:  # each one's own peak (a GPU's: '-' on a CPU)
+        reset_peak(device)
+        fn()
+        peaks.append(peak_mb(device))
+    rows = [(what, ms, peak) for (what, _), ms, peak in zip(steps, medians, peaks)]
+    print_step_table(rows, f'batch {batch_size}, 32x32, {device}, the rows timed in turns')
 
 
 def teacher_store(distiller, checkpoint: str, teacher_cfg: dict, images: int) -> str:
@@ -411,10 +468,8 @@ def bench_pipeline(data_root: str, ann_file: str, warmup: int, rounds: int) -> N
     images = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([int(label) for _, label in samples])
     iters = len(samples) // 64
-    # the plain loop runs here, with the malloc settings kdplug's tools/train.py applies: the ratio is then the cost
-    # of the framework, not of glibc's defaults (which slow the plain loop too: docs/benchmarks.md)
-    from kdplug.engine.allocator import keep_freed_memory
-    allocator = keep_freed_memory()
+    # the plain loop runs here, with the malloc settings kdplug's tools/train.py applies (main() set them): the
+    # ratio is then the cost of the framework, not of glibc's defaults (which slow the plain loop too)
     with tempfile.TemporaryDirectory() as tmp:
         teacher_path = os.path.join(tmp, 'teacher.pth')
         teacher_cfg = Config.fromfile(os.path.join(configs, PIPELINE_RUNS[1][1])).model.teacher.model
@@ -422,7 +477,7 @@ def bench_pipeline(data_root: str, ann_file: str, warmup: int, rounds: int) -> N
         print(f'{len(samples)} CIFAR-10 images ({ann_file}), batch 64, {torch.get_num_threads()} threads; '
               f'tools/train.py: median time per iteration of the 2nd epoch after {warmup} iterations; plain loop: '
               f'median of {iters} iterations after {warmup}; each the median of {rounds} rounds, the three runs '
-              f'taking turns (a small machine\'s speed drifts by 5-10% between runs); plain loop: {allocator}')
+              'taking turns (a small machine\'s speed drifts by 5-10% between runs)')
         print('| run | kdplug tools/train.py (img/s) | mmpretrain tools/train.py (img/s) | plain PyTorch loop '
               '(img/s) | kdplug / plain |')
         print('|---|---|---|---|---|')
@@ -454,6 +509,9 @@ def main(argv=None) -> None:
     parser.add_argument('--ann-file', default='meta/train_5000.txt', help='pipeline: the training images')
     parser.add_argument('--rounds', type=int, default=3, help='pipeline: runs of each kind, taking turns (median)')
     args = parser.parse_args(argv)
+    # what kdplug's tools/train.py runs with: freed memory kept for the next step instead of faulted in again
+    from kdplug.engine.allocator import keep_freed_memory
+    print(keep_freed_memory())
     if args.what == 'losses':
         bench_losses(args.device, args.repeat, 3 if args.warmup is None else args.warmup)
     elif args.what == 'step':

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import LogitLoss
-from .functional import LearnableTemperature, check_hyperparameter, kl_rows
+from .functional import LearnableTemperature, check_hyperparameter, divide_rows, kl_rows
 
 MODES = ('global', 'instance')
 
@@ -56,7 +56,8 @@ MODES = ('global', 'instance')
 def kd_at_temperature(student_logits: Tensor, teacher_logits: Tensor, temperature: LearnableTemperature) -> Tensor:
     """T_i^2 * KL(softmax(t_i / T_i) || softmax(s_i / T_i)) per sample, (N,), at the learned temperatures."""
     t = temperature(student_logits, teacher_logits)  # (N, 1), shared by the two models
-    kl = kl_rows(F.log_softmax(teacher_logits / t, dim=-1), F.log_softmax(student_logits / t, dim=-1))
+    kl = kl_rows(F.log_softmax(divide_rows(teacher_logits, t), dim=-1),
+                 F.log_softmax(divide_rows(student_logits, t), dim=-1))
     return kl * temperature.compensation(t)
 
 

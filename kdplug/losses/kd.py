@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import LogitLoss
-from .functional import Temperature, kl_rows
+from .functional import Temperature, divide_rows, kl_rows
 
 
 def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, temperature: Temperature) -> Tensor:
     """T_t^2 * KL(softmax(t / T_t) || softmax(s / T_s)) per sample, (N,)."""
     t_student, t_teacher = temperature(student_logits), temperature(teacher_logits)
-    kl = kl_rows(F.log_softmax(teacher_logits / t_teacher, dim=-1), F.log_softmax(student_logits / t_student, dim=-1))
+    kl = kl_rows(F.log_softmax(teacher_logits / t_teacher, dim=-1),
+                 F.log_softmax(divide_rows(student_logits, t_student), dim=-1))
     return kl * temperature.compensation(t_teacher)
 
 
