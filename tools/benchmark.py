@@ -34,18 +34,24 @@ import torch
 
 
 def timed(fn: Callable[[], object], device: str, repeat: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    return timed_turns([fn], device, repeat, warmup)[0]
+
+
+def timed_turns(fns: list, device: str, repeat: int, warmup: int = 3) -> list:
+    """Median ms of each function, all run in turns ``repeat`` times (after ``warmup`` turns): each sees the same
+    machine, whose speed drifts by tens of percent within minutes on a small one."""
+    times = [[] for _ in fns]
+    for turn in range(warmup + repeat):
+        for fn, out in zip(fns, times):
+            if device == 'cuda':
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device == 'cuda':
+                torch.cuda.synchronize()
+            if turn >= warmup:
+                out.append(time.perf_counter() - start)
+    return [statistics.median(out) * 1000 for out in times]
 
 
 def peak_mb(device: str) -> str:
@@ -80,40 +86,6 @@ def row(what: str, fn: Callable[[], object], device: str, repeat: int, warmup: i
     return what, ms, peak_mb(device)
 
 
-def timed_pair(first: Callable[[], object], second: Callable[[], object], device: str, repeat: int,
-               warmup: int = 3) -> tuple:
-    """Median ms of two functions run in turns: both see the same machine, whose speed drifts between runs."""
-    for _ in range(warmup):
-        first(), second()
-    times = ([], [])
-    for _ in range(repeat):
-        for fn, out in ((first, times[0]), (second, times[1])):
-            if device == 'cuda':
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device == 'cuda':
-                torch.cuda.synchronize()
-            out.append(time.perf_counter() - start)
-    return statistics.median(times[0]) * 1000, statistics.median(times[1]) * 1000
-
-
-def timed_turns(fns: list, device: str, repeat: int, warmup: int = 3) -> list:
-    """Median ms of each function, all run in turns ``repeat`` times (after ``warmup`` turns)."""
-    times = [[] for _ in fns]
-    for turn in range(warmup + repeat):
-        for fn, out in zip(fns, times):
-            if device == 'cuda':
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device == 'cuda':
-                torch.cuda.synchronize()
-            if turn >= warmup:
-                out.append(time.perf_counter() - start)
-    return [statistics.median(out) * 1000 for out in times]
-
-
 def bench_losses(device: str, repeat: int, warmup: int) -> None:
     """Every registered loss, forward + backward, and its cost relative to KD's at N=256, C=1000 (multi-temperature
     KD per temperature of its set: it softens with each), KD and the loss timed in turns."""
@@ -132,8 +104,8 @@ def bench_losses(device: str, repeat: int, warmup: int) -> None:
             t = torch.randn(n, c, device=device)
             y = torch.randint(0, c, (n,), device=device)
             if (n, c) == (256, 1000) and name != 'KDLoss':
-                kd_ms, ms = timed_pair(lambda: kd(s, t, y).backward(), lambda: loss(s, t, y).backward(), device,
-                                       repeat, warmup)
+                kd_ms, ms = timed_turns([lambda: kd(s, t, y).backward(), lambda: loss(s, t, y).backward()],
+                                        device, repeat, warmup)
                 ratio = ms / kd_ms
             else:
                 ms = timed(lambda: loss(s, t, y).backward(), device, repeat, warmup)

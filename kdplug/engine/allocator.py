@@ -3,7 +3,7 @@
 A training step allocates and frees the same large tensors (activations, gradients) every iteration. glibc's
 default malloc returns freed memory at the top of its heap to the kernel (trim) and serves big blocks from fresh
 ``mmap`` calls, so the next step page-faults the same megabytes in again, zero-filled by the kernel: on the demo's
-2-core machine that is 6-9 s of system time in a 2-epoch run, and a KD step 134 ms instead of 99 ms
+2-core machine that is 6-9 s of system time in a 2-epoch run, and a KD iteration 135 ms instead of 106 ms
 (docs/benchmarks.md). This module raises two glibc ``mallopt`` settings so that freed memory stays in the heap:
 the process keeps its peak footprint (which every iteration reaches again anyway) and faults it in once.
 

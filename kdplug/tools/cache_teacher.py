@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from mmengine.config import Config, DictAction
 
+from kdplug.engine.allocator import keep_freed_memory
 from kdplug.engine.checkpoint import allow_mmengine_checkpoints
 
 
@@ -262,6 +263,7 @@ def main(argv=None) -> None:
     from kdplug.teachers.cache_store import TeacherCacheStore
     args = parse_args(argv)
     allow_mmengine_checkpoints()
+    keep_freed_memory()  # as tools/train.py: the teacher's activations are not faulted in again at every batch
     if args.launcher != 'none':
         init_dist(args.launcher)
     start = time.time()
