@@ -67,10 +67,12 @@ def print_step_table(rows: list, header: str) -> None:
     """rows: (what, ms, peak MiB); rows[0] is the student alone, rows[1] the teacher forward, and rows[2], if it is
     the two run back to back, the floor (else their sum is)."""
     floor = rows[0][1] + rows[1][1]
-    if 'the floor, run' in rows[2][0]:
-        print(f'{header}; student step + teacher forward, each timed alone = {floor:.1f} ms')
+    if len(rows) > 2 and 'the floor, run' in rows[2][0]:
+        print(f'{header}; student step + teacher forward, each timed alone = {floor:.1f} ms; floor = the two run '
+              f'back to back = {rows[2][1]:.1f} ms')
         floor = rows[2][1]
-    print(f'{header}; floor = student step + teacher forward = {floor:.1f} ms')
+    else:
+        print(f'{header}; floor = student step + teacher forward = {floor:.1f} ms')
     print('| what | ms (median) | vs student step | vs floor | peak memory (MiB) |')
     print('|---|---|---|---|---|')
     for what, ms, peak in rows:
