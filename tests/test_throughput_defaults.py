@@ -108,7 +108,7 @@ def test_cached_load_changes_nothing_the_model_sees(cifar10_root, teacher_checkp
 
 def test_the_replayable_crop_and_flip_change_nothing_the_model_sees(cifar10_root, teacher_checkpoint, tmp_path,
                                                                     one_thread):
-    """The dataset configs use kdplug's ReplayRandomCrop / ReplayRandomFlip (half the per-image cost): the same
+    """The dataset configs use kdplug's ReplayRandomCrop / ReplayRandomFlip (less work per image): the same
     losses, step by step, as with mmpretrain's RandomCrop and mmcv's RandomFlip, over more than an epoch."""
     losses = {}
     for kind in ('mmpretrain', 'kdplug'):

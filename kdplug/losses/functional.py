@@ -41,7 +41,7 @@ def check_hyperparameter(name: str, value: float, minimum: float = 0.0, strict: 
 class _RowStd(torch.autograd.Function):
     """The per-row std with its gradient in one pass: d std / dx = (x - mean) / ((C - 1) std). Autograd would
     also differentiate the mean (a term that sums to zero), the norm and the zero guard separately: five passes
-    over (N, C) instead of one, half of NormKD's cost beyond KD's."""
+    over (N, C) instead of one."""
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:

@@ -63,8 +63,8 @@ def padding_sides(padding: Optional[Union[int, Sequence[int]]]) -> Tuple[int, in
 def crop_of_zero_padded(img: np.ndarray, sides: Tuple[int, int, int, int], offset_h: int, offset_w: int,
                         target_h: int, target_w: int) -> np.ndarray:
     """``crop(impad(img, sides, pad_val=0), ...)`` without building the padded image: the pixels that fall inside
-    the image are copied, the rest stay zero. One small copy instead of a padded copy and a crop (a third of the
-    per-sample cost of the CIFAR pipeline)."""
+    the image are copied, the rest stay zero. One small copy instead of a padded copy and a crop (the padded copy
+    and mmcv's crop were the largest per-sample cost of the CIFAR pipeline)."""
     left, top = sides[0], sides[1]
     out = np.zeros((target_h, target_w) + img.shape[2:], img.dtype)
     y0, x0 = offset_h - top, offset_w - left  # the crop's corner in the unpadded image's coordinates
@@ -131,7 +131,7 @@ class ReplayRandomFlip(RandomFlip):
             [self.prob / len(directions)] * len(directions) + [1. - self.prob]
         self._outcomes = directions + [None]
         # np.random.choice(outcomes, p=probs) draws one random_sample() and looks it up in this normalised cdf:
-        # the same draw and lookup without choice's per-call validation (a quarter of the pipeline's time)
+        # the same draw and lookup without choice's per-call validation (the costliest call of the flip)
         self._cdf = np.asarray(probs, dtype=np.float64).cumsum()
         self._cdf /= self._cdf[-1]
 

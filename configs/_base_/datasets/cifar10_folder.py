@@ -14,7 +14,7 @@ data_preprocessor = dict(
 # kdplug.CachedLoadImageFromFile: mmcv's LoadImageFromFile that decodes each image once per process and serves later
 # epochs from memory (150 MB for all of CIFAR-10), as mmpretrain's CIFAR datasets hold decoded arrays: same pixels.
 # kdplug.ReplayRandomCrop / ReplayRandomFlip: the pixels and random draws of mmpretrain's RandomCrop and mmcv's
-# RandomFlip, at about half their cost per image (and each view recorded, should a teacher cache need it)
+# RandomFlip, with less work per image (and each view recorded, should a teacher cache need it)
 train_pipeline = [
     dict(type='kdplug.CachedLoadImageFromFile'),
     dict(type='kdplug.ReplayRandomCrop', crop_size=32, padding=4),

@@ -13,7 +13,7 @@ data_preprocessor = dict(
 )
 
 # kdplug's replayable pad-and-crop and flip: the pixels and random draws of mmpretrain's RandomCrop and mmcv's
-# RandomFlip, at about half their cost per image (and each view recorded, should a teacher cache need it)
+# RandomFlip, with less work per image (and each view recorded, should a teacher cache need it)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='kdplug.ReplayRandomCrop', crop_size=64, padding=8),
