@@ -44,11 +44,10 @@ Defaults: t_start = 1, t_range = 20 (T in (1, 21)), global temperature.
 import math
 from typing import Optional
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from .base import LogitLoss
-from .functional import LearnableTemperature, check_hyperparameter, divide_rows, kl_rows
+from .functional import LearnableTemperature, check_hyperparameter, softened_kl_rows
 
 MODES = ('global', 'instance')
 
@@ -56,8 +55,7 @@ MODES = ('global', 'instance')
 def kd_at_temperature(student_logits: Tensor, teacher_logits: Tensor, temperature: LearnableTemperature) -> Tensor:
     """T_i^2 * KL(softmax(t_i / T_i) || softmax(s_i / T_i)) per sample, (N,), at the learned temperatures."""
     t = temperature(student_logits, teacher_logits)  # (N, 1), shared by the two models
-    kl = kl_rows(F.log_softmax(divide_rows(teacher_logits, t), dim=-1),
-                 F.log_softmax(divide_rows(student_logits, t), dim=-1))
+    kl = softened_kl_rows(student_logits, t, teacher_logits, t)
     return kl * temperature.compensation(t)
 
 

@@ -22,25 +22,25 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import LogitLoss
-from .functional import Temperature, check_hyperparameter, hard_labels, kl_rows, target_mask
+from .functional import Temperature, check_hyperparameter, hard_labels, kl_rows
 
 
-def split_log_probs(scaled_logits: Tensor, target: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
+def split_log_probs(scaled_logits: Tensor, index: Tensor) -> Tuple[Tensor, Tensor]:
     """log(p_y, 1 - p_y), (N, 2), and the log-softmax over the non-target classes, (N, C) with 0 in the target
-    column (``mask``). One fused log-softmax over the non-target classes gives both: its log-sum-exp lse_nt is
-    z_j - log p_hat_j at any non-target j, and log(1 - p_y) = lse_nt - lse_all with lse_all = logaddexp(lse_nt, z_y):
-    stable for confident rows (no log of 1 - p_y). Logits that take no gradient (the teacher's) are masked in place:
-    ``scaled_logits`` must then be a tensor of the caller's own."""
+    column (``index``, (N, 1)). One fused log-softmax over the non-target classes gives both: its log-sum-exp lse_nt
+    is z_j - log p_hat_j at any non-target j, and log(1 - p_y) = lse_nt - lse_all with lse_all = logaddexp(lse_nt,
+    z_y): stable for confident rows (no log of 1 - p_y). The target column is set by a scatter (N values), in place
+    for logits that take no gradient (the teacher's): ``scaled_logits`` must then be a tensor of the caller's own."""
     in_place = not scaled_logits.requires_grad
-    other = ((target + 1) % scaled_logits.shape[1]).unsqueeze(1)                              # a non-target class
-    z_target, z_other = scaled_logits.gather(1, target.unsqueeze(1)), scaled_logits.gather(1, other)   # (N, 1)
-    masked = scaled_logits.masked_fill_(mask, float('-inf')) if in_place else \
-        scaled_logits.masked_fill(mask, float('-inf'))
+    other = (index + 1) % scaled_logits.shape[1]                                                # a non-target class
+    z_target, z_other = scaled_logits.gather(1, index), scaled_logits.gather(1, other)        # (N, 1)
+    masked = scaled_logits.scatter_(1, index, float('-inf')) if in_place else \
+        scaled_logits.scatter(1, index, float('-inf'))
     non_target = F.log_softmax(masked, dim=-1)
     lse_nt = z_other - non_target.gather(1, other)
     lse_all = torch.logaddexp(lse_nt, z_target)
     binary = torch.cat([z_target - lse_all, lse_nt - lse_all], dim=-1)
-    return binary, non_target.masked_fill_(mask, 0.0) if in_place else non_target.masked_fill(mask, 0.0)
+    return binary, non_target.scatter_(1, index, 0.0) if in_place else non_target.scatter(1, index, 0.0)
 
 
 def dkd_terms(student_logits: Tensor, teacher_logits: Tensor, target: Tensor,
@@ -49,13 +49,13 @@ def dkd_terms(student_logits: Tensor, teacher_logits: Tensor, target: Tensor,
     t_teacher = temperature(teacher_logits)
     s = student_logits / temperature(student_logits)
     t = teacher_logits / t_teacher  # a new tensor: split_log_probs masks it in place
-    mask = target_mask(s, target)
-    t_binary, t_non_target = split_log_probs(t, target, mask)
-    s_binary, s_non_target = split_log_probs(s, target, mask)
+    index = target.unsqueeze(1)
+    t_binary, t_non_target = split_log_probs(t, index)
+    s_binary, s_non_target = split_log_probs(s, index)
     tckd = kl_rows(t_binary, s_binary)
     # the non-target KL in place: the target column holds 0 in both log-softmaxes and its teacher probability is
-    # set to 0, so it adds exactly 0 (kl_rows' general zero mask would cost two more passes over (N, C))
-    p_teacher = t_non_target.exp().masked_fill_(mask, 0.0)
+    # set to 0, so it adds exactly 0 (no mask of 0 log 0 terms needed)
+    p_teacher = t_non_target.exp().scatter_(1, index, 0.0)
     nckd = (p_teacher * (t_non_target - s_non_target)).sum(dim=-1)
     return tckd, nckd, temperature.compensation(t_teacher)
 

@@ -45,50 +45,28 @@ class _RowStd(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        # centre, then one fused norm, instead of torch.var's Welford kernel: the same value to float32 rounding at
-        # a third of the cost (NormKD's temperature and z-score take a std of every row of both models)
-        centred = x - x.mean(dim=-1, keepdim=True)
-        std = torch.linalg.vector_norm(centred, dim=-1, keepdim=True) / math.sqrt(x.shape[-1] - 1)
-        std = torch.where(std * std > _TINY, std, torch.zeros_like(std))
-        ctx.save_for_backward(centred, std)
+        # (C - 1) var = sum x^2 - C mean^2 from two fused reductions, with no centred copy of x (NormKD's temperature
+        # and z-score take a std of every row of both models; torch.var's Welford kernel costs three times more).
+        # Its float32 error grows with C mean^2 / ((C - 1) var): rows whose mean exceeds ~8 stds (and constant
+        # rows) are centred first instead. On an accelerator, where the test would synchronise, always centred.
+        classes = x.shape[-1]
+        mean = x.mean(dim=-1, keepdim=True)
+        base, offset = x, mean
+        spread = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() - classes * mean * mean
+        if x.device.type != 'cpu' or not bool((classes * mean * mean <= 63 * spread).all()):
+            base, offset = x - mean, None
+            spread = torch.linalg.vector_norm(base, dim=-1, keepdim=True).square()
+        std = torch.where(spread > _TINY, spread.clamp_min(_TINY) / (classes - 1), torch.zeros_like(spread)).sqrt()
+        ctx.save_for_backward(base, offset, std)
         return std
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> Tensor:
-        centred, std = ctx.saved_tensors
-        scale = torch.where(std > 0, grad / (std * (centred.shape[-1] - 1)), torch.zeros_like(std))  # constant: 0
-        return centred * scale
-
-
-class _DivideRows(torch.autograd.Function):
-    """``x / t`` for logits (N, C) and per-row temperatures (N, 1); t's gradient from the saved quotient,
-    d(x / t)/dt = -(x / t) / t: one product and a row sum, where autograd's division forms -g * x / t^2 over (N, C)
-    in three temporaries before summing each row."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, t: Tensor) -> Tensor:
-        out = x / t
-        ctx.save_for_backward(out, t)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-        out, t = ctx.saved_tensors
-        grad_x = grad / t if ctx.needs_input_grad[0] else None
-        grad_t = None
-        if ctx.needs_input_grad[1]:
-            grad_t = -(grad * out).sum(dim=-1, keepdim=True) / t
-        return grad_x, grad_t
-
-
-def divide_rows(x: Tensor, t: Tensor) -> Tensor:
-    """``x / t`` with t (N, 1) a per-row temperature (NormKD's, CTKD's): the same values and gradients as the
-    division, one fused pass for t's gradient (:class:`_DivideRows`); a plain division when t is a constant."""
-    if not t.requires_grad or t.shape[-1] != 1 or x.dim() != 2 or t.shape[0] != x.shape[0]:
-        return x / t
-    return _DivideRows.apply(x, t)
+        base, offset, std = ctx.saved_tensors  # x - mean = base - offset (offset None: base is centred)
+        scale = torch.where(std > 0, grad / (std * (base.shape[-1] - 1)), torch.zeros_like(std))  # constant: 0
+        grad_x = base * scale
+        return grad_x if offset is None else grad_x.sub_(offset * scale)
 
 
 def row_std(x: Tensor) -> Tensor:
@@ -290,30 +268,96 @@ class LearnableTemperature(nn.Module, Temperature):
         return f'{mode}, t_start={self.t_start}, t_range={self.t_range}, grl_lambda={self.grl_lambda}'
 
 
+def _sum_rows_masking_zeros(terms: Tensor, p_teacher: Tensor) -> Tuple[Tensor, Tensor, bool]:
+    """(row sums of ``terms``, the terms, whether they were masked), the 0 log 0 terms (0 * -inf, a NaN) of classes
+    where p_teacher is 0 counted as 0. A comparison and a select over (N, C) cost a third of KD on a CPU, a test of
+    the N row sums next to nothing: on a CPU the zeros are masked only when a row needs it. On an accelerator the
+    select is cheap and reading the test would synchronise with the device: there it always masks."""
+    if terms.device.type == 'cpu':
+        sums = terms.sum(dim=-1)
+        if not bool(sums.isnan().any()):
+            return sums, terms, False
+    terms = torch.where(p_teacher == 0, torch.zeros_like(terms), terms)
+    return terms.sum(dim=-1), terms, True
+
+
 def kl_rows(log_p_teacher: Tensor, log_p_student: Tensor) -> Tensor:
     """KL(p_teacher || p_student) of each row, (N,); classes where p_teacher is 0 contribute exactly 0.
 
     The difference of log-probabilities is taken first: near-identical distributions (small logits, high T) would
     otherwise lose the KL to cancellation between two large sums in float32. Only exact zeros are masked (0 log 0):
     a NaN teacher probability stays NaN, so a broken teacher shows in the value instead of hiding in the gradient.
+    The backward of the product is -p_teacher * grad whether masked or not: exactly 0 where p_teacher is 0.
     """
     p_teacher = log_p_teacher.exp()
-    terms = p_teacher * (log_p_teacher - log_p_student)
-    return torch.where(p_teacher == 0, torch.zeros_like(terms), terms).sum(dim=-1)
+    return _sum_rows_masking_zeros(p_teacher * (log_p_teacher - log_p_student), p_teacher)[0]
 
 
-def target_mask(x: Tensor, target: Tensor) -> Tensor:
-    """(N, C) bool, True at each row's target column: DKD's and NKD's split into target and non-target classes."""
-    return torch.zeros_like(x, dtype=torch.bool).scatter_(1, target.unsqueeze(1), True)
+class _SoftenedKL(torch.autograd.Function):
+    """KL(softmax(t / T_t) || softmax(s / T_s)) per row with its gradients written out, p and q the two softmaxes:
+
+        d KL / d s   = (q - p) / T_s
+        d KL / d T_s = -sum_j (d KL / d s_j) * s_j / T_s                      (per row)
+        d KL / d T_t = -sum_j p_j (log p_j - log q_j - KL) * t_j / T_t ** 2      (per row: CTKD's learned T)
+
+    The teacher's logits take no gradient. Autograd would go through the product, the difference, both
+    log-softmaxes and both divisions: about twice the passes over (N, C)."""
+
+    @staticmethod
+    def forward(ctx, student: Tensor, t_student: Tensor, teacher: Tensor, t_teacher: Tensor) -> Tensor:
+        scaled_student, scaled_teacher = student / t_student, teacher / t_teacher
+        log_q, log_p = torch.log_softmax(scaled_student, dim=-1), torch.log_softmax(scaled_teacher, dim=-1)
+        p = log_p.exp()
+        kl, terms, ctx.masked = _sum_rows_masking_zeros(p * (log_p - log_q), p)
+        teacher_side = ctx.needs_input_grad[3]
+        ctx.save_for_backward(log_q, p, scaled_student if ctx.needs_input_grad[1] else None, t_student,
+                              *((terms, scaled_teacher, t_teacher, kl) if teacher_side else (None,) * 4))
+        return kl
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor], None, Optional[Tensor]]:
+        log_q, p, scaled_student, t_student, terms, scaled_teacher, t_teacher, kl = ctx.saved_tensors
+        grad = grad.unsqueeze(-1)
+        grad_student = grad_t_student = grad_t_teacher = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            grad_student = log_q.exp().sub_(p).mul_(grad / t_student)
+            if ctx.needs_input_grad[1]:
+                grad_t_student = -(grad_student * scaled_student).sum(dim=-1, keepdim=True)
+        if ctx.needs_input_grad[3]:  # terms are 0 where p is 0, masked or not: no 0 * inf here
+            d_kl_d_scaled = terms - p * kl.unsqueeze(-1)  # out of place: a retained graph may run backward again
+            if ctx.masked:  # a class ruled out (logit -inf, p = 0) has d_kl_d_scaled 0: 0 * -inf would be NaN
+                scaled_teacher = scaled_teacher.masked_fill(p == 0, 0.0)
+            grad_t_teacher = -(d_kl_d_scaled * scaled_teacher).sum(dim=-1, keepdim=True) * (grad / t_teacher)
+        return grad_student if ctx.needs_input_grad[0] else None, grad_t_student, None, grad_t_teacher
 
 
-def non_target_log_softmax(x: Tensor, mask: Tensor, fill: float = float('-inf')) -> Tensor:
-    """log-softmax over the C - 1 non-target columns of each row, (N, C), with ``fill`` in the target column (-inf:
-    probability 0, which :func:`kl_rows` counts as absent). The same values as ``log_softmax`` of the rows with the
-    target column dropped, computed in place: dropping columns by a boolean index (nonzero, gather, index_put
-    backward) cost three quarters of DKD's time."""
-    lse = torch.logsumexp(x.masked_fill(mask, float('-inf')), dim=-1, keepdim=True)
-    return (x - lse).masked_fill(mask, fill)
+def softened_kl_rows(student_logits: Tensor, t_student: Tensor, teacher_logits: Tensor,
+                     t_teacher: Tensor) -> Tensor:
+    """KL(softmax(teacher / t_teacher) || softmax(student / t_student)) of each row, (N,), as :func:`kl_rows` of
+    the two log-softmaxes, with the temperatures (N, 1) fixed, NormKD's or CTKD's: the gradients of the student's
+    logits and of each temperature are formed in one pass each (:class:`_SoftenedKL`). The teacher's logits are
+    detached."""
+    teacher_logits = teacher_logits.detach()
+    rows = (student_logits.shape[0], 1)
+    if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape or \
+            t_student.shape != rows or t_teacher.shape != rows:
+        return kl_rows(torch.log_softmax(teacher_logits / t_teacher, dim=-1),
+                       torch.log_softmax(student_logits / t_student, dim=-1))
+    return _SoftenedKL.apply(student_logits, t_student, teacher_logits, t_teacher)
+
+
+def non_target_log_softmax(x: Tensor, index: Tensor, fill: float = float('-inf')) -> Tensor:
+    """log-softmax over the C - 1 non-target columns of each row, (N, C), with ``fill`` in the target column
+    (``index``: (N, 1) class indices; -inf: probability 0). The same values as ``log_softmax`` of the rows with
+    the target column dropped, computed in place: dropping columns by a boolean index (nonzero, gather, index_put
+    backward) cost three quarters of DKD's time, and a boolean mask of the target columns is a comparison and a
+    select over (N, C) where a scatter writes N values."""
+    log_probs = torch.log_softmax(x.scatter(1, index, float('-inf')), dim=-1)  # -inf at the target
+    if fill == float('-inf'):
+        return log_probs
+    # the log-softmax's backward reads its output: a copy where the logits take a gradient, else in place
+    return log_probs.scatter(1, index, fill) if log_probs.requires_grad else log_probs.scatter_(1, index, fill)
 
 
 def hard_labels(target: Optional[Tensor], num_samples: int, num_classes: int, method: str,

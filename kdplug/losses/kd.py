@@ -9,18 +9,16 @@ Defaults: T = 4 (CIFAR-100 recipes); ImageNet recipes use T = 1.
 """
 from typing import Optional
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from .base import LogitLoss
-from .functional import Temperature, divide_rows, kl_rows
+from .functional import Temperature, softened_kl_rows
 
 
 def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, temperature: Temperature) -> Tensor:
     """T_t^2 * KL(softmax(t / T_t) || softmax(s / T_s)) per sample, (N,)."""
     t_student, t_teacher = temperature(student_logits), temperature(teacher_logits)
-    kl = kl_rows(F.log_softmax(teacher_logits / t_teacher, dim=-1),
-                 F.log_softmax(divide_rows(student_logits, t_student), dim=-1))
+    kl = softened_kl_rows(student_logits, t_student, teacher_logits, t_teacher)
     return kl * temperature.compensation(t_teacher)
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import LogitLoss
-from .functional import Temperature, check_hyperparameter, hard_labels, non_target_log_softmax, target_mask
+from .functional import Temperature, check_hyperparameter, hard_labels, non_target_log_softmax
 
 
 def nkd_per_sample(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: Temperature,
@@ -29,9 +29,8 @@ def nkd_per_sample(student_logits: Tensor, teacher_logits: Tensor, target: Tenso
     p_teacher_y = F.softmax(teacher_logits, dim=-1).gather(1, index).squeeze(1)
     target_term = -p_teacher_y * log_p_student_y
     t_student, t_teacher = temperature(student_logits), temperature(teacher_logits)
-    mask = target_mask(student_logits, target)
-    soft_teacher = non_target_log_softmax(teacher_logits / t_teacher, mask).exp()  # 0 at the target
-    log_student = non_target_log_softmax(student_logits / t_student, mask, fill=0.0)
+    soft_teacher = non_target_log_softmax(teacher_logits / t_teacher, index).exp_()  # 0 at the target
+    log_student = non_target_log_softmax(student_logits / t_student, index, fill=0.0)
     non_target = -(soft_teacher * log_student).sum(dim=-1)
     return target_term + gamma * temperature.compensation(t_teacher) * non_target
 
