@@ -18,45 +18,74 @@ published code subtracts 1000 from the target logit and takes log of a clamped p
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .base import LogitLoss
-from .functional import Temperature, check_hyperparameter, hard_labels, kl_rows
+from .functional import EXCLUDED_LOGIT, Temperature, check_hyperparameter, hard_labels, kl_rows, sum_kl_terms
 
 
-def split_log_probs(scaled_logits: Tensor, index: Tensor) -> Tuple[Tensor, Tensor]:
-    """log(p_y, 1 - p_y), (N, 2), and the log-softmax over the non-target classes, (N, C) with 0 in the target
-    column (``index``, (N, 1)). One fused log-softmax over the non-target classes gives both: its log-sum-exp lse_nt
-    is z_j - log p_hat_j at any non-target j, and log(1 - p_y) = lse_nt - lse_all with lse_all = logaddexp(lse_nt,
-    z_y): stable for confident rows (no log of 1 - p_y). The target column is set by a scatter (N values), in place
-    for logits that take no gradient (the teacher's): ``scaled_logits`` must then be a tensor of the caller's own."""
-    in_place = not scaled_logits.requires_grad
-    other = (index + 1) % scaled_logits.shape[1]                                                # a non-target class
-    z_target, z_other = scaled_logits.gather(1, index), scaled_logits.gather(1, other)        # (N, 1)
-    masked = scaled_logits.scatter_(1, index, float('-inf')) if in_place else \
-        scaled_logits.scatter(1, index, float('-inf'))
-    non_target = F.log_softmax(masked, dim=-1)
-    lse_nt = z_other - non_target.gather(1, other)
-    lse_all = torch.logaddexp(lse_nt, z_target)
-    binary = torch.cat([z_target - lse_all, lse_nt - lse_all], dim=-1)
-    return binary, non_target.scatter_(1, index, 0.0) if in_place else non_target.scatter(1, index, 0.0)
+def binary_log_probs(z_target: Tensor, lse_non_target: Tensor) -> Tensor:
+    """log(p_y, 1 - p_y), (N, 2), from the target logit and the log-sum-exp of the non-target ones, (N, 1) each:
+    log(1 - p_y) = lse_nt - logaddexp(lse_nt, z_y), stable for confident rows (no log of 1 - p_y)."""
+    lse_all = torch.logaddexp(lse_non_target, z_target)
+    return torch.cat([z_target - lse_all, lse_non_target - lse_all], dim=-1)
+
+
+class _DKDTerms(torch.autograd.Function):
+    """(TCKD, NCKD) per row from (student, T_s, teacher, T_t, target index) with the gradients written out. With
+    z = x / T, q and p the student's and teacher's softmax over the non-target classes, lse_nt the student's
+    non-target log-sum-exp and delta = p^s_y - p^t_y (the full softmaxes' target probabilities):
+
+        d NCKD / d z_j = q_j - p_j  (j != y),   d TCKD / d z_y = delta,   d TCKD / d z_j = -delta * q_j  (j != y)
+        d / d T_s = -sum_j (d / d z_j) * z_j / T_s                     (NormKD+DKD: a temperature from the logits)
+
+    (TCKD reaches the non-target logits through lse_nt, whose gradient is q.) The target column is set to
+    EXCLUDED_LOGIT after the division: one log-softmax per model is the non-target softmax, and no product needs a
+    mask. Autograd through gathers, scatters, two log-softmaxes and the KL took twice the passes over (N, C). The
+    teacher's logits and temperature take no gradient."""
+
+    @staticmethod
+    def forward(ctx, student: Tensor, t_student: Tensor, teacher: Tensor, t_teacher: Tensor,
+                index: Tensor) -> Tuple[Tensor, Tensor]:
+        other = (index + 1) % student.shape[1]  # a non-target class: lse_nt = z_other - log q_other
+        z_s, z_t = student / t_student, teacher / t_teacher
+        z_s_target, z_t_target = z_s.gather(1, index), z_t.gather(1, index)
+        z_s_other, z_t_other = z_s.gather(1, other), z_t.gather(1, other)
+        log_q = torch.log_softmax(z_s.scatter_(1, index, EXCLUDED_LOGIT), dim=-1)
+        log_p = torch.log_softmax(z_t.scatter_(1, index, EXCLUDED_LOGIT), dim=-1)
+        log_b_s = binary_log_probs(z_s_target, z_s_other - log_q.gather(1, other))
+        log_b_t = binary_log_probs(z_t_target, z_t_other - log_p.gather(1, other))
+        tckd = kl_rows(log_b_t, log_b_s)
+        p = log_p.exp()
+        nckd = sum_kl_terms(p * (log_p - log_q), p)[0]
+        delta = log_b_s[:, :1].exp() - log_b_t[:, :1].exp()
+        ctx.save_for_backward(log_q, p, delta, index, t_student, *((z_s, z_s_target) if ctx.needs_input_grad[1]
+                                                                    else (None, None)))
+        return tckd, nckd
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_tckd: Tensor, grad_nckd: Tensor) -> tuple:
+        log_q, p, delta, index, t_student, z_s, z_s_target = ctx.saved_tensors
+        grad_target = grad_tckd.unsqueeze(-1) * delta
+        grad_nckd = grad_nckd.unsqueeze(-1)
+        # q_j (g_nckd - g_tckd delta) - p_j g_nckd; 0 in the target column, where q and p are exactly 0
+        grad_z = log_q.exp().mul_(grad_nckd - grad_target).addcmul_(p, grad_nckd, value=-1.0)
+        grad_t = None
+        if ctx.needs_input_grad[1]:  # the dot before the target column is set: z_s holds EXCLUDED_LOGIT there
+            dot = (grad_z * z_s).sum(dim=-1, keepdim=True) + grad_target * z_s_target
+            grad_t = -dot / t_student
+        grad_student = grad_z.scatter_(1, index, grad_target).div_(t_student) if ctx.needs_input_grad[0] else None
+        return grad_student, grad_t, None, None, None
 
 
 def dkd_terms(student_logits: Tensor, teacher_logits: Tensor, target: Tensor,
               temperature: Temperature) -> Tuple[Tensor, Tensor, Tensor]:
     """(TCKD, NCKD, T_t^2) per sample, each (N,); the KL terms before the temperature weight."""
-    t_teacher = temperature(teacher_logits)
-    s = student_logits / temperature(student_logits)
-    t = teacher_logits / t_teacher  # a new tensor: split_log_probs masks it in place
-    index = target.unsqueeze(1)
-    t_binary, t_non_target = split_log_probs(t, index)
-    s_binary, s_non_target = split_log_probs(s, index)
-    tckd = kl_rows(t_binary, s_binary)
-    # the non-target KL in place: the target column holds 0 in both log-softmaxes and its teacher probability is
-    # set to 0, so it adds exactly 0 (no mask of 0 log 0 terms needed)
-    p_teacher = t_non_target.exp().scatter_(1, index, 0.0)
-    nckd = (p_teacher * (t_non_target - s_non_target)).sum(dim=-1)
+    t_teacher = temperature(teacher_logits.detach()).detach()
+    tckd, nckd = _DKDTerms.apply(student_logits, temperature(student_logits), teacher_logits.detach(), t_teacher,
+                                 target.unsqueeze(1))
     return tckd, nckd, temperature.compensation(t_teacher)
 
 

@@ -110,6 +110,11 @@ def apply_logit_norm(x: Tensor, logit_norm: Optional[str]) -> Tensor:
     raise ValueError(f'logit_norm={logit_norm!r} is not one of {LOGIT_NORMS}')
 
 
+#: The logit that leaves a class out of a softmax (DKD's and NKD's target column of their non-target softmax): its
+#: probability is exactly 0 (exp underflows) at any temperature, and unlike -inf it keeps every product finite
+#: (0 * -inf is NaN), so a hand-written gradient needs no mask.
+EXCLUDED_LOGIT = -1e30
+
 TemperatureSpec = Union[float, Sequence[float]]
 
 
@@ -268,11 +273,12 @@ class LearnableTemperature(nn.Module, Temperature):
         return f'{mode}, t_start={self.t_start}, t_range={self.t_range}, grl_lambda={self.grl_lambda}'
 
 
-def _sum_rows_masking_zeros(terms: Tensor, p_teacher: Tensor) -> Tuple[Tensor, Tensor, bool]:
-    """(row sums of ``terms``, the terms, whether they were masked), the 0 log 0 terms (0 * -inf, a NaN) of classes
-    where p_teacher is 0 counted as 0. A comparison and a select over (N, C) cost a third of KD on a CPU, a test of
-    the N row sums next to nothing: on a CPU the zeros are masked only when a row needs it. On an accelerator the
-    select is cheap and reading the test would synchronise with the device: there it always masks."""
+def sum_kl_terms(terms: Tensor, p_teacher: Tensor) -> Tuple[Tensor, Tensor, bool]:
+    """The KL of each row from its terms p_teacher * (log p_teacher - log p_student), (N, C): (row sums, the terms,
+    whether they were masked), the 0 log 0 terms (0 * -inf, a NaN) of classes where p_teacher is 0 counted as 0.
+    A comparison and a select over (N, C) cost a third of KD on a CPU, a test of the N row sums next to nothing: on
+    a CPU the zeros are masked only when a row needs it. On an accelerator the select is cheap and reading the test
+    would synchronise with the device: there it always masks."""
     if terms.device.type == 'cpu':
         sums = terms.sum(dim=-1)
         if not bool(sums.isnan().any()):
@@ -290,7 +296,7 @@ def kl_rows(log_p_teacher: Tensor, log_p_student: Tensor) -> Tensor:
     The backward of the product is -p_teacher * grad whether masked or not: exactly 0 where p_teacher is 0.
     """
     p_teacher = log_p_teacher.exp()
-    return _sum_rows_masking_zeros(p_teacher * (log_p_teacher - log_p_student), p_teacher)[0]
+    return sum_kl_terms(p_teacher * (log_p_teacher - log_p_student), p_teacher)[0]
 
 
 class _SoftenedKL(torch.autograd.Function):
@@ -308,7 +314,7 @@ class _SoftenedKL(torch.autograd.Function):
         scaled_student, scaled_teacher = student / t_student, teacher / t_teacher
         log_q, log_p = torch.log_softmax(scaled_student, dim=-1), torch.log_softmax(scaled_teacher, dim=-1)
         p = log_p.exp()
-        kl, terms, ctx.masked = _sum_rows_masking_zeros(p * (log_p - log_q), p)
+        kl, terms, ctx.masked = sum_kl_terms(p * (log_p - log_q), p)
         teacher_side = ctx.needs_input_grad[3]
         ctx.save_for_backward(log_q, p, scaled_student if ctx.needs_input_grad[1] else None, t_student,
                               *((terms, scaled_teacher, t_teacher, kl) if teacher_side else (None,) * 4))
@@ -345,19 +351,6 @@ def softened_kl_rows(student_logits: Tensor, t_student: Tensor, teacher_logits: 
         return kl_rows(torch.log_softmax(teacher_logits / t_teacher, dim=-1),
                        torch.log_softmax(student_logits / t_student, dim=-1))
     return _SoftenedKL.apply(student_logits, t_student, teacher_logits, t_teacher)
-
-
-def non_target_log_softmax(x: Tensor, index: Tensor, fill: float = float('-inf')) -> Tensor:
-    """log-softmax over the C - 1 non-target columns of each row, (N, C), with ``fill`` in the target column
-    (``index``: (N, 1) class indices; -inf: probability 0). The same values as ``log_softmax`` of the rows with
-    the target column dropped, computed in place: dropping columns by a boolean index (nonzero, gather, index_put
-    backward) cost three quarters of DKD's time, and a boolean mask of the target columns is a comparison and a
-    select over (N, C) where a scatter writes N values."""
-    log_probs = torch.log_softmax(x.scatter(1, index, float('-inf')), dim=-1)  # -inf at the target
-    if fill == float('-inf'):
-        return log_probs
-    # the log-softmax's backward reads its output: a copy where the logits take a gradient, else in place
-    return log_probs.scatter(1, index, fill) if log_probs.requires_grad else log_probs.scatter_(1, index, fill)
 
 
 def hard_labels(target: Optional[Tensor], num_samples: int, num_classes: int, method: str,

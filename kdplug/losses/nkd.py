@@ -12,26 +12,63 @@ Soft labels (mixup / cutmix) are reduced to their argmax, as the authors do. Wit
 temperature is NormKD's per-sample t_norm * std (from the full logits), weighted by the teacher's T_i^2.
 Defaults: T = 1, gamma = 1.5 (ImageNet CNNs); DeiT gamma = 1; CIFAR-100 T = 3, gamma = 3.5.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .base import LogitLoss
-from .functional import Temperature, check_hyperparameter, hard_labels, non_target_log_softmax
+from .functional import EXCLUDED_LOGIT, Temperature, check_hyperparameter, hard_labels, sum_kl_terms
+
+
+class _NKDTerms(torch.autograd.Function):
+    """(-p^t_y log p^s_y, -sum_k Tn_k log Sn_k) per row from (student, T_s, teacher, T_t, target index) with the
+    gradients written out. With p^s the student's softmax at T = 1, z = s / T_s, q and p the student's and
+    teacher's softmax over the non-target classes of z and t / T_t:
+
+        d target / d s_j = p^t_y (p^s_j - [j = y]),   d non-target / d z_j = q_j - p_j  (j != y, 0 at y)
+        d / d T_s = -sum_j (d non-target / d z_j) * z_j / T_s           (NKD with NormKD's temperature)
+
+    The target column is set to EXCLUDED_LOGIT after the division: one log-softmax per model is the non-target
+    softmax, and no product needs a mask. The teacher's logits and temperature take no gradient."""
+
+    @staticmethod
+    def forward(ctx, student: Tensor, t_student: Tensor, teacher: Tensor, t_teacher: Tensor,
+                index: Tensor) -> Tuple[Tensor, Tensor]:
+        log_p_student = torch.log_softmax(student, dim=-1)  # (a fused kernel: cheaper than logsumexp + gather)
+        log_p_student_y = log_p_student.gather(1, index)
+        p_teacher_y = torch.log_softmax(teacher, dim=-1).gather(1, index).exp_()
+        z_s = (student / t_student).scatter_(1, index, EXCLUDED_LOGIT)
+        log_q = torch.log_softmax(z_s, dim=-1)
+        p = torch.log_softmax((teacher / t_teacher).scatter_(1, index, EXCLUDED_LOGIT), dim=-1).exp_()
+        non_target = -sum_kl_terms(p * log_q, p)[0]  # sum_kl_terms: 0 where p is 0, even against a -inf
+        ctx.save_for_backward(log_p_student, p_teacher_y, log_q, p, index, t_student,
+                              z_s if ctx.needs_input_grad[1] else None)
+        return -(p_teacher_y * log_p_student_y).squeeze(1), non_target
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_target: Tensor, grad_non_target: Tensor) -> tuple:
+        log_p_student, p_teacher_y, log_q, p, index, t_student, z_s = ctx.saved_tensors
+        weight_target = grad_target.unsqueeze(-1) * p_teacher_y                                   # (N, 1)
+        grad_z = log_q.exp().sub_(p).mul_(grad_non_target.unsqueeze(-1))                      # 0 at the target
+        grad_t = None
+        if ctx.needs_input_grad[1]:
+            grad_t = -torch.linalg.vecdot(grad_z, z_s).unsqueeze(-1) / t_student
+        if not ctx.needs_input_grad[0]:
+            return None, grad_t, None, None, None
+        grad_student = grad_z.div_(t_student).addcmul_(log_p_student.exp(), weight_target)
+        grad_student.scatter_add_(1, index, -weight_target)
+        return grad_student, grad_t, None, None, None
 
 
 def nkd_per_sample(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: Temperature,
                    gamma: float) -> Tensor:
     """L_target + L_non per sample, (N,)."""
-    index = target.unsqueeze(1)
-    log_p_student_y = F.log_softmax(student_logits, dim=-1).gather(1, index).squeeze(1)
-    p_teacher_y = F.softmax(teacher_logits, dim=-1).gather(1, index).squeeze(1)
-    target_term = -p_teacher_y * log_p_student_y
-    t_student, t_teacher = temperature(student_logits), temperature(teacher_logits)
-    soft_teacher = non_target_log_softmax(teacher_logits / t_teacher, index).exp_()  # 0 at the target
-    log_student = non_target_log_softmax(student_logits / t_student, index, fill=0.0)
-    non_target = -(soft_teacher * log_student).sum(dim=-1)
+    t_teacher = temperature(teacher_logits.detach()).detach()
+    target_term, non_target = _NKDTerms.apply(student_logits, temperature(student_logits), teacher_logits.detach(),
+                                              t_teacher, target.unsqueeze(1))
     return target_term + gamma * temperature.compensation(t_teacher) * non_target
 
 
