@@ -38,44 +38,58 @@ def check_hyperparameter(name: str, value: float, minimum: float = 0.0, strict: 
     return number
 
 
+def _std_parts(x: Tensor) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+    """(base, offset, std) of each row: x - mean = base - offset (offset None: base is x centred) and the unbiased
+    std, (N, 1). (C - 1) var = sum x^2 - C mean^2 from two fused reductions, with no centred copy of x (NormKD's
+    temperature and z-score take a std of every row of both models; torch.var's Welford kernel costs three times
+    more). Its float32 error grows with C mean^2 / ((C - 1) var): rows whose mean exceeds ~8 stds (and constant
+    rows, which then come out exactly 0) are centred first instead. On an accelerator, where the test would
+    synchronise, always centred."""
+    classes = x.shape[-1]
+    mean = x.mean(dim=-1, keepdim=True)
+    base, offset = x, mean
+    spread = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().sub_(classes * mean * mean)
+    if x.device.type != 'cpu' or not bool((classes * mean * mean <= 63 * spread).all()):
+        base, offset = x - mean, None
+        spread = torch.linalg.vector_norm(base, dim=-1, keepdim=True).square_()
+    return base, offset, spread.div_(classes - 1).sqrt_()
+
+
+def _add_std_gradient(grad_x: Tensor, base: Tensor, offset: Optional[Tensor], std: Tensor, grad_std: Tensor,
+                      floor: float) -> Tensor:
+    """grad_x + grad_std * d max(std, floor) / dx, in place: (x - mean) / ((C - 1) std) above the floor, 0 below."""
+    scale = torch.where(std > floor, grad_std / (std * (base.shape[-1] - 1)), torch.zeros_like(std))
+    grad_x.addcmul_(base, scale)
+    return grad_x if offset is None else grad_x.sub_(offset * scale)
+
+
 class _RowStd(torch.autograd.Function):
-    """The per-row std with its gradient in one pass: d std / dx = (x - mean) / ((C - 1) std). Autograd would
-    also differentiate the mean (a term that sums to zero), the norm and the zero guard separately: five passes
-    over (N, C) instead of one."""
+    """max(std, floor) of each row with its gradient in one pass: d std / dx = (x - mean) / ((C - 1) std) above the
+    floor, 0 at or below it. Autograd would also differentiate the mean (a term that sums to zero), the norm, the
+    zero guard and the floor separately: five passes over (N, C) instead of one, and a node per small step."""
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        # (C - 1) var = sum x^2 - C mean^2 from two fused reductions, with no centred copy of x (NormKD's temperature
-        # and z-score take a std of every row of both models; torch.var's Welford kernel costs three times more).
-        # Its float32 error grows with C mean^2 / ((C - 1) var): rows whose mean exceeds ~8 stds (and constant
-        # rows) are centred first instead. On an accelerator, where the test would synchronise, always centred.
-        classes = x.shape[-1]
-        mean = x.mean(dim=-1, keepdim=True)
-        base, offset = x, mean
-        spread = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() - classes * mean * mean
-        if x.device.type != 'cpu' or not bool((classes * mean * mean <= 63 * spread).all()):
-            base, offset = x - mean, None
-            spread = torch.linalg.vector_norm(base, dim=-1, keepdim=True).square()
-        std = torch.where(spread > _TINY, spread.clamp_min(_TINY) / (classes - 1), torch.zeros_like(spread)).sqrt()
+    def forward(ctx, x: Tensor, floor: float) -> Tensor:
+        base, offset, std = _std_parts(x)
+        ctx.floor = floor
         ctx.save_for_backward(base, offset, std)
-        return std
+        return std.clamp_min(floor)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> Tensor:
-        base, offset, std = ctx.saved_tensors  # x - mean = base - offset (offset None: base is centred)
-        scale = torch.where(std > 0, grad / (std * (base.shape[-1] - 1)), torch.zeros_like(std))  # constant: 0
-        grad_x = base * scale
-        return grad_x if offset is None else grad_x.sub_(offset * scale)
+    def backward(ctx, grad: Tensor) -> Tuple[Tensor, None]:
+        base, offset, std = ctx.saved_tensors
+        return _add_std_gradient(torch.zeros_like(base), base, offset, std, grad, ctx.floor), None
 
 
-def row_std(x: Tensor) -> Tensor:
-    """Unbiased (C - 1) standard deviation of each row, (N, 1); exactly 0 for a constant row, finite gradient."""
+def row_std(x: Tensor, floor: float = 0.0) -> Tensor:
+    """Unbiased (C - 1) standard deviation of each row, (N, 1), or ``floor`` where it is smaller (then with gradient
+    0); exactly 0 for a constant row, finite gradient."""
     if x.shape[-1] < 2:
         raise ValueError(f'a per-sample std needs at least 2 classes, got logits of shape {tuple(x.shape)}')
     if x.shape[0] == 0:
         return x.new_zeros(0, 1)
-    return _RowStd.apply(x)
+    return _RowStd.apply(x, floor)
 
 
 def zscore(x: Tensor, eps: float = 1e-7) -> Tensor:
@@ -85,7 +99,7 @@ def zscore(x: Tensor, eps: float = 1e-7) -> Tensor:
     The std is floored at :data:`SPREAD_FLOOR`: a constant row becomes all zeros (a uniform softmax), a row with
     std below the floor comes out with std std / SPREAD_FLOOR < 1 instead of 1 (bounded gradient).
     """
-    return (x - x.mean(dim=-1, keepdim=True)) / (row_std(x).clamp_min(SPREAD_FLOOR) + eps)
+    return (x - x.mean(dim=-1, keepdim=True)) / (row_std(x, SPREAD_FLOOR) + eps)
 
 
 def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
@@ -152,10 +166,12 @@ class Temperature:
         self.t_norm = None if t_norm is None else check_hyperparameter('t_norm', t_norm, strict=True)
 
     def __call__(self, logits: Tensor) -> Tensor:
+        if self.t_norm is not None and self.values == (1.0,):  # NormKD: the floored spread is the temperature
+            return self.t_norm * row_std(logits, SPREAD_FLOOR)
         base = logits.new_tensor(self.values).unsqueeze(0)  # (1, K)
         if self.t_norm is None:
             return base.expand(logits.shape[0], -1)
-        return self.t_norm * row_std(logits).clamp_min(SPREAD_FLOOR) * base  # (N, K)
+        return self.t_norm * row_std(logits, SPREAD_FLOOR) * base  # (N, K)
 
     def compensation(self, teacher_temperature: Tensor) -> Tensor:
         """Per-sample weight (N,): the square of the teacher's largest temperature."""
@@ -251,19 +267,20 @@ class LearnableTemperature(nn.Module, Temperature):
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         """The temperatures of the batch, (N, 1), float32, through the gradient reversal."""
-        if self.mlp is None:
+        if self.mlp is None:  # one value, expanded to the rows at the end
             raw = reverse_gradient(self.global_t.float(), self.grl_lambda).view(1, 1)
-            raw = raw.expand(student_logits.shape[0], 1)
-        else:
-            in_features = self.mlp[0].in_features
-            if 2 * student_logits.shape[-1] != in_features:
-                raise ValueError(f'the instance-wise temperature was built for num_classes={in_features // 2}, '
-                                 f'got logits of shape {tuple(student_logits.shape)}')
-            probs = torch.cat([teacher_logits.detach().float().softmax(dim=-1),
-                               student_logits.detach().float().softmax(dim=-1)], dim=-1)
-            with torch.autocast(device_type=probs.device.type, enabled=False):  # float32 under AMP too
-                raw = self.mlp(probs.to(self.mlp[0].weight.dtype)).float()
-            raw = reverse_gradient(raw, self.grl_lambda)
+            temperature = self.t_start + self.t_range * torch.sigmoid(raw)
+            self.last_temperature = temperature.detach()[0, 0]
+            return temperature.expand(student_logits.shape[0], 1)
+        in_features = self.mlp[0].in_features
+        if 2 * student_logits.shape[-1] != in_features:
+            raise ValueError(f'the instance-wise temperature was built for num_classes={in_features // 2}, '
+                             f'got logits of shape {tuple(student_logits.shape)}')
+        probs = torch.cat([teacher_logits.detach().float().softmax(dim=-1),
+                           student_logits.detach().float().softmax(dim=-1)], dim=-1)
+        with torch.autocast(device_type=probs.device.type, enabled=False):  # float32 under AMP too
+            raw = self.mlp(probs.to(self.mlp[0].weight.dtype)).float()
+        raw = reverse_gradient(raw, self.grl_lambda)
         temperature = self.t_start + self.t_range * torch.sigmoid(raw)
         self.last_temperature = temperature.detach().mean() if temperature.numel() else None
         return temperature
@@ -306,51 +323,73 @@ class _SoftenedKL(torch.autograd.Function):
         d KL / d T_s = -sum_j (d KL / d s_j) * s_j / T_s                      (per row)
         d KL / d T_t = -sum_j p_j (log p_j - log q_j - KL) * t_j / T_t ** 2      (per row: CTKD's learned T)
 
-    The teacher's logits take no gradient. Autograd would go through the product, the difference, both
-    log-softmaxes and both divisions: about twice the passes over (N, C)."""
+    With ``t_norm`` (NormKD) T_s = t_norm * max(std(s), SPREAD_FLOOR) is formed here, and its gradient is added
+    to the student's in place (:func:`_add_std_gradient`) instead of by a node of its own. The teacher's logits take
+    no gradient. Autograd would go through the product, the difference, both log-softmaxes and both divisions:
+    about twice the passes over (N, C)."""
 
     @staticmethod
-    def forward(ctx, student: Tensor, t_student: Tensor, teacher: Tensor, t_teacher: Tensor) -> Tensor:
+    def forward(ctx, student: Tensor, t_student: Optional[Tensor], teacher: Tensor, t_teacher: Tensor,
+                t_norm: Optional[float]) -> Tensor:
+        ctx.t_norm = t_norm
+        std_parts = (None,) * 3
+        if t_norm is not None:
+            std_parts = _std_parts(student)
+            t_student = t_norm * std_parts[2].clamp_min(SPREAD_FLOOR)
         scaled_student, scaled_teacher = student / t_student, teacher / t_teacher
         log_q, log_p = torch.log_softmax(scaled_student, dim=-1), torch.log_softmax(scaled_teacher, dim=-1)
         p = log_p.exp()
         kl, terms, ctx.masked = sum_kl_terms(p * (log_p - log_q), p)
-        teacher_side = ctx.needs_input_grad[3]
-        ctx.save_for_backward(log_q, p, scaled_student if ctx.needs_input_grad[1] else None, t_student,
-                              *((terms, scaled_teacher, t_teacher, kl) if teacher_side else (None,) * 4))
+        teacher_dot = None
+        if ctx.needs_input_grad[3]:  # sum_j (terms_j - p_j KL) t_j / T_t, while the terms are fresh in the cache
+            if ctx.masked:  # a class ruled out (logit -inf) has p = 0 and term 0: 0 * -inf would be NaN
+                scaled_teacher = scaled_teacher.masked_fill(p == 0, 0.0)
+            teacher_dot = torch.linalg.vecdot(terms.addcmul_(p, kl.unsqueeze(-1), value=-1.0), scaled_teacher)
+        student_side = ctx.needs_input_grad[1] or (t_norm is not None and ctx.needs_input_grad[0])
+        ctx.save_for_backward(log_q, p, scaled_student if student_side else None, t_student, t_teacher, teacher_dot,
+                              *std_parts)
         return kl
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor], None, Optional[Tensor]]:
-        log_q, p, scaled_student, t_student, terms, scaled_teacher, t_teacher, kl = ctx.saved_tensors
+    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor], None, Optional[Tensor], None]:
+        log_q, p, scaled_student, t_student, t_teacher, teacher_dot, base, offset, std = ctx.saved_tensors
         grad = grad.unsqueeze(-1)
         grad_student = grad_t_student = grad_t_teacher = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             grad_student = log_q.exp().sub_(p).mul_(grad / t_student)
-            if ctx.needs_input_grad[1]:
-                grad_t_student = -(grad_student * scaled_student).sum(dim=-1, keepdim=True)
-        if ctx.needs_input_grad[3]:  # terms are 0 where p is 0, masked or not: no 0 * inf here
-            d_kl_d_scaled = terms - p * kl.unsqueeze(-1)  # out of place: a retained graph may run backward again
-            if ctx.masked:  # a class ruled out (logit -inf, p = 0) has d_kl_d_scaled 0: 0 * -inf would be NaN
-                scaled_teacher = scaled_teacher.masked_fill(p == 0, 0.0)
-            grad_t_teacher = -(d_kl_d_scaled * scaled_teacher).sum(dim=-1, keepdim=True) * (grad / t_teacher)
-        return grad_student if ctx.needs_input_grad[0] else None, grad_t_student, None, grad_t_teacher
+            if scaled_student is not None:
+                grad_t_student = -torch.linalg.vecdot(grad_student, scaled_student).unsqueeze(-1)
+            if ctx.t_norm is not None:
+                _add_std_gradient(grad_student, base, offset, std, ctx.t_norm * grad_t_student, SPREAD_FLOOR)
+                grad_t_student = None
+        if ctx.needs_input_grad[3]:
+            grad_t_teacher = -teacher_dot.unsqueeze(-1) * (grad / t_teacher)
+        return grad_student if ctx.needs_input_grad[0] else None, grad_t_student, None, grad_t_teacher, None
 
 
-def softened_kl_rows(student_logits: Tensor, t_student: Tensor, teacher_logits: Tensor,
+def softened_kl_rows(student_logits: Tensor, t_student: Union[Tensor, Temperature], teacher_logits: Tensor,
                      t_teacher: Tensor) -> Tensor:
     """KL(softmax(teacher / t_teacher) || softmax(student / t_student)) of each row, (N,), as :func:`kl_rows` of
     the two log-softmaxes, with the temperatures (N, 1) fixed, NormKD's or CTKD's: the gradients of the student's
-    logits and of each temperature are formed in one pass each (:class:`_SoftenedKL`). The teacher's logits are
-    detached."""
+    logits and of each temperature are formed in one pass each (:class:`_SoftenedKL`). ``t_student`` is the
+    student's temperatures, or the :class:`Temperature` that gives them (NormKD's is then formed with the KL). The
+    teacher's logits are detached."""
     teacher_logits = teacher_logits.detach()
+    t_norm = None
+    if isinstance(t_student, Temperature):
+        if t_student.t_norm is not None and t_student.values == (1.0,) and student_logits.dim() == 2 and \
+                student_logits.shape[0] > 0 and student_logits.shape[-1] > 1:
+            t_norm, t_student = t_student.t_norm, None
+        else:
+            t_student = t_student(student_logits)
     rows = (student_logits.shape[0], 1)
-    if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape or \
-            t_student.shape != rows or t_teacher.shape != rows:
+    if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape or t_teacher.shape != rows or \
+            (t_student is not None and t_student.shape != rows):
+        t_student = Temperature(t_norm=t_norm)(student_logits) if t_student is None else t_student
         return kl_rows(torch.log_softmax(teacher_logits / t_teacher, dim=-1),
                        torch.log_softmax(student_logits / t_student, dim=-1))
-    return _SoftenedKL.apply(student_logits, t_student, teacher_logits, t_teacher)
+    return _SoftenedKL.apply(student_logits, t_student, teacher_logits, t_teacher, t_norm)
 
 
 def hard_labels(target: Optional[Tensor], num_samples: int, num_classes: int, method: str,
