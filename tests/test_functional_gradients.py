@@ -1,6 +1,7 @@
-"""The hand-written backward passes of kdplug/losses/functional.py (the per-row std, the KL of softened logits)
-give the gradients of their formulas: float64 gradcheck, and NormKD's gradient against the same loss
-written with autograd through torch.std."""
+"""The hand-written backward passes of the losses (the per-row std, the KL of softened logits with NormKD's and
+CTKD's temperatures, DKD's and NKD's terms) give the gradients of their formulas: float64 gradchecks, and values
+and gradients against the same formulas written with autograd."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -81,3 +82,48 @@ def test_a_row_far_from_zero_keeps_its_std_and_gradient():
         expected = (exact - exact.mean(dim=-1, keepdim=True)) / (49 * exact.std(dim=-1, keepdim=True))
         # atol: the float32 mean of 50 numbers near 1e4 is off by ~1e-3, 1e-5 in the gradient (torch.std's too)
         assert torch.allclose(shifted.grad.double(), expected, rtol=1e-3, atol=3e-5)
+
+
+def test_normkd_temperature_formed_with_the_kl_has_the_gradient_of_its_formula():
+    from kdplug.losses.functional import Temperature
+    torch.manual_seed(1)
+    s = torch.randn(6, 9, dtype=torch.float64)
+    s[1] += 40.0          # a row far from zero: its std is taken from the centred row
+    s[2] = 3.0 + 1e-4 * torch.randn(9, dtype=torch.float64)  # spread below SPREAD_FLOOR: the floor, no std gradient
+    s.requires_grad_()
+    t = 3 * torch.randn(6, 9, dtype=torch.float64)
+    temperature = Temperature(t_norm=2.0)
+    t_teacher = temperature(t)
+    assert torch.autograd.gradcheck(lambda s: softened_kl_rows(s, temperature, t, t_teacher), (s,))
+    expected = softened_kl_with_autograd(s, 2.0 * s.std(dim=-1, keepdim=True).clamp_min(SPREAD_FLOOR), t, t_teacher)
+    assert torch.allclose(softened_kl_rows(s, temperature, t, t_teacher), expected)
+
+
+@pytest.mark.parametrize('t_norm', [None, 2.0])
+@pytest.mark.parametrize('classes', [2, 7])
+def test_dkd_and_nkd_terms_have_the_gradients_of_their_formulas(t_norm, classes):
+    from kdplug.losses.dkd import dkd_terms
+    from kdplug.losses.functional import Temperature
+    from kdplug.losses.nkd import nkd_per_sample
+    torch.manual_seed(classes)
+    s = (2 * torch.randn(5, classes, dtype=torch.float64)).requires_grad_()
+    t = 2 * torch.randn(5, classes, dtype=torch.float64)
+    y = torch.randint(0, classes, (5,))
+    temperature = Temperature(3.0 if t_norm is None else None, t_norm)
+    assert torch.autograd.gradcheck(lambda s: torch.stack(dkd_terms(s, t, y, temperature)[:2]), (s,))
+    assert torch.autograd.gradcheck(lambda s: nkd_per_sample(s, t, y, temperature, gamma=1.5), (s,))
+
+
+def test_a_class_the_teacher_rules_out_leaves_dkd_and_nkd_finite():
+    from kdplug.losses import DKDLoss, NKDLoss
+    s = torch.randn(4, 6, requires_grad=True)
+    t = torch.randn(4, 6)
+    t[0, 3] = t[2, 1] = float('-inf')  # probability exactly 0 for the teacher
+    y = torch.tensor([0, 2, 3, 5])
+    for loss in (DKDLoss(), NKDLoss(), DKDLoss(t_norm=2.0)):
+        s.grad = None
+        if loss.temperature.t_norm is not None:  # NormKD's std of a row with -inf is not a temperature
+            t = torch.where(torch.isinf(t), torch.full_like(t, -30.0), t)
+        value = loss(s, t, y)
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(s.grad).all(), type(loss).__name__
