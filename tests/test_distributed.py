@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,3 +69,44 @@ def test_ema_self_teacher_is_updated_through_the_ddp_wrapper(cifar10_root, tmp_p
     name = 'backbone.conv1.weight'
     ema, student = state[f'teacher.ema.{name}'], state[f'student.{name}']
     assert not torch.equal(ema, student), 'the EMA teacher equals the student: the hook did not reach the module'
+
+
+def test_epochs_mode_cache_made_in_two_processes_serves_a_two_process_run(cifar10_root, tmp_path):
+    """tools/cache_teacher.py --mode epochs under torchrun: each rank scores the views its shard of every epoch
+    draws; a two-process run with the same seed finds every view (the cached teacher stops at the first it lacks).
+    79 images over 2 ranks: the sampler pads each epoch with one image drawn twice, which gets a slot of its own. A
+    one-process run is refused at build with the number of processes the store was made for."""
+    from mmengine.config import Config
+
+    from kdplug.teachers.cache_store import TeacherCacheError, TeacherCacheStore
+    from runner_helpers import make_runner
+    teacher = save_teacher(tmp_path / 'teacher.pth')
+    store = tmp_path / 'store'
+    config = REPO / 'configs' / 'demo' / 'kd-cached_resnet20_resnet8_4e_cifar10-10k.py'
+    options = [*data_options(cifar10_root), 'train_dataloader.dataset.indices=79', 'randomness.seed=7',
+               f'model.teacher.checkpoint={teacher}', f'model.teacher.store={store}']
+    shim = tmp_path / 'cpu_shim'
+    shim.mkdir()
+    (shim / 'sitecustomize.py').write_text('import torch\ntorch.cuda.set_device = lambda device: None\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith('KDPLUG_')}
+    env.update(PYTHONPATH=f'{shim}:{REPO}', OMP_NUM_THREADS='1')
+    result = subprocess.run(
+        [str(REPO / '.venv' / 'bin' / 'python'), '-m', 'torch.distributed.run', '--nproc_per_node=2',
+         f'--master_port={29500 + (os.getpid() + 7) % 1000}', str(REPO / 'tools' / 'cache_teacher.py'), str(config),
+         '--launcher', 'pytorch', '--mode', 'epochs', '--epochs', '2', '--device', 'cpu', '--cfg-options',
+         'env_cfg.dist_cfg.backend=gloo', *options],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    made = TeacherCacheStore.open(str(store))
+    assert made.header['world_size'] == 2 and made.slots == 2 * 2 and made.done.all()
+    written = (np.abs(made.logits.reshape(79, 4, -1).astype(np.float32)).sum(-1) > 0).sum(1)  # rows per image
+    assert (written >= 2).all() and written.sum() == 2 * 80  # both epochs of every image; 80 draws per epoch
+
+    log = dist_train(config, tmp_path / 'run', tmp_path, *options, 'train_cfg.max_epochs=2')
+    assert re.search(r'distill\.loss_kd: \d', log) and 'Epoch(train) [2][3/3]' in log
+
+    cfg = Config.fromfile(str(config))
+    cfg.model.teacher.update(checkpoint=teacher, store=str(store))
+    cfg.work_dir = str(tmp_path / 'one')
+    with pytest.raises(TeacherCacheError, match=r'run in 2 process\(es\).*this run has 1'):
+        make_runner(cfg)

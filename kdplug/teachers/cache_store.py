@@ -8,14 +8,15 @@ A store is a folder:
   its length, the classes, the seed); ``complete`` once every image is written;
 * ``logits.npy`` (``num_images * slots``, C) float16 or float32, and ``params.npy`` (``num_images * slots``, P)
   int32: the view each row was computed on (:func:`view_vector`), so a lookup checks the view it serves;
-* ``done.npy`` uint8: what is written, per image in ``views`` mode (``num_images``,), per epoch in ``epochs`` mode
-  (``slots``,) (a killed job resumes at the first one not done);
+* ``done.npy`` uint8: what is written, per image in ``views`` mode (``num_images``,), per epoch and rank in
+  ``epochs`` mode (``epochs * world_size``,) (a killed job resumes at the first one not done);
 * ``images.json``: each image's file, as its last two path components (``class/name.jpg``), so a run on another
   dataset (another list, order or subset) is caught at the first image that differs, wherever its data root is.
 
 Row ``i * slots + s`` is slot ``s`` of image ``i`` (the dataset's ``sample_idx``): its ``s``-th discrete view in
-``views`` mode, the view it had in epoch ``s`` in ``epochs`` mode. All arrays are ``.npy`` files read
-with ``allow_pickle=False`` and ``mmap_mode``: opening a store reads no logits.
+``views`` mode; in ``epochs`` mode the view it had in epoch ``s // k``, with ``k`` = ``slots / epochs`` the times one
+image can come up in an epoch (2 where the sampler pads an epoch across several ranks with images drawn already).
+All arrays are ``.npy`` files read with ``allow_pickle=False`` and ``mmap_mode``: opening a store reads no logits.
 """
 import json
 import os
@@ -95,7 +96,8 @@ class TeacherCacheStore:
         np.lib.format.open_memmap(path / LOGITS, mode='w+', dtype=np.dtype(header['dtype']),
                                   shape=(rows, int(header['num_classes']))).flush()
         np.lib.format.open_memmap(path / PARAMS, mode='w+', dtype=np.int32, shape=(rows, width)).flush()
-        units = int(header['num_images']) if header['mode'] == 'views' else int(header['slots'])
+        units = int(header['num_images']) if header['mode'] == 'views' else \
+            int(header['epochs']) * int(header.get('world_size', 1))
         np.lib.format.open_memmap(path / DONE, mode='w+', dtype=np.uint8, shape=(units,)).flush()
         write_json(path / HEADER, header)  # last: a folder without it is not a store
         return cls(path, header, mode='r+')
@@ -107,9 +109,9 @@ class TeacherCacheStore:
         self.params[rows] = params
         self.done[index] = 1
 
-    def write_slot(self, slot: int, indices: Sequence[int], logits: np.ndarray, params: np.ndarray) -> None:
-        """Slot ``slot`` of the images ``indices`` (epochs mode: the epoch); mark the epoch with :meth:`done_unit`."""
-        rows = np.asarray(indices, dtype=np.int64) * self.slots + slot
+    def write_rows(self, indices: Sequence[int], slots: Sequence[int], logits: np.ndarray, params: np.ndarray) -> None:
+        """Slot ``slots[k]`` of image ``indices[k]`` (epochs mode); mark the epoch with :meth:`done_unit`."""
+        rows = np.asarray(indices, dtype=np.int64) * self.slots + np.asarray(slots, dtype=np.int64)
         self.logits[rows] = logits
         self.params[rows] = params
 

@@ -9,9 +9,10 @@ drew (``view``: ``kdplug.ReplayRandomCrop`` / ``ReplayRandomFlip`` / ``ReplayRan
 ``PackInputs(meta_keys=(..., 'view'))``); the source returns the row the store holds for exactly that (image, view).
 
 Refused at build, with what differs: a store made from another checkpoint (sha256) or teacher config, another class
-count or input normalisation, an incomplete store. Refused at the step that meets it: an image outside the store
-(another dataset), a view it does not hold (another pipeline, or in ``epochs`` mode another seed / sampler / world
-size). It never falls back to a teacher network. Rows are images (ClassificationTask, one view).
+count or input normalisation, an incomplete store, in ``epochs`` mode another number of processes. Refused at the step
+that meets it: an image outside the store (another dataset), a view it does not hold (another pipeline, or in
+``epochs`` mode another seed / sampler / batch size / workers). It never falls back to a teacher network. Rows are
+images (ClassificationTask, one view).
 """
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -69,6 +70,14 @@ class CachedTeacher(TeacherSource):
                     f'the teacher cache {self.store_path} was made from another {key.replace("_", " ")}: '
                     f'{recorded.get(key)!r} there, {ours[key]!r} here. Make the store again with '
                     'tools/cache_teacher.py from this config, or point store= at the one made from it')
+        if store.header['mode'] == 'epochs':
+            from mmengine.dist import get_world_size
+            made, here = int(store.header.get('world_size', 1)), get_world_size()
+            if made != here:
+                raise TeacherCacheError(
+                    f'the teacher cache {self.store_path} holds the views that a run in {made} process(es) draws '
+                    f'(epochs mode); this run has {here}: each process draws its own shard of every epoch, so train '
+                    f'with {made} process(es), or make the store again under this launcher (or in views mode)')
         classes = task.num_classes(student)
         if classes is not None and classes != store.header['num_classes']:
             raise TeacherCacheError(f'the teacher cache {self.store_path} holds {store.header["num_classes"]} '

@@ -4,8 +4,9 @@
 
 Mode ``epochs`` (for continuous transforms such as RandomResizedCrop, or a short schedule): the views a run draws in
 ``--epochs`` epochs with the config's seed, sampler, batch size and workers (kdplug's tools/train.py dataloader
-defaults applied, as a run through it gets), one process: exact when the students run with the same seed, one
-process and the same dataloader settings; a student whose views differ stops at its first step that meets one.
+defaults applied, as a run through it gets), in as many processes as it runs with (under ``--launcher pytorch``
+each rank draws and scores its shard of every epoch, as the run's rank will): exact when the students run with the
+same seed, world size and dataloader settings; a student whose views differ stops at its first step that meets one.
 
 CONFIG is a distillation config whose teacher is ``dict(type='CheckpointTeacher', model=..., checkpoint=...)``, or
 the ``CachedTeacher`` config that will read the store (then ``--out`` defaults to its ``store``), with a
@@ -15,8 +16,10 @@ crop x flip: 9 x 9 x 2 = 162) are all scored, so the store serves any epoch of a
 default the CachedTeacher's ``store`` or ``<work_dir>/teacher_cache``; see kdplug/teachers/cache_store.py) is read
 by ``teacher=dict(type='CachedTeacher', store=DIR, model=..., checkpoint=...)``.
 
-A killed job resumes at the first image not written (run the same command again). Under ``--launcher pytorch``
-each rank scores its own images (rank r: images r, r + world, ...). Prints the size of the store and the time.
+A killed job resumes at the first image (views) or epoch (epochs, per rank) not written: run the same command again.
+Under ``--launcher pytorch`` each rank scores its own images in views mode (rank r: images r, r + world, ...), its
+shard of each epoch in epochs mode; the process group uses the config's ``env_cfg.dist_cfg`` (e.g. ``backend``).
+Prints the size of the store and the time.
 """
 import argparse
 import copy
@@ -204,18 +207,30 @@ def cache_views(setup: Setup, args: argparse.Namespace) -> Tuple[object, int]:
     return store, len(todo) * len(views)
 
 
+def epoch_occurrences(dataloader_cfg: dict, images: int, world: int) -> int:
+    """How often one image can come up in one epoch over all ranks: 1, or 2 where mmengine's DefaultSampler pads
+    the epoch to a multiple of the world size with images already drawn (round_up)."""
+    sampler = dict(dataloader_cfg.get('sampler') or {})
+    if world > 1 and str(sampler.get('type', '')).split('.')[-1] != 'DefaultSampler':
+        raise SystemExit(f'cache_teacher.py: --mode epochs under a launcher replays mmengine\'s DefaultSampler, which '
+                         f'shards each epoch across the ranks; the config\'s sampler is {sampler.get("type")!r}: run '
+                         'it in one process (and the students too), or use --mode views')
+    if world == 1 or not sampler.get('round_up', True):
+        return 1
+    return -(-(-(-images // world) * world) // images)  # ceil(ceil(images / world) * world / images)
+
+
 def cache_epochs(setup: Setup, args: argparse.Namespace) -> Tuple[object, int]:
-    """Epochs mode: the views of ``--epochs`` seeded epochs, as the run's own dataloader draws them; returns
-    (store, views scored)."""
-    from mmengine.dist import get_dist_info
+    """Epochs mode: the views of ``--epochs`` seeded epochs, as the run's own dataloader draws them on this rank;
+    returns (store, views scored here). The slot of a view is its epoch (times the epoch's occurrences of an image:
+    the DefaultSampler's padding draws a few images twice); each rank marks its own part of each epoch done."""
+    from mmengine.dist import barrier, get_dist_info
     from mmengine.runner import Runner, set_random_seed
     from mmengine.utils import ProgressBar
 
     from kdplug.teachers.cache_store import TeacherCacheStore, view_layout, view_vector
     from kdplug.tools.train import set_dataloader_defaults
-    if get_dist_info()[1] > 1:
-        raise SystemExit('cache_teacher.py: --mode epochs replays one process\'s dataloader: run it without a launcher '
-                         '(and train the students in one process), or use --mode views')
+    rank, world = get_dist_info()
     cfg = setup.cfg
     randomness = cfg.get('randomness') or {}
     seed = args.seed if args.seed is not None else randomness.get('seed')
@@ -224,35 +239,48 @@ def cache_epochs(setup: Setup, args: argparse.Namespace) -> Tuple[object, int]:
         raise SystemExit('cache_teacher.py: --mode epochs replays a seeded run: set randomness.seed (or --seed) and '
                          'train_cfg.max_epochs (or --epochs), and train the students with the same seed')
     set_dataloader_defaults(cfg, argparse.Namespace(no_pin_memory=False, no_persistent_workers=False))
+    images = len(setup.dataset)
+    occurrences = epoch_occurrences(cfg.train_dataloader, images, world)
     # the layout from one draw on image 0, the generator restored: the run's draws are untouched
     state = np.random.get_state()
     probe = run(setup.per_view, run(setup.once, setup.dataset.get_data_info(0)))
     np.random.set_state(state)
     layout = view_layout(probe['data_samples'].metainfo['view'])
-    header = dict(setup.header, slots=int(epochs), layout=layout, seed=int(seed))
-    store = TeacherCacheStore.create(setup.out, header, setup.image_paths())
-    todo = [e for e in range(epochs) if not store.done[e]]
-    print(f'cache_teacher.py: {len(setup.dataset)} images x {epochs} seeded epochs (seed {seed}) -> {setup.out} '
-          f'({args.dtype}); {len(todo)} epochs to score ({epochs - len(todo)} already done)', flush=True)
-    set_random_seed(seed, deterministic=randomness.get('deterministic', False))  # as the Runner seeds the run
-    loader = Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader), seed=seed,
-                                     diff_rank_seed=randomness.get('diff_rank_seed', False))
+    header = dict(setup.header, slots=int(epochs) * occurrences, layout=layout, seed=int(seed), epochs=int(epochs),
+                  world_size=world)
+    if rank == 0:
+        TeacherCacheStore.create(setup.out, header, setup.image_paths())
+    if world > 1:
+        barrier()
+    store = TeacherCacheStore.create(setup.out, header)  # opens the one rank 0 made (or a resumed one)
+    todo = [e for e in range(epochs) if not store.done[e * world + rank]]
+    print(f'cache_teacher.py: {images} images x {epochs} seeded epochs (seed {seed}) -> {setup.out} ({args.dtype}); '
+          f'rank {rank}/{world}: {len(todo)} epochs to score ({epochs - len(todo)} already done)', flush=True)
+    diff_rank_seed = randomness.get('diff_rank_seed', False)
+    # as the Runner seeds the run (set_randomness) and builds its training dataloader (with the seed it returns)
+    run_seed = set_random_seed(seed, deterministic=randomness.get('deterministic', False),
+                               diff_rank_seed=diff_rank_seed)
+    loader = Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader), seed=run_seed, diff_rank_seed=diff_rank_seed)
     bar = ProgressBar(len(todo) * len(loader)) if todo else None
     scored = 0
     for epoch in range(epochs):
         loader.sampler.set_epoch(epoch)  # as mmengine's DistSamplerSeedHook does before each epoch
+        drawn = 0  # this rank's draws in the epoch: the j-th is position rank + world * j of the (padded) epoch
         for batch in loader:  # an epoch already done is still drawn: the workers' generators must advance
+            samples = batch['data_samples']
+            positions = rank + world * (drawn + np.arange(len(samples)))
+            drawn += len(samples)
             if epoch not in todo:
                 continue
-            samples = batch['data_samples']
             logits = setup.logits([dict(inputs=x, data_samples=d) for x, d in zip(batch['inputs'], samples)])
             params = np.asarray([view_vector(d.metainfo['view'], layout) for d in samples], dtype=np.int32)
-            store.write_slot(epoch, [d.metainfo['sample_idx'] for d in samples], logits, params)
+            slots = epoch * occurrences + np.minimum(positions // images, occurrences - 1)
+            store.write_rows([d.metainfo['sample_idx'] for d in samples], slots, logits, params)
             scored += len(samples)
             bar.update()
         if epoch in todo:
             store.flush()
-            store.done_unit(epoch)
+            store.done_unit(epoch * world + rank)
             store.flush()
     return store, scored
 
@@ -264,8 +292,11 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     allow_mmengine_checkpoints()
     keep_freed_memory()  # as tools/train.py: the teacher's activations are not faulted in again at every batch
-    if args.launcher != 'none':
-        init_dist(args.launcher)
+    if args.launcher != 'none':  # with the config's dist_cfg (e.g. backend='gloo'), as the Runner initialises it
+        cfg = Config.fromfile(args.config)
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)
+        init_dist(args.launcher, **(cfg.get('env_cfg') or {}).get('dist_cfg', {}))
     start = time.time()
     setup = Setup(args)
     store, scored = (cache_views if args.mode == 'views' else cache_epochs)(setup, args)
