@@ -21,6 +21,7 @@ the sample standard deviation over the seeds, then each seed); the comparison is
 """
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -176,6 +177,9 @@ def main(argv=None) -> None:
         # float32 (1.6 MB here): the same batches as the online teacher's, so the same logits and the same numbers
         # (float16 would round them, and NormKD's per-sample temperature carries such rounding into another run)
         cache_dir = args.work_dir / f'teacher_cache_seed{seed}'
+        # a store left by an earlier demo may come from another teacher (retrained above) or kdplug version: the
+        # cache tool would refuse to mix them, so this demo scores its teacher afresh
+        shutil.rmtree(cache_dir / 'store', ignore_errors=True)
         step += 1
         print(f'[{step}/{steps}] teacher resnet20, logits of the students\' {args.epochs} epochs of views (seed '
               f'{seed}): tools/cache_teacher.py --mode epochs ... ', end='', flush=True)

@@ -89,6 +89,8 @@ def row_std(x: Tensor, floor: float = 0.0) -> Tensor:
         raise ValueError(f'a per-sample std needs at least 2 classes, got logits of shape {tuple(x.shape)}')
     if x.shape[0] == 0:
         return x.new_zeros(0, 1)
+    if not (x.requires_grad and torch.is_grad_enabled()):  # the teacher's: no node to build
+        return _std_parts(x)[2].clamp_min_(floor)
     return _RowStd.apply(x, floor)
 
 
