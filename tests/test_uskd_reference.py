@@ -25,6 +25,11 @@ from kdplug.losses import USKDLoss
 from kdplug.losses.uskd import zipf_non_target_labels
 
 
+def zipf_of(s, w, labels, active):
+    """kdplug's Zipf labels from the student's and the weak head's logits."""
+    return zipf_non_target_labels(F.log_softmax(s.float(), dim=-1), F.softmax(w.float(), dim=-1), labels, active)
+
+
 def log_softmax_1d(x):
     x = np.asarray(x, dtype=np.float64)
     m = float(np.max(x))
@@ -156,7 +161,8 @@ def test_soft_labels_keep_both_mixed_classes():
     with torch.no_grad():
         from kdplug.losses.uskd import uskd_labels
         labels, weights, active = uskd_labels(gt, 4, 6)
-        zipf, keep = zipf_non_target_labels(s, w, labels, active)
+        zipf, dropped = zipf_of(s, w, labels, active)
+    keep = torch.ones_like(zipf, dtype=torch.bool).scatter_(1, dropped, False)
     assert labels.tolist() == [[0, 5], [1, 4], [2, 5], [3, 5]] and active.all()
     torch.testing.assert_close(weights, torch.tensor([[0.6, 0.4]] * 4))
     assert keep.sum(1).tolist() == [4] * 4 and (zipf[~keep] == 0).all()
@@ -177,7 +183,7 @@ def test_target_ranked_first_leaves_the_non_targets_one_half_to_one_over_c():
     s = torch.tensor([[5.0, 3.0, 2.0, 1.0]])
     w = torch.tensor([[4.0, 2.0, 1.0, 0.0]])
     labels, active = torch.tensor([[0]]), torch.tensor([[True]])
-    zipf, _ = zipf_non_target_labels(s, w, labels, active)
+    zipf, _ = zipf_of(s, w, labels, active)
     expected = torch.tensor([[0.0, 1 / 2, 1 / 3, 1 / 4]])
     torch.testing.assert_close(zipf, expected / expected.sum())  # 6/13, 4/13, 3/13; not 1, 1/2, 1/3 over 11/6
 
@@ -193,7 +199,7 @@ def test_ranking_divides_by_one_minus_the_log_probability_of_the_target():
     prob_denominator = 1 - log_p[0].exp()
     assert p_w[1] / (1 - p_w[0]) + log_p[1] / log_denominator > p_w[2] / (1 - p_w[0]) + log_p[2] / log_denominator
     assert p_w[1] / (1 - p_w[0]) + log_p[1] / prob_denominator < p_w[2] / (1 - p_w[0]) + log_p[2] / prob_denominator
-    zipf, _ = zipf_non_target_labels(s, w, torch.tensor([[0]]), torch.tensor([[True]]))
+    zipf, _ = zipf_of(s, w, torch.tensor([[0]]), torch.tensor([[True]]))
     assert zipf[0, 1] > zipf[0, 2]
 
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import check_hyperparameter, hard_labels, reduce_per_sample
+from .functional import EXCLUDED_LOGIT, check_hyperparameter, hard_labels, reduce_per_sample
 
 #: Weak-head label smoothing of the authors' code (their lines 59 and 61).
 WEAK_LABEL_SMOOTHING = 0.1
@@ -65,26 +65,24 @@ def uskd_labels(target: Optional[Tensor], num_samples: int, num_classes: int) ->
     return labels, weights, active
 
 
-def zipf_non_target_labels(student_logits: Tensor, weak_logits: Tensor, labels: Tensor, active: Tensor
+def zipf_non_target_labels(log_p_student: Tensor, p_weak: Tensor, labels: Tensor, active: Tensor
                            ) -> Tuple[Tensor, Tensor]:
-    """The Zipf soft labels z (N, C), 0 on each sample's labels, and ``keep`` (N, C), False on the labels; detached.
+    """The Zipf soft labels z (N, C), 0 on each sample's labels, and the label columns they drop (N, K); detached.
+    ``log_p_student``: the student's log-probabilities, ``p_weak``: the weak head's probabilities.
 
     Ranks all C classes (labels included) by the authors' score, then drops the labels and renormalises."""
     with torch.no_grad():
-        p_weak = F.softmax(weak_logits, dim=-1)
-        log_p_student = F.log_softmax(student_logits, dim=-1)
         weak_label = (p_weak.gather(1, labels) * active).sum(1, keepdim=True)
         student_label = (log_p_student.gather(1, labels) * active).sum(1, keepdim=True)  # log p: the authors' code
         score = p_weak / (1 - weak_label + RANK_EPS) + log_p_student / (1 - student_label + RANK_EPS)
-        # 1 = highest score; ties to the lower class index (a stable sort). One sort and a scatter, not the two
-        # argsorts of the authors' code: the sort is most of the loss's time
+        # 1 = highest score; ties to the lower class index (a stable sort). One sort, and each class's 1 / rank
+        # scattered to it, not the two argsorts of the authors' code: the sort is most of the loss's time
         order = score.argsort(dim=-1, descending=True, stable=True)
-        positions = torch.arange(1, score.shape[-1] + 1, device=score.device).expand_as(order)
-        rank = torch.empty_like(order).scatter_(1, order, positions)
+        one_over_rank = 1.0 / torch.arange(1, score.shape[-1] + 1, device=score.device, dtype=score.dtype)
+        zipf = torch.empty_like(score).scatter_(1, order, one_over_rank.expand_as(score))
         dropped = torch.where(active, labels, labels[:, :1])  # an inactive label drops nothing new
-        keep = torch.ones_like(score, dtype=torch.bool).scatter_(1, dropped, False)
-        zipf = torch.where(keep, 1.0 / rank.to(score.dtype), torch.zeros_like(score))
-        return zipf / zipf.sum(dim=-1, keepdim=True).clamp_min(1e-12), keep
+        zipf.scatter_(1, dropped, 0.0)
+        return zipf / zipf.sum(dim=-1, keepdim=True).clamp_min(1e-12), dropped
 
 
 def uskd_per_sample(student_logits: Tensor, weak_logits: Tensor, target: Tensor, alpha: float, beta: float,
@@ -93,27 +91,27 @@ def uskd_per_sample(student_logits: Tensor, weak_logits: Tensor, target: Tensor,
     num_samples, num_classes = student_logits.shape
     labels, weights, active = uskd_labels(target, num_samples, num_classes)
     weights = weights.to(student_logits)
-    log_p_label = F.log_softmax(student_logits, dim=-1).gather(1, labels)
+    log_p_student = F.log_softmax(student_logits, dim=-1)
+    log_p_label = log_p_student.gather(1, labels)
     with torch.no_grad():
         squared = log_p_label.exp().pow(2)
         column_mean = (squared * active).sum(0) / active.sum(0).clamp_min(1)
         soft_target = torch.where(active & (weights > 0), squared + weights - column_mean, torch.zeros_like(squared))
     target_term = -(soft_target * log_p_label).sum(dim=-1)
 
-    zipf, keep = zipf_non_target_labels(student_logits, weak_logits, labels, active)
-    # log-softmax over the kept classes only; the fill is finite so that a sample with no class left (C = 2 and two
-    # labels) gives 0, not NaN, in value and gradient
-    kept = student_logits.masked_fill(~keep, torch.finfo(student_logits.dtype).min)
-    log_non = torch.where(keep, student_logits - torch.logsumexp(kept, dim=-1, keepdim=True),
-                          torch.zeros_like(student_logits))
+    log_p_weak = F.log_softmax(weak_logits, dim=-1)
+    zipf, dropped = zipf_non_target_labels(log_p_student.detach(), log_p_weak.detach().exp(), labels, active)
+    # log-softmax over the kept classes only: the labels' logits set to EXCLUDED_LOGIT (probability exactly 0 and
+    # finite, so a sample with no class left, C = 2 and two labels, gives 0, not NaN, in value and gradient)
+    log_non = F.log_softmax(student_logits.scatter(1, dropped, EXCLUDED_LOGIT), dim=-1)
     non_target = -(zipf * log_non).sum(dim=-1)
 
+    # cross-entropy with (1 - e) * label + e / C: (1 - e) * (label . log p) + e / C * sum_k log p_k
     if target.dim() == 2:
-        weak_label = target.to(weak_logits)
+        labelled = (target.to(log_p_weak) * log_p_weak).sum(dim=-1)
     else:
-        weak_label = F.one_hot(labels[:, 0], num_classes).to(weak_logits)
-    weak_label = (1 - WEAK_LABEL_SMOOTHING) * weak_label + WEAK_LABEL_SMOOTHING / num_classes
-    weak = -(weak_label * F.log_softmax(weak_logits, dim=-1)).sum(dim=-1)
+        labelled = log_p_weak.gather(1, labels[:, :1]).squeeze(1)
+    weak = -((1 - WEAK_LABEL_SMOOTHING) * labelled + WEAK_LABEL_SMOOTHING / num_classes * log_p_weak.sum(dim=-1))
     return alpha * target_term + beta * non_target + mu * weak
 
 
