@@ -221,3 +221,15 @@ def test_epochs_mode_serves_a_seeded_run_of_the_same_config_through_the_runner(t
     runner.model.teacher.teach = checked
     runner.train()
     assert sum(served) == 2 * IMAGES  # every image of both epochs found its view
+
+
+def test_epochs_mode_counts_the_images_a_padded_epoch_draws_twice():
+    """mmengine's DefaultSampler pads each epoch to a multiple of the world size with images already drawn: such an
+    image needs a second slot in that epoch; one process, or no padding, needs one."""
+    from kdplug.tools.cache_teacher import epoch_occurrences
+    sampler = dict(sampler=dict(type='DefaultSampler', shuffle=True))
+    assert epoch_occurrences(sampler, 80, 1) == 1 and epoch_occurrences(sampler, 80, 2) == 1
+    assert epoch_occurrences(sampler, 79, 2) == 2 and epoch_occurrences(sampler, 3, 4) == 2
+    assert epoch_occurrences(dict(sampler=dict(type='DefaultSampler', round_up=False)), 79, 2) == 1
+    with pytest.raises(SystemExit, match='DefaultSampler'):
+        epoch_occurrences(dict(sampler=dict(type='InfiniteSampler')), 79, 2)
