@@ -157,23 +157,30 @@ class Setup:
         return self.task.tensor_forward(self.teacher, data['inputs'], None).float().cpu().numpy()
 
 
+def shared_store(setup: Setup, header: Dict) -> object:
+    """The store every rank writes into: rank 0 makes it (or finds the one a killed job left), then the others
+    open it."""
+    from mmengine.dist import barrier, get_dist_info
+
+    from kdplug.teachers.cache_store import TeacherCacheStore
+    if get_dist_info()[0] == 0:
+        TeacherCacheStore.create(setup.out, header, setup.image_paths())
+    if get_dist_info()[1] > 1:
+        barrier()
+    return TeacherCacheStore.create(setup.out, header)
+
+
 def cache_views(setup: Setup, args: argparse.Namespace) -> Tuple[object, int]:
     """Views mode: every discrete view of this rank's images; returns (store, views scored here)."""
     from mmengine.dist import get_dist_info
     from mmengine.utils import ProgressBar
 
-    from kdplug.teachers.cache_store import TeacherCacheStore, view_layout, view_vector
+    from kdplug.teachers.cache_store import view_layout, view_vector
     rank, world = get_dist_info()
     first = run(setup.once, setup.dataset.get_data_info(0))
     views = views_of(setup.per_view, first)
     layout = view_layout(run(setup.per_view, dict(first, replay_view=views[0]))['data_samples'].metainfo['view'])
-    header = dict(setup.header, slots=len(views), layout=layout)
-    if rank == 0:
-        TeacherCacheStore.create(setup.out, header, setup.image_paths())
-    if world > 1:
-        from mmengine.dist import barrier
-        barrier()
-    store = TeacherCacheStore.create(setup.out, header)  # opens the one rank 0 made (or a resumed one)
+    store = shared_store(setup, dict(setup.header, slots=len(views), layout=layout))
     total = len(setup.dataset)
     todo = [i for i in range(rank, total, world) if not store.done[i]]
     print(f'cache_teacher.py: {total} images x {len(views)} views -> {setup.out} ({args.dtype}); rank {rank}/{world}: '
@@ -224,11 +231,11 @@ def cache_epochs(setup: Setup, args: argparse.Namespace) -> Tuple[object, int]:
     """Epochs mode: the views of ``--epochs`` seeded epochs, as the run's own dataloader draws them on this rank;
     returns (store, views scored here). The slot of a view is its epoch (times the epoch's occurrences of an image:
     the DefaultSampler's padding draws a few images twice); each rank marks its own part of each epoch done."""
-    from mmengine.dist import barrier, get_dist_info
+    from mmengine.dist import get_dist_info
     from mmengine.runner import Runner, set_random_seed
     from mmengine.utils import ProgressBar
 
-    from kdplug.teachers.cache_store import TeacherCacheStore, view_layout, view_vector
+    from kdplug.teachers.cache_store import view_layout, view_vector
     from kdplug.tools.train import set_dataloader_defaults
     rank, world = get_dist_info()
     cfg = setup.cfg
@@ -246,13 +253,8 @@ def cache_epochs(setup: Setup, args: argparse.Namespace) -> Tuple[object, int]:
     probe = run(setup.per_view, run(setup.once, setup.dataset.get_data_info(0)))
     np.random.set_state(state)
     layout = view_layout(probe['data_samples'].metainfo['view'])
-    header = dict(setup.header, slots=int(epochs) * occurrences, layout=layout, seed=int(seed), epochs=int(epochs),
-                  world_size=world)
-    if rank == 0:
-        TeacherCacheStore.create(setup.out, header, setup.image_paths())
-    if world > 1:
-        barrier()
-    store = TeacherCacheStore.create(setup.out, header)  # opens the one rank 0 made (or a resumed one)
+    store = shared_store(setup, dict(setup.header, slots=int(epochs) * occurrences, layout=layout, seed=int(seed),
+                                     epochs=int(epochs), world_size=world))
     todo = [e for e in range(epochs) if not store.done[e * world + rank]]
     print(f'cache_teacher.py: {images} images x {epochs} seeded epochs (seed {seed}) -> {setup.out} ({args.dtype}); '
           f'rank {rank}/{world}: {len(todo)} epochs to score ({epochs - len(todo)} already done)', flush=True)
