@@ -127,3 +127,30 @@ def test_a_class_the_teacher_rules_out_leaves_dkd_and_nkd_finite():
         value = loss(s, t, y)
         value.backward()
         assert torch.isfinite(value) and torch.isfinite(s.grad).all(), type(loss).__name__
+
+
+@pytest.mark.parametrize('name', ['KDLoss', 'NormKDLoss', 'CTKDLoss', 'DKDLoss', 'NKDLoss', 'USKDLoss'])
+def test_the_accelerator_path_gives_the_cpu_paths_values_and_gradients(name, monkeypatch):
+    """On an accelerator the losses always centre the std and mask 0 log 0 (no test read back from the device);
+    forced here on the CPU, with logits on which the CPU takes its shortcuts (the std from two sums, no mask): the
+    same values and gradients."""
+    import kdplug.losses.functional as functional
+    from kdplug.losses import DKDLoss, KDLoss, NKDLoss, NormKDLoss, USKDLoss  # noqa: F401
+    from kdplug.losses.ctkd import CTKDLoss  # noqa: F401
+    torch.manual_seed(3)
+    s, t, y = 3 * torch.randn(16, 10), 3 * torch.randn(16, 10), torch.randint(0, 10, (16,))
+    loss = eval(name)()
+    if name == 'CTKDLoss':  # the temperature learns: its teacher-side gradient is taken too
+        loss.temperature.grl_lambda = 1.0
+    results = []
+    for cheap in (True, False):
+        monkeypatch.setattr(functional, 'reads_are_cheap', lambda x, cheap=cheap: cheap)
+        student = s.clone().requires_grad_()
+        value = loss(student, t, y)
+        value.backward()
+        grads = [student.grad] + [p.grad.clone() for p in loss.parameters()]
+        loss.zero_grad()
+        results.append((value.detach(), grads))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
+    for accelerator, cpu in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(accelerator, cpu, rtol=1e-4, atol=1e-6)

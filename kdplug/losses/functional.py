@@ -38,6 +38,12 @@ def check_hyperparameter(name: str, value: float, minimum: float = 0.0, strict: 
     return number
 
 
+def reads_are_cheap(x: Tensor) -> bool:
+    """Whether reading a value of ``x`` back to Python costs no device synchronisation (a CPU tensor): then a loss
+    may test a row statistic and skip work; on an accelerator it takes the path that needs no test."""
+    return x.device.type == 'cpu'
+
+
 def _std_parts(x: Tensor) -> Tuple[Tensor, Optional[Tensor], Tensor]:
     """(base, offset, std) of each row: x - mean = base - offset (offset None: base is x centred) and the unbiased
     std, (N, 1). (C - 1) var = sum x^2 - C mean^2 from two fused reductions, with no centred copy of x (NormKD's
@@ -49,7 +55,7 @@ def _std_parts(x: Tensor) -> Tuple[Tensor, Optional[Tensor], Tensor]:
     mean = x.mean(dim=-1, keepdim=True)
     base, offset = x, mean
     spread = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().sub_(classes * mean * mean)
-    if x.device.type != 'cpu' or not bool((classes * mean * mean <= 63 * spread).all()):
+    if not reads_are_cheap(x) or not bool((classes * mean * mean <= 63 * spread).all()):
         base, offset = x - mean, None
         spread = torch.linalg.vector_norm(base, dim=-1, keepdim=True).square_()
     return base, offset, spread.div_(classes - 1).sqrt_()
@@ -298,7 +304,7 @@ def sum_kl_terms(terms: Tensor, p_teacher: Tensor) -> Tuple[Tensor, Tensor, bool
     A comparison and a select over (N, C) cost a third of KD on a CPU, a test of the N row sums next to nothing: on
     a CPU the zeros are masked only when a row needs it. On an accelerator the select is cheap and reading the test
     would synchronise with the device: there it always masks."""
-    if terms.device.type == 'cpu':
+    if reads_are_cheap(terms):
         sums = terms.sum(dim=-1)
         if not bool(sums.isnan().any()):
             return sums, terms, False
