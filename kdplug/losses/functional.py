@@ -384,20 +384,17 @@ def softened_kl_rows(student_logits: Tensor, t_student: Union[Tensor, Temperatur
     student's temperatures, or the :class:`Temperature` that gives them (NormKD's is then formed with the KL). The
     teacher's logits are detached."""
     teacher_logits = teacher_logits.detach()
-    t_norm = None
-    if isinstance(t_student, Temperature):
-        if t_student.t_norm is not None and t_student.values == (1.0,) and student_logits.dim() == 2 and \
-                student_logits.shape[0] > 0 and student_logits.shape[-1] > 1:
-            t_norm, t_student = t_student.t_norm, None
-        else:
-            t_student = t_student(student_logits)
     rows = (student_logits.shape[0], 1)
-    if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape or t_teacher.shape != rows or \
-            (t_student is not None and t_student.shape != rows):
-        t_student = Temperature(t_norm=t_norm)(student_logits) if t_student is None else t_student
+    fused = student_logits.dim() == 2 and student_logits.shape == teacher_logits.shape and t_teacher.shape == rows
+    if isinstance(t_student, Temperature):
+        if fused and t_student.t_norm is not None and t_student.values == (1.0,) and rows[0] > 0 and \
+                student_logits.shape[-1] > 1:  # NormKD: the student's temperature formed with the KL
+            return _SoftenedKL.apply(student_logits, None, teacher_logits, t_teacher, t_student.t_norm)
+        t_student = t_student(student_logits)
+    if not fused or t_student.shape != rows:
         return kl_rows(torch.log_softmax(teacher_logits / t_teacher, dim=-1),
                        torch.log_softmax(student_logits / t_student, dim=-1))
-    return _SoftenedKL.apply(student_logits, t_student, teacher_logits, t_teacher, t_norm)
+    return _SoftenedKL.apply(student_logits, t_student, teacher_logits, t_teacher, None)
 
 
 def hard_labels(target: Optional[Tensor], num_samples: int, num_classes: int, method: str,
