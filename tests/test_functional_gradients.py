@@ -1,11 +1,12 @@
 """The hand-written backward passes of the losses (the per-row std, the KL of softened logits with NormKD's and
-CTKD's temperatures, DKD's and NKD's terms) give the gradients of their formulas: float64 gradchecks, and values
-and gradients against the same formulas written with autograd."""
+CTKD's temperatures, DKD's, NKD's and USKD's terms) give the gradients of their formulas: float64 gradchecks, and
+values and gradients against the same formulas written with autograd. The CPU's sort of USKD's ranking gives
+torch's stable order."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from kdplug.losses.functional import SPREAD_FLOOR, row_std, softened_kl_rows
+from kdplug.losses.functional import SPREAD_FLOOR, descending_order, row_std, softened_kl_rows
 
 
 def test_the_per_row_std_has_the_gradient_of_its_formula():
@@ -127,6 +128,57 @@ def test_a_class_the_teacher_rules_out_leaves_dkd_and_nkd_finite():
         value = loss(s, t, y)
         value.backward()
         assert torch.isfinite(value) and torch.isfinite(s.grad).all(), type(loss).__name__
+
+
+def uskd_with_autograd(s, w, target, alpha, beta, mu):
+    """USKD written with autograd: the detached parts (the target weights q, the Zipf labels) under no_grad."""
+    from kdplug.losses.uskd import uskd_labels, zipf_non_target_labels
+    labels, weights, active = uskd_labels(target, *s.shape)
+    log_p = F.log_softmax(s, dim=-1)
+    log_p_label = log_p.gather(1, labels)
+    with torch.no_grad():
+        squared = log_p_label.exp().pow(2)
+        column_mean = (squared * active).sum(0) / active.sum(0).clamp_min(1)
+        q = torch.where(active & (weights > 0), squared + weights.to(s) - column_mean, torch.zeros_like(squared))
+    log_p_weak = F.log_softmax(w, dim=-1)
+    zipf, dropped = zipf_non_target_labels(log_p.detach(), log_p_weak.detach().exp(), labels, active)
+    log_kept = F.log_softmax(s.scatter(1, dropped, -1e30), dim=-1)
+    smoothed = 0.1 / s.shape[1] + 0.9 * (target.to(s) if target.dim() == 2 else F.one_hot(target, s.shape[1]).to(s))
+    return (-alpha * (q * log_p_label).sum(-1) - beta * (zipf * log_kept).sum(-1)
+            - mu * (smoothed * log_p_weak).sum(-1))
+
+
+@pytest.mark.parametrize('soft', [False, True])
+@pytest.mark.parametrize('classes', [2, 7])
+def test_uskd_terms_have_the_gradients_of_their_formulas(soft, classes):
+    """Student and weak head both, against autograd (the batch mean in the target weights and the Zipf labels are
+    detached, as in the authors' code, so a numerical gradcheck does not apply); soft labels of two classes (0.6 and
+    0.3: their sum enters the weak head's gradient) and C = 2, where two labels leave no non-target class."""
+    from kdplug.losses.uskd import uskd_per_sample
+    torch.manual_seed(classes)
+    s = (2 * torch.randn(5, classes, dtype=torch.float64)).requires_grad_()
+    w = (2 * torch.randn(5, classes, dtype=torch.float64)).requires_grad_()
+    y = torch.randint(0, classes, (5,))
+    if soft:
+        y = 0.6 * F.one_hot(y, classes).double() + 0.3 * F.one_hot((y + 1) % classes, classes).double()
+    upstream = torch.rand(5, dtype=torch.float64)
+    results = []
+    for fn in (uskd_per_sample, uskd_with_autograd):
+        value = fn(s, w, y, alpha=1.0, beta=0.5, mu=0.3)
+        results.append((value.detach(), *torch.autograd.grad(value, (s, w), upstream)))
+    for written_out, autograd in zip(*results):
+        torch.testing.assert_close(written_out, autograd, rtol=1e-10, atol=1e-12)
+
+
+def test_the_cpu_sort_gives_torchs_stable_descending_order():
+    """Ties go to the lower index (constant rows, repeated values, -0.0 and +0.0), infinities and the smallest
+    subnormals keep their places, a NaN leaves the order to torch, an empty batch has an empty order."""
+    torch.manual_seed(0)
+    special = [0.0, -0.0, 1.0, -1.0, float('inf'), float('-inf'), 1e-45, -1e-45, 3e38, -3e38]
+    cases = [torch.randn(64, 1000), torch.zeros(3, 7), torch.randint(0, 3, (50, 20)).float(), torch.randn(0, 5),
+             torch.tensor([special, special[::-1]]), torch.tensor([[1.0, float('nan'), -float('nan'), 2.0]])]
+    for score in cases:
+        assert torch.equal(descending_order(score), score.argsort(dim=-1, descending=True, stable=True)), score
 
 
 @pytest.mark.parametrize('name', ['KDLoss', 'NormKDLoss', 'CTKDLoss', 'DKDLoss', 'NKDLoss', 'USKDLoss'])

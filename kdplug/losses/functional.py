@@ -8,6 +8,7 @@ a NaN or inf in a row makes that row's loss non-finite (the distiller excludes a
 import math
 from typing import Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
@@ -54,8 +55,10 @@ def _std_parts(x: Tensor) -> Tuple[Tensor, Optional[Tensor], Tensor]:
     classes = x.shape[-1]
     mean = x.mean(dim=-1, keepdim=True)
     base, offset = x, mean
-    spread = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().sub_(classes * mean * mean)
-    if not reads_are_cheap(x) or not bool((classes * mean * mean <= 63 * spread).all()):
+    squares = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_()
+    spread = torch.addcmul(squares, mean, mean, value=-classes)
+    # sum x^2 <= 64 spread is C mean^2 <= 63 spread: the rows whose float32 sums the difference can be trusted from
+    if not reads_are_cheap(x) or not bool((squares <= 64 * spread).all()):
         base, offset = x - mean, None
         spread = torch.linalg.vector_norm(base, dim=-1, keepdim=True).square_()
     return base, offset, spread.div_(classes - 1).sqrt_()
@@ -64,7 +67,7 @@ def _std_parts(x: Tensor) -> Tuple[Tensor, Optional[Tensor], Tensor]:
 def _add_std_gradient(grad_x: Tensor, base: Tensor, offset: Optional[Tensor], std: Tensor, grad_std: Tensor,
                       floor: float) -> Tensor:
     """grad_x + grad_std * d max(std, floor) / dx, in place: (x - mean) / ((C - 1) std) above the floor, 0 below."""
-    scale = torch.where(std > floor, grad_std / (std * (base.shape[-1] - 1)), torch.zeros_like(std))
+    scale = torch.where(std > floor, grad_std / (std * (base.shape[-1] - 1)), 0.0)
     grad_x.addcmul_(base, scale)
     return grad_x if offset is None else grad_x.sub_(offset * scale)
 
@@ -130,6 +133,27 @@ def apply_logit_norm(x: Tensor, logit_norm: Optional[str]) -> Tensor:
     if logit_norm == 'l2':
         return l2_normalize(x)
     raise ValueError(f'logit_norm={logit_norm!r} is not one of {LOGIT_NORMS}')
+
+
+def descending_order(score: Tensor) -> Tensor:
+    """The column indices of each row of ``score`` (N, C) from its highest value to its lowest, ties to the lower
+    index: ``score.argsort(dim=-1, descending=True, stable=True)``, int64.
+
+    On a CPU torch sorts with a scalar comparison sort, five times slower than numpy's vectorised one (USKD ranks
+    all C classes of every sample: the sort was most of its time). There each float32 value becomes an int64 key,
+    its order bits above its column index, and numpy sorts the keys: the key order is the stable descending order.
+    This is the one use of numpy in a loss; torch imports it already. A NaN anywhere (its bit patterns would order
+    NaNs apart) leaves the sort to torch."""
+    if not reads_are_cheap(score) or score.dtype != torch.float32 or bool(score.sum().isnan()):
+        return score.argsort(dim=-1, descending=True, stable=True)
+    with torch.no_grad():  # 0 - x: descending x is ascending -x, and -0.0 becomes +0.0, which torch ties with it
+        bits = (0.0 - score).numpy().view(np.int32)
+    keys = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64)  # negative floats: magnitude bits flipped
+    keys <<= 32
+    keys |= np.arange(score.shape[-1], dtype=np.int64)
+    keys.sort(axis=-1)
+    keys &= 0xFFFFFFFF
+    return torch.from_numpy(keys)
 
 
 #: The logit that leaves a class out of a softmax (DKD's and NKD's target column of their non-target softmax): its

@@ -40,8 +40,9 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
-from .functional import EXCLUDED_LOGIT, check_hyperparameter, hard_labels, reduce_per_sample
+from .functional import EXCLUDED_LOGIT, check_hyperparameter, descending_order, hard_labels, reduce_per_sample
 
 #: Weak-head label smoothing of the authors' code (their lines 59 and 61).
 WEAK_LABEL_SMOOTHING = 0.1
@@ -77,12 +78,76 @@ def zipf_non_target_labels(log_p_student: Tensor, p_weak: Tensor, labels: Tensor
         score = p_weak / (1 - weak_label + RANK_EPS) + log_p_student / (1 - student_label + RANK_EPS)
         # 1 = highest score; ties to the lower class index (a stable sort). One sort, and each class's 1 / rank
         # scattered to it, not the two argsorts of the authors' code: the sort is most of the loss's time
-        order = score.argsort(dim=-1, descending=True, stable=True)
+        order = descending_order(score)
         one_over_rank = 1.0 / torch.arange(1, score.shape[-1] + 1, device=score.device, dtype=score.dtype)
         zipf = torch.empty_like(score).scatter_(1, order, one_over_rank.expand_as(score))
         dropped = torch.where(active, labels, labels[:, :1])  # an inactive label drops nothing new
         zipf.scatter_(1, dropped, 0.0)
-        return zipf / zipf.sum(dim=-1, keepdim=True).clamp_min(1e-12), dropped
+        return zipf.div_(zipf.sum(dim=-1, keepdim=True).clamp_min(1e-12)), dropped
+
+
+class _USKDTerms(torch.autograd.Function):
+    """alpha * L_target + beta * L_non + mu * L_weak per row with the gradients written out. With p = softmax(s),
+    r = softmax(s without the labels), z the Zipf labels (their sum Z_1 is 1, or 0 when no class is left),
+    p_w = softmax(w), t the weak head's smoothed labels (0.9 * label + 0.1 / C) and q the detached target weights:
+
+        d L_target / d s = (sum_j q_j) p - sum_j q_j e_(l_j)
+        d L_non / d s    = Z_1 r - z                           (0 in the label columns: r and z are 0 there)
+        d L_weak / d w   = (sum_k t_k) p_w - t
+
+    Autograd went through three log-softmaxes, the gathers, the scatter and the products: twice the passes."""
+
+    @staticmethod
+    def forward(ctx, student: Tensor, weak: Tensor, labels: Tensor, weights: Tensor, active: Tensor,
+                soft: Optional[Tensor], alpha: float, beta: float, mu: float) -> Tensor:
+        num_classes = student.shape[-1]
+        log_p, log_p_weak = F.log_softmax(student, dim=-1), F.log_softmax(weak, dim=-1)
+        p_weak = log_p_weak.exp()
+        log_p_label = log_p.gather(1, labels)
+        squared = log_p_label.exp().square()
+        column_mean = (squared * active).sum(0) / active.sum(0).clamp_min(1)
+        q = torch.where(active & (weights > 0), squared + weights - column_mean, 0.0)
+        target_term = -(q * log_p_label).sum(dim=-1)
+
+        zipf, dropped = zipf_non_target_labels(log_p, p_weak, labels, active)
+        # log-softmax over the kept classes only: the labels' logits set to EXCLUDED_LOGIT (probability exactly 0
+        # and finite, so a sample with no class left, C = 2 and two labels, gives 0, not NaN, in value and gradient)
+        log_kept = F.log_softmax(student.scatter(1, dropped, EXCLUDED_LOGIT), dim=-1)
+        non_target = -torch.linalg.vecdot(zipf, log_kept)
+
+        # cross-entropy with (1 - e) * label + e / C: (1 - e) * (label . log p) + e / C * sum_k log p_k
+        labelled = log_p_weak.gather(1, labels[:, :1]).squeeze(1) if soft is None else \
+            torch.linalg.vecdot(soft, log_p_weak)
+        weak_term = -((1 - WEAK_LABEL_SMOOTHING) * labelled +
+                      WEAK_LABEL_SMOOTHING / num_classes * log_p_weak.sum(dim=-1))
+        ctx.weights = alpha, beta, mu
+        ctx.save_for_backward(log_p, log_kept, zipf, q, labels, p_weak, soft)
+        return alpha * target_term + beta * non_target + mu * weak_term
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple:
+        log_p, log_kept, zipf, q, labels, p_weak, soft = ctx.saved_tensors
+        alpha, beta, mu = ctx.weights
+        grad = grad.unsqueeze(-1)
+        grad_student = grad_weak = None
+        if ctx.needs_input_grad[0]:
+            grad_non = beta * grad
+            grad_student = log_kept.exp().mul_(grad_non * zipf.sum(dim=-1, keepdim=True))
+            grad_student.addcmul_(zipf, grad_non, value=-1.0)
+            grad_target = alpha * grad * q
+            grad_student.addcmul_(log_p.exp(), grad_target.sum(dim=-1, keepdim=True))
+            grad_student.scatter_add_(1, labels, -grad_target)
+        if ctx.needs_input_grad[1]:
+            grad_weak_term, smoothing = mu * grad, WEAK_LABEL_SMOOTHING
+            label_sum = 1.0 if soft is None else soft.sum(dim=-1, keepdim=True)  # sum_k t_k
+            grad_weak = p_weak * (((1 - smoothing) * label_sum + smoothing) * grad_weak_term)
+            grad_weak.sub_(grad_weak_term * (smoothing / p_weak.shape[-1]))
+            if soft is None:
+                grad_weak.scatter_add_(1, labels[:, :1], grad_weak_term * -(1 - smoothing))
+            else:
+                grad_weak.addcmul_(soft, grad_weak_term, value=-(1 - smoothing))
+        return grad_student, grad_weak, None, None, None, None, None, None, None
 
 
 def uskd_per_sample(student_logits: Tensor, weak_logits: Tensor, target: Tensor, alpha: float, beta: float,
@@ -90,29 +155,9 @@ def uskd_per_sample(student_logits: Tensor, weak_logits: Tensor, target: Tensor,
     """alpha * L_target + beta * L_non + mu * L_weak of each sample, (N,); ``target`` hard (N,) or soft (N, C)."""
     num_samples, num_classes = student_logits.shape
     labels, weights, active = uskd_labels(target, num_samples, num_classes)
-    weights = weights.to(student_logits)
-    log_p_student = F.log_softmax(student_logits, dim=-1)
-    log_p_label = log_p_student.gather(1, labels)
-    with torch.no_grad():
-        squared = log_p_label.exp().pow(2)
-        column_mean = (squared * active).sum(0) / active.sum(0).clamp_min(1)
-        soft_target = torch.where(active & (weights > 0), squared + weights - column_mean, torch.zeros_like(squared))
-    target_term = -(soft_target * log_p_label).sum(dim=-1)
-
-    log_p_weak = F.log_softmax(weak_logits, dim=-1)
-    zipf, dropped = zipf_non_target_labels(log_p_student.detach(), log_p_weak.detach().exp(), labels, active)
-    # log-softmax over the kept classes only: the labels' logits set to EXCLUDED_LOGIT (probability exactly 0 and
-    # finite, so a sample with no class left, C = 2 and two labels, gives 0, not NaN, in value and gradient)
-    log_non = F.log_softmax(student_logits.scatter(1, dropped, EXCLUDED_LOGIT), dim=-1)
-    non_target = -(zipf * log_non).sum(dim=-1)
-
-    # cross-entropy with (1 - e) * label + e / C: (1 - e) * (label . log p) + e / C * sum_k log p_k
-    if target.dim() == 2:
-        labelled = (target.to(log_p_weak) * log_p_weak).sum(dim=-1)
-    else:
-        labelled = log_p_weak.gather(1, labels[:, :1]).squeeze(1)
-    weak = -((1 - WEAK_LABEL_SMOOTHING) * labelled + WEAK_LABEL_SMOOTHING / num_classes * log_p_weak.sum(dim=-1))
-    return alpha * target_term + beta * non_target + mu * weak
+    soft = target.to(student_logits) if target.dim() == 2 else None
+    return _USKDTerms.apply(student_logits, weak_logits, labels, weights.to(student_logits), active, soft, alpha,
+                            beta, mu)
 
 
 class USKDLoss(nn.Module):
