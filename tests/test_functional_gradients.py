@@ -34,10 +34,10 @@ def test_the_softened_kl_has_the_gradient_of_its_formula():
     t = torch.randn(5, 9, dtype=torch.float64)
     t_s = (torch.rand(5, 1, dtype=torch.float64) + 0.5).requires_grad_()
     t_t = (torch.rand(5, 1, dtype=torch.float64) + 0.5).requires_grad_()
-    assert torch.autograd.gradcheck(softened_kl_rows, (s, t_s, t, t_t))
+    assert torch.autograd.gradcheck(lambda s, t_s, t_t: softened_kl_rows(s, t_s, t / t_t, t_t), (s, t_s, t_t))
     shared = (torch.rand(5, 1, dtype=torch.float64) + 0.5).requires_grad_()  # CTKD: one T for both models
-    assert torch.autograd.gradcheck(lambda s, shared: softened_kl_rows(s, shared, t, shared), (s, shared))
-    assert torch.allclose(softened_kl_rows(s, t_s, t, t_t), softened_kl_with_autograd(s, t_s, t, t_t))
+    assert torch.autograd.gradcheck(lambda s, shared: softened_kl_rows(s, shared, t / shared, shared), (s, shared))
+    assert torch.allclose(softened_kl_rows(s, t_s, t / t_t, t_t), softened_kl_with_autograd(s, t_s, t, t_t))
 
 
 def test_a_class_the_teacher_rules_out_adds_zero_to_the_softened_kl_and_its_gradient():
@@ -46,13 +46,13 @@ def test_a_class_the_teacher_rules_out_adds_zero_to_the_softened_kl_and_its_grad
     t[1, 2] = t[3, 0] = float('-inf')  # probability exactly 0: 0 log 0 = 0
     t_s = (torch.rand(4, 1, dtype=torch.float64) + 0.5).requires_grad_()
     t_t = (torch.rand(4, 1, dtype=torch.float64) + 0.5).requires_grad_()
-    kl = softened_kl_rows(s, t_s, t, t_t)
+    kl = softened_kl_rows(s, t_s, t / t_t, t_t)
     assert torch.isfinite(kl).all()
     assert torch.allclose(kl, softened_kl_with_autograd(s, t_s, t, t_t))
-    assert torch.autograd.gradcheck(softened_kl_rows, (s, t_s, t, t_t))
+    assert torch.autograd.gradcheck(lambda s, t_s, t_t: softened_kl_rows(s, t_s, t / t_t, t_t), (s, t_s, t_t))
     nan_teacher = t.clone()
     nan_teacher[0, 1] = float('nan')  # a broken teacher is not hidden
-    assert softened_kl_rows(s, t_s, nan_teacher, t_t)[0].isnan()
+    assert softened_kl_rows(s, t_s, nan_teacher / t_t, t_t)[0].isnan()
 
 
 def test_normkd_value_and_gradient_match_the_formula_written_with_autograd():
@@ -94,10 +94,11 @@ def test_normkd_temperature_formed_with_the_kl_has_the_gradient_of_its_formula()
     s.requires_grad_()
     t = 3 * torch.randn(6, 9, dtype=torch.float64)
     temperature = Temperature(t_norm=2.0)
-    t_teacher = temperature(t)
-    assert torch.autograd.gradcheck(lambda s: softened_kl_rows(s, temperature, t, t_teacher), (s,))
+    scaled_teacher, t_teacher = temperature.soften(t)  # centred: the same softmax
+    assert torch.allclose(t_teacher, temperature(t))
+    assert torch.autograd.gradcheck(lambda s: softened_kl_rows(s, temperature, scaled_teacher, t_teacher), (s,))
     expected = softened_kl_with_autograd(s, 2.0 * s.std(dim=-1, keepdim=True).clamp_min(SPREAD_FLOOR), t, t_teacher)
-    assert torch.allclose(softened_kl_rows(s, temperature, t, t_teacher), expected)
+    assert torch.allclose(softened_kl_rows(s, temperature, scaled_teacher, t_teacher), expected)
 
 
 @pytest.mark.parametrize('t_norm', [None, 2.0])

@@ -55,7 +55,7 @@ MODES = ('global', 'instance')
 def kd_at_temperature(student_logits: Tensor, teacher_logits: Tensor, temperature: LearnableTemperature) -> Tensor:
     """T_i^2 * KL(softmax(t_i / T_i) || softmax(s_i / T_i)) per sample, (N,), at the learned temperatures."""
     t = temperature(student_logits, teacher_logits)  # (N, 1), shared by the two models
-    kl = softened_kl_rows(student_logits, t, teacher_logits, t)
+    kl = softened_kl_rows(student_logits, t, teacher_logits.detach() / t.detach(), t)
     return kl * temperature.compensation(t)
 
 

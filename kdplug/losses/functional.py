@@ -64,14 +64,6 @@ def _std_parts(x: Tensor) -> Tuple[Tensor, Optional[Tensor], Tensor]:
     return base, offset, spread.div_(classes - 1).sqrt_()
 
 
-def _add_std_gradient(grad_x: Tensor, base: Tensor, offset: Optional[Tensor], std: Tensor, grad_std: Tensor,
-                      floor: float) -> Tensor:
-    """grad_x + grad_std * d max(std, floor) / dx, in place: (x - mean) / ((C - 1) std) above the floor, 0 below."""
-    scale = torch.where(std > floor, grad_std / (std * (base.shape[-1] - 1)), 0.0)
-    grad_x.addcmul_(base, scale)
-    return grad_x if offset is None else grad_x.sub_(offset * scale)
-
-
 class _RowStd(torch.autograd.Function):
     """max(std, floor) of each row with its gradient in one pass: d std / dx = (x - mean) / ((C - 1) std) above the
     floor, 0 at or below it. Autograd would also differentiate the mean (a term that sums to zero), the norm, the
@@ -88,7 +80,9 @@ class _RowStd(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor) -> Tuple[Tensor, None]:
         base, offset, std = ctx.saved_tensors
-        return _add_std_gradient(torch.zeros_like(base), base, offset, std, grad, ctx.floor), None
+        scale = torch.where(std > ctx.floor, grad / (std * (base.shape[-1] - 1)), 0.0)
+        grad_x = base * scale
+        return (grad_x if offset is None else grad_x.sub_(offset * scale)), None
 
 
 def row_std(x: Tensor, floor: float = 0.0) -> Tensor:
@@ -101,6 +95,24 @@ def row_std(x: Tensor, floor: float = 0.0) -> Tensor:
     if not (x.requires_grad and torch.is_grad_enabled()):  # the teacher's: no node to build
         return _std_parts(x)[2].clamp_min_(floor)
     return _RowStd.apply(x, floor)
+
+
+def soften_by_spread(x: Tensor, t_norm: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """NormKD's softening of each row: ((x - mean) / T, T, std), (N, C), (N, 1), (N, 1), with the unbiased std and
+    T = t_norm * max(std, SPREAD_FLOOR). Centred, which a softmax ignores, because then one layer norm computes the
+    mean, the std and the scaled row in one pass (its weight sqrt((C - 1) / C) / t_norm turns the biased std into
+    t_norm times the unbiased one): a mean, a norm and a division took three. Rows spread less than the floor are
+    rescaled to (x - mean) / (t_norm * SPREAD_FLOOR) (a constant row comes out all zeros); on a CPU only when a row
+    needs it. No gradient: the callers write theirs out."""
+    classes = x.shape[-1]
+    weight = x.new_full((classes,), math.sqrt((classes - 1) / classes) / t_norm)
+    with torch.no_grad():  # eps _TINY: a constant row gives 0, not 0 * inf; any std above 1e-6 is unchanged by it
+        scaled, _, inverse_std = torch.native_layer_norm(x, (classes,), weight, None, _TINY)
+    std = inverse_std.reciprocal_().mul_(math.sqrt(classes / (classes - 1)))
+    below = std <= SPREAD_FLOOR
+    if not reads_are_cheap(x) or bool(below.any()):
+        scaled = scaled.mul_(torch.where(below, std / SPREAD_FLOOR, 1.0))
+    return scaled, t_norm * std.clamp_min(SPREAD_FLOOR), std
 
 
 def zscore(x: Tensor, eps: float = 1e-7) -> Tensor:
@@ -205,6 +217,17 @@ class Temperature:
             return base.expand(logits.shape[0], -1)
         return self.t_norm * row_std(logits, SPREAD_FLOOR) * base  # (N, K)
 
+    def soften(self, logits: Tensor) -> Tuple[Tensor, Tensor]:
+        """(logits / T, T) for a single temperature, (N, C) and (N, 1); NormKD's logits come centred
+        (:func:`soften_by_spread`: the same softmax). No gradient: for the teacher's logits."""
+        if len(self.values) != 1:
+            raise ValueError(f'soften takes a single temperature, this one has {len(self.values)}: {self}')
+        if self.t_norm is not None and self.values == (1.0,) and logits.dim() == 2 and logits.shape[0] > 0 and \
+                logits.shape[-1] > 1:
+            return soften_by_spread(logits, self.t_norm)[:2]
+        temperature = self(logits)
+        return logits / temperature, temperature
+
     def compensation(self, teacher_temperature: Tensor) -> Tensor:
         """Per-sample weight (N,): the square of the teacher's largest temperature."""
         return teacher_temperature.amax(dim=-1).pow(2)
@@ -299,9 +322,12 @@ class LearnableTemperature(nn.Module, Temperature):
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         """The temperatures of the batch, (N, 1), float32, through the gradient reversal."""
-        if self.mlp is None:  # one value, expanded to the rows at the end
-            raw = reverse_gradient(self.global_t.float(), self.grl_lambda).view(1, 1)
-            temperature = self.t_start + self.t_range * torch.sigmoid(raw)
+        if self.mlp is None:  # one value, repeated over the rows
+            t_pred = self.global_t.float().view(1, 1)
+            # the gradient reversal as arithmetic: fixed + (t_pred - fixed) * -lambda is exactly t_pred, and its
+            # gradient is -lambda; three built-in nodes cost less than a Python autograd Function each way
+            fixed = t_pred.detach()
+            temperature = self.t_start + self.t_range * torch.sigmoid(fixed + (t_pred - fixed) * -self.grl_lambda)
             self.last_temperature = temperature.detach()[0, 0]
             return temperature.expand(student_logits.shape[0], 1)
         in_features = self.mlp[0].in_features
@@ -316,6 +342,10 @@ class LearnableTemperature(nn.Module, Temperature):
         temperature = self.t_start + self.t_range * torch.sigmoid(raw)
         self.last_temperature = temperature.detach().mean() if temperature.numel() else None
         return temperature
+
+    def compensation(self, teacher_temperature: Tensor) -> Tensor:
+        """T^2 per sample, (N,): one temperature per sample, so no maximum to take (and differentiate)."""
+        return teacher_temperature.squeeze(-1).square()
 
     def extra_repr(self) -> str:
         mode = 'global' if self.mlp is None else 'instance-wise'
@@ -355,20 +385,21 @@ class _SoftenedKL(torch.autograd.Function):
         d KL / d T_s = -sum_j (d KL / d s_j) * s_j / T_s                      (per row)
         d KL / d T_t = -sum_j p_j (log p_j - log q_j - KL) * t_j / T_t ** 2      (per row: CTKD's learned T)
 
-    With ``t_norm`` (NormKD) T_s = t_norm * max(std(s), SPREAD_FLOOR) is formed here, and its gradient is added
-    to the student's in place (:func:`_add_std_gradient`) instead of by a node of its own. The teacher's logits take
-    no gradient. Autograd would go through the product, the difference, both log-softmaxes and both divisions:
-    about twice the passes over (N, C)."""
+    The teacher comes divided by its temperature (t / T_t) and takes no gradient. With ``t_norm`` (NormKD) the
+    student's T_s = t_norm * max(std(s), SPREAD_FLOOR) is formed here (:func:`soften_by_spread`, s centred) and its
+    gradient added to the student's: above the floor, d T_s / d s = t_norm * (s - mean) / ((C - 1) std), so the
+    student's gradient gains t_norm^2 / (C - 1) * (d KL / d T_s) * (s - mean) / T_s. Autograd would go through the
+    product, the difference, both log-softmaxes and both divisions: about twice the passes over (N, C)."""
 
     @staticmethod
-    def forward(ctx, student: Tensor, t_student: Optional[Tensor], teacher: Tensor, t_teacher: Tensor,
+    def forward(ctx, student: Tensor, t_student: Optional[Tensor], scaled_teacher: Tensor, t_teacher: Tensor,
                 t_norm: Optional[float]) -> Tensor:
         ctx.t_norm = t_norm
-        std_parts = (None,) * 3
+        std = None
         if t_norm is not None:
-            std_parts = _std_parts(student)
-            t_student = t_norm * std_parts[2].clamp_min(SPREAD_FLOOR)
-        scaled_student, scaled_teacher = student / t_student, teacher / t_teacher
+            scaled_student, t_student, std = soften_by_spread(student, t_norm)
+        else:
+            scaled_student = student / t_student
         log_q, log_p = torch.log_softmax(scaled_student, dim=-1), torch.log_softmax(scaled_teacher, dim=-1)
         p = log_p.exp()
         kl, terms, ctx.masked = sum_kl_terms(p * (log_p - log_q), p)
@@ -379,46 +410,46 @@ class _SoftenedKL(torch.autograd.Function):
             teacher_dot = torch.linalg.vecdot(terms.addcmul_(p, kl.unsqueeze(-1), value=-1.0), scaled_teacher)
         student_side = ctx.needs_input_grad[1] or (t_norm is not None and ctx.needs_input_grad[0])
         ctx.save_for_backward(log_q, p, scaled_student if student_side else None, t_student, t_teacher, teacher_dot,
-                              *std_parts)
+                              std)
         return kl
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor], None, Optional[Tensor], None]:
-        log_q, p, scaled_student, t_student, t_teacher, teacher_dot, base, offset, std = ctx.saved_tensors
+        log_q, p, scaled_student, t_student, t_teacher, teacher_dot, std = ctx.saved_tensors
         grad = grad.unsqueeze(-1)
         grad_student = grad_t_student = grad_t_teacher = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             grad_student = log_q.exp().sub_(p).mul_(grad / t_student)
             if scaled_student is not None:
                 grad_t_student = -torch.linalg.vecdot(grad_student, scaled_student).unsqueeze(-1)
-            if ctx.t_norm is not None:
-                _add_std_gradient(grad_student, base, offset, std, ctx.t_norm * grad_t_student, SPREAD_FLOOR)
+            if ctx.t_norm is not None:  # (s - mean) / T_s is the scaled student; 0 below the floor
+                through_std = ctx.t_norm ** 2 / (grad_student.shape[-1] - 1) * grad_t_student
+                grad_student.addcmul_(scaled_student, torch.where(std > SPREAD_FLOOR, through_std, 0.0))
                 grad_t_student = None
         if ctx.needs_input_grad[3]:
             grad_t_teacher = -teacher_dot.unsqueeze(-1) * (grad / t_teacher)
         return grad_student if ctx.needs_input_grad[0] else None, grad_t_student, None, grad_t_teacher, None
 
 
-def softened_kl_rows(student_logits: Tensor, t_student: Union[Tensor, Temperature], teacher_logits: Tensor,
+def softened_kl_rows(student_logits: Tensor, t_student: Union[Tensor, Temperature], scaled_teacher: Tensor,
                      t_teacher: Tensor) -> Tensor:
-    """KL(softmax(teacher / t_teacher) || softmax(student / t_student)) of each row, (N,), as :func:`kl_rows` of
-    the two log-softmaxes, with the temperatures (N, 1) fixed, NormKD's or CTKD's: the gradients of the student's
-    logits and of each temperature are formed in one pass each (:class:`_SoftenedKL`). ``t_student`` is the
-    student's temperatures, or the :class:`Temperature` that gives them (NormKD's is then formed with the KL). The
-    teacher's logits are detached."""
-    teacher_logits = teacher_logits.detach()
+    """KL(softmax(scaled_teacher) || softmax(student / t_student)) of each row, (N,), as :func:`kl_rows` of the two
+    log-softmaxes. ``scaled_teacher``: the teacher's logits divided by ``t_teacher`` (:meth:`Temperature.soften`),
+    detached; the temperatures (N, 1) are fixed, NormKD's or CTKD's: the gradients of the student's logits and of
+    each temperature are formed in one pass each (:class:`_SoftenedKL`). ``t_student`` is the student's
+    temperatures, or the :class:`Temperature` that gives them (NormKD's is then formed with the KL)."""
+    scaled_teacher = scaled_teacher.detach()
     rows = (student_logits.shape[0], 1)
-    fused = student_logits.dim() == 2 and student_logits.shape == teacher_logits.shape and t_teacher.shape == rows
+    fused = student_logits.dim() == 2 and student_logits.shape == scaled_teacher.shape and t_teacher.shape == rows
     if isinstance(t_student, Temperature):
         if fused and t_student.t_norm is not None and t_student.values == (1.0,) and rows[0] > 0 and \
                 student_logits.shape[-1] > 1:  # NormKD: the student's temperature formed with the KL
-            return _SoftenedKL.apply(student_logits, None, teacher_logits, t_teacher, t_student.t_norm)
+            return _SoftenedKL.apply(student_logits, None, scaled_teacher, t_teacher, t_student.t_norm)
         t_student = t_student(student_logits)
     if not fused or t_student.shape != rows:
-        return kl_rows(torch.log_softmax(teacher_logits / t_teacher, dim=-1),
-                       torch.log_softmax(student_logits / t_student, dim=-1))
-    return _SoftenedKL.apply(student_logits, t_student, teacher_logits, t_teacher, None)
+        return kl_rows(torch.log_softmax(scaled_teacher, dim=-1), torch.log_softmax(student_logits / t_student, dim=-1))
+    return _SoftenedKL.apply(student_logits, t_student, scaled_teacher, t_teacher, None)
 
 
 def hard_labels(target: Optional[Tensor], num_samples: int, num_classes: int, method: str,

@@ -17,8 +17,8 @@ from .functional import Temperature, softened_kl_rows
 
 def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, temperature: Temperature) -> Tensor:
     """T_t^2 * KL(softmax(t / T_t) || softmax(s / T_s)) per sample, (N,)."""
-    t_teacher = temperature(teacher_logits)
-    kl = softened_kl_rows(student_logits, temperature, teacher_logits, t_teacher)
+    scaled_teacher, t_teacher = temperature.soften(teacher_logits.detach())
+    kl = softened_kl_rows(student_logits, temperature, scaled_teacher, t_teacher)
     return kl * temperature.compensation(t_teacher)
 
 
