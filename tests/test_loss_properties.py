@@ -127,6 +127,9 @@ def test_bad_input_gives_clear_errors():
         KDLoss(logit_norm='std')
     with pytest.raises(ValueError, match=r'\[0, 10\)'):
         NKDLoss()(s, t, torch.full((8,), 10))
+    for loss in (KDLoss, DKDLoss, NKDLoss):  # a set of temperatures: the loss that takes a set is named
+        with pytest.raises(ValueError, match=r'softens at one temperature.*MultiTempKDLoss\(temperatures=\[1, 2\]\)'):
+            loss(temperature=[1, 2])
 
 
 def test_empty_batch_gives_zero_in_the_graph():

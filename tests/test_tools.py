@@ -1,4 +1,5 @@
 """The command-line tools as a user runs them: train (with OpenMMLab's flags), resume, test, export."""
+import re
 import shutil
 import subprocess
 import sys
@@ -70,8 +71,10 @@ def table_rows(log: str) -> dict:
 
 def test_benchmark_prints_a_row_for_every_loss_and_every_step(tmp_path):
     from kdplug.plugins import plugin_infos
-    rows = table_rows(run_tool(REPO / 'tools' / 'benchmark.py', 'losses', '--repeat', '1', '--warmup', '0',
-                               '--device', 'cpu'))
+    log = run_tool(REPO / 'tools' / 'benchmark.py', 'losses', '--repeat', '1', '--warmup', '0', '--device', 'cpu')
+    rows = table_rows(log)
+    assert re.search(r"USKD's ranking at N=256, C=1000: descending_order [0-9.]+ ms \([0-9.]+x KD\), "
+                     r"torch.argsort\(stable\) [0-9.]+ ms", log)
     for name in (n for info in plugin_infos() for n in info.contributions.get('kdplug_losses', [])):
         assert name in rows and all(float(ms) > 0 for ms in rows[name][:3]), name
         assert float(rows[name][3].split('x')[0]) > 0, name  # the cost relative to KD's

@@ -115,6 +115,20 @@ def bench_losses(device: str, repeat: int, warmup: int) -> None:
         per = len(getattr(getattr(loss, 'temperature', None), 'values', ())) if name == 'MultiTempKDLoss' else 1
         note = f' ({per} temperatures: per temperature)' if per > 1 else ''
         print(f'| {name} | ' + ' | '.join(f'{ms:.2f}' for ms in cells) + f' | {ratio / per:.2f}x{note} |')
+    print_ranking_cost(device, repeat, warmup)
+
+
+def print_ranking_cost(device: str, repeat: int, warmup: int) -> None:
+    """USKD ranks all C classes of every sample: its sort, kdplug's and torch's, next to KD's forward + backward."""
+    from kdplug.losses import KDLoss
+    from kdplug.losses.functional import descending_order
+    kd = KDLoss().to(device)
+    s = torch.randn(256, 1000, device=device, requires_grad=True)
+    t = torch.randn(256, 1000, device=device)
+    kd_ms, ours, torchs = timed_turns([lambda: kd(s, t).backward(), lambda: descending_order(t),
+                                       lambda: t.argsort(dim=-1, descending=True, stable=True)], device, repeat, warmup)
+    print(f'\nUSKD\'s ranking at N=256, C=1000: descending_order {ours:.2f} ms ({ours / kd_ms:.2f}x KD), '
+          f'torch.argsort(stable) {torchs:.2f} ms ({torchs / kd_ms:.2f}x KD)')
 
 
 def build_classifier(cfg: dict):

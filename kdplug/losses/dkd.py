@@ -22,7 +22,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .base import LogitLoss
-from .functional import EXCLUDED_LOGIT, Temperature, check_hyperparameter, hard_labels, kl_rows, sum_kl_terms
+from .functional import (EXCLUDED_LOGIT, Temperature, check_hyperparameter, hard_labels, kl_rows, one_temperature,
+                         sum_kl_terms)
 
 
 def binary_log_probs(z_target: Tensor, lse_non_target: Tensor) -> Tensor:
@@ -96,7 +97,7 @@ class DKDLoss(LogitLoss):
                  t_norm: Optional[float] = None, logit_norm: Optional[str] = None, loss_weight: float = 1.0) -> None:
         super().__init__(loss_weight=loss_weight, logit_norm=logit_norm)
         self.alpha, self.beta = check_hyperparameter('alpha', alpha), check_hyperparameter('beta', beta)
-        self.temperature = Temperature(temperature, t_norm, default=4.0)
+        self.temperature = one_temperature(temperature, t_norm, 4.0, 'DKDLoss')
 
     def per_sample(self, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor]) -> Tensor:
         target = hard_labels(target, *student_logits.shape, method='DKDLoss', soft_ok=False)

@@ -47,11 +47,11 @@ def reads_are_cheap(x: Tensor) -> bool:
 
 def _std_parts(x: Tensor) -> Tuple[Tensor, Optional[Tensor], Tensor]:
     """(base, offset, std) of each row: x - mean = base - offset (offset None: base is x centred) and the unbiased
-    std, (N, 1). (C - 1) var = sum x^2 - C mean^2 from two fused reductions, with no centred copy of x (NormKD's
-    temperature and z-score take a std of every row of both models; torch.var's Welford kernel costs three times
-    more). Its float32 error grows with C mean^2 / ((C - 1) var): rows whose mean exceeds ~8 stds (and constant
-    rows, which then come out exactly 0) are centred first instead. On an accelerator, where the test would
-    synchronise, always centred."""
+    std, (N, 1). (C - 1) var = sum x^2 - C mean^2 from two fused reductions, with no centred copy of x (z-score and
+    NormKD's temperature under DKD, NKD and multi-temperature KD take a std of every row of both models; torch.var's
+    Welford kernel costs three times more). Its float32 error grows with C mean^2 / ((C - 1) var): rows whose mean
+    exceeds ~8 stds (and constant rows, which then come out exactly 0) are centred first instead. On an accelerator,
+    where the test would synchronise, always centred."""
     classes = x.shape[-1]
     mean = x.mean(dim=-1, keepdim=True)
     base, offset = x, mean
@@ -235,6 +235,16 @@ class Temperature:
     def __repr__(self) -> str:
         values = self.values[0] if len(self.values) == 1 else list(self.values)
         return f'Temperature({values}, t_norm={self.t_norm})' if self.t_norm else f'Temperature({values})'
+
+
+def one_temperature(temperature: Optional[float], t_norm: Optional[float], default: float, method: str
+                    ) -> Temperature:
+    """The :class:`Temperature` of a loss that softens at one temperature (KD, DKD, NKD); a set of temperatures is
+    refused with the loss that takes one."""
+    if isinstance(temperature, (list, tuple)):
+        raise ValueError(f'{method} softens at one temperature, got temperature={list(temperature)}: a set of '
+                         f'temperatures is multi-temperature KD, MultiTempKDLoss(temperatures={list(temperature)})')
+    return Temperature(temperature, t_norm, default=default)
 
 
 class _GradientReversal(torch.autograd.Function):

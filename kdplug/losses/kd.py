@@ -12,7 +12,7 @@ from typing import Optional
 from torch import Tensor
 
 from .base import LogitLoss
-from .functional import Temperature, softened_kl_rows
+from .functional import Temperature, one_temperature, softened_kl_rows
 
 
 def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, temperature: Temperature) -> Tensor:
@@ -30,7 +30,7 @@ class KDLoss(LogitLoss):
     def __init__(self, temperature: Optional[float] = None, t_norm: Optional[float] = None,
                  logit_norm: Optional[str] = None, loss_weight: float = 1.0) -> None:
         super().__init__(loss_weight=loss_weight, logit_norm=logit_norm)
-        self.temperature = Temperature(temperature, t_norm, default=self.default_temperature)
+        self.temperature = one_temperature(temperature, t_norm, self.default_temperature, type(self).__name__)
 
     def per_sample(self, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor]) -> Tensor:
         return kd_per_sample(student_logits, teacher_logits, self.temperature)

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .base import LogitLoss
-from .functional import EXCLUDED_LOGIT, Temperature, check_hyperparameter, hard_labels, sum_kl_terms
+from .functional import EXCLUDED_LOGIT, Temperature, check_hyperparameter, hard_labels, one_temperature, sum_kl_terms
 
 
 class _NKDTerms(torch.autograd.Function):
@@ -79,7 +79,7 @@ class NKDLoss(LogitLoss):
                  logit_norm: Optional[str] = None, loss_weight: float = 1.0) -> None:
         super().__init__(loss_weight=loss_weight, logit_norm=logit_norm)
         self.gamma = check_hyperparameter('gamma', gamma)
-        self.temperature = Temperature(temperature, t_norm, default=1.0)
+        self.temperature = one_temperature(temperature, t_norm, 1.0, 'NKDLoss')
 
     def per_sample(self, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor]) -> Tensor:
         target = hard_labels(target, *student_logits.shape, method='NKDLoss', soft_ok=True)

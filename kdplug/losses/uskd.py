@@ -77,7 +77,7 @@ def zipf_non_target_labels(log_p_student: Tensor, p_weak: Tensor, labels: Tensor
         student_label = (log_p_student.gather(1, labels) * active).sum(1, keepdim=True)  # log p: the authors' code
         score = p_weak / (1 - weak_label + RANK_EPS) + log_p_student / (1 - student_label + RANK_EPS)
         # 1 = highest score; ties to the lower class index (a stable sort). One sort, and each class's 1 / rank
-        # scattered to it, not the two argsorts of the authors' code: the sort is most of the loss's time
+        # scattered to it, not the two argsorts of the authors' code: the sort is the largest part of the loss's time
         order = descending_order(score)
         one_over_rank = 1.0 / torch.arange(1, score.shape[-1] + 1, device=score.device, dtype=score.dtype)
         zipf = torch.empty_like(score).scatter_(1, order, one_over_rank.expand_as(score))
