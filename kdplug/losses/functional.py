@@ -151,9 +151,10 @@ def descending_order(score: Tensor) -> Tensor:
     """The column indices of each row of ``score`` (N, C) from its highest value to its lowest, ties to the lower
     index: ``score.argsort(dim=-1, descending=True, stable=True)``, int64.
 
-    On a CPU torch sorts with a scalar comparison sort, five times slower than numpy's vectorised one (USKD ranks
-    all C classes of every sample: the sort was most of its time). There each float32 value becomes an int64 key,
-    its order bits above its column index, and numpy sorts the keys: the key order is the stable descending order.
+    On a CPU torch sorts with a scalar comparison sort, three times slower than this (``tools/benchmark.py losses``
+    prints both; USKD ranks all C classes of every sample, and the sort was most of its time): each float32 value
+    becomes an int64 key, its order bits above its column index, and numpy's vectorised sort orders the keys, whose
+    order is the stable descending order.
     This is the one use of numpy in a loss; torch imports it already. A NaN anywhere (its bit patterns would order
     NaNs apart) leaves the sort to torch."""
     if not reads_are_cheap(score) or score.dtype != torch.float32 or bool(score.sum().isnan()):
