@@ -210,8 +210,13 @@ class Temperature:
         self.values = tuple(check_hyperparameter('temperature', v, strict=True) for v in values)
         self.t_norm = None if t_norm is None else check_hyperparameter('t_norm', t_norm, strict=True)
 
+    @property
+    def spread_only(self) -> bool:
+        """NormKD's temperature: t_norm times each row's floored std, with no fixed factor."""
+        return self.t_norm is not None and self.values == (1.0,)
+
     def __call__(self, logits: Tensor) -> Tensor:
-        if self.t_norm is not None and self.values == (1.0,):  # NormKD: the floored spread is the temperature
+        if self.spread_only:
             return self.t_norm * row_std(logits, SPREAD_FLOOR)
         base = logits.new_tensor(self.values).unsqueeze(0)  # (1, K)
         if self.t_norm is None:
@@ -223,8 +228,7 @@ class Temperature:
         (:func:`soften_by_spread`: the same softmax). No gradient: for the teacher's logits."""
         if len(self.values) != 1:
             raise ValueError(f'soften takes a single temperature, this one has {len(self.values)}: {self}')
-        if self.t_norm is not None and self.values == (1.0,) and logits.dim() == 2 and logits.shape[0] > 0 and \
-                logits.shape[-1] > 1:
+        if self.spread_only and logits.dim() == 2 and logits.shape[0] > 0 and logits.shape[-1] > 1:
             return soften_by_spread(logits, self.t_norm)[:2]
         temperature = self(logits)
         return logits / temperature, temperature
@@ -454,8 +458,8 @@ def softened_kl_rows(student_logits: Tensor, t_student: Union[Tensor, Temperatur
     rows = (student_logits.shape[0], 1)
     fused = student_logits.dim() == 2 and student_logits.shape == scaled_teacher.shape and t_teacher.shape == rows
     if isinstance(t_student, Temperature):
-        if fused and t_student.t_norm is not None and t_student.values == (1.0,) and rows[0] > 0 and \
-                student_logits.shape[-1] > 1:  # NormKD: the student's temperature formed with the KL
+        if fused and t_student.spread_only and rows[0] > 0 and student_logits.shape[-1] > 1:
+            # NormKD: the student's temperature formed with the KL
             return _SoftenedKL.apply(student_logits, None, scaled_teacher, t_teacher, t_student.t_norm)
         t_student = t_student(student_logits)
     if not fused or t_student.shape != rows:
