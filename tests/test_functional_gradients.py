@@ -1,7 +1,7 @@
 """The hand-written backward passes of the losses (the per-row std, the KL of softened logits with NormKD's and
-CTKD's temperatures, DKD's, NKD's and USKD's terms) give the gradients of their formulas: float64 gradchecks, and
-values and gradients against the same formulas written with autograd. The CPU's sort of USKD's ranking gives
-torch's stable order."""
+CTKD's temperatures, DKD's, NKD's and USKD's terms, MLKD's Gram terms) give the gradients of their formulas:
+float64 gradchecks, and values and gradients against the same formulas written with autograd. The CPU's sort of
+USKD's ranking gives torch's stable order."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -169,6 +169,28 @@ def test_uskd_terms_have_the_gradients_of_their_formulas(soft, classes):
         results.append((value.detach(), *torch.autograd.grad(value, (s, w), upstream)))
     for written_out, autograd in zip(*results):
         torch.testing.assert_close(written_out, autograd, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('n,c', [(5, 8), (8, 5)])  # fewer samples than classes (N x N Grams only), and more
+@pytest.mark.parametrize('weighted', [False, True])
+def test_mlkd_gram_terms_have_the_values_and_gradients_of_their_formulas(n, c, weighted):
+    """sum_ab (P_t P_t^T - P_s P_s^T)_ab^2 w_b and sum_cd (P_t^T P_t - P_s^T P_s)_cd^2 k_d, for any column weights
+    (the corrected MLKD's 0 / 1 masks are a case), with a left-out row: the Grams subtracted plainly here."""
+    from kdplug.losses.mlkd import gram_terms
+    torch.manual_seed(n)
+    s = (2 * torch.randn(n, c, dtype=torch.float64)).requires_grad_()
+    t = 2 * torch.randn(n, c, dtype=torch.float64)
+    keep = torch.ones(n, dtype=torch.float64)
+    keep[1] = 0.0
+    w = torch.rand(n, dtype=torch.float64) if weighted else torch.ones(n, dtype=torch.float64)
+    k = torch.rand(c, dtype=torch.float64) if weighted else torch.ones(c, dtype=torch.float64)
+    p_s, p_t = F.softmax(s / 3.0, dim=-1) * keep[:, None], F.softmax(t / 3.0, dim=-1) * keep[:, None]
+    batch = ((p_t @ p_t.t() - p_s @ p_s.t()).square() * w).sum()
+    classes = ((p_t.t() @ p_t - p_s.t() @ p_s).square() * k).sum()
+    weights = (w, k) if weighted else ()
+    torch.testing.assert_close(torch.stack(gram_terms(s, t, 3.0, keep, *weights)), torch.stack([batch, classes]),
+                               rtol=1e-12, atol=1e-15)
+    assert torch.autograd.gradcheck(lambda x: torch.stack(gram_terms(x, t, 3.0, keep, *weights)), (s,))
 
 
 def test_the_cpu_sort_gives_torchs_stable_descending_order():

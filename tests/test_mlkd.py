@@ -107,7 +107,7 @@ def tolerance(weight):
 # -- the value ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('faithful', [True, False])
 @pytest.mark.parametrize('temperature,logit_norm', [(4.0, None), (2.0, 'zscore'), (1.0, None)])
-@pytest.mark.parametrize('n', [8, 7])
+@pytest.mark.parametrize('n', [8, 7, 13])  # 13 > C = 10: the class term from the C x C Grams, not the N x N ones
 def test_two_views_match_the_reference(faithful, temperature, logit_norm, n):
     s_w, t_w, s_s, t_s = two_views(n=n, seed=n)
     loss = MLKDLoss(temperature=temperature, views=2, faithful=faithful, logit_norm=logit_norm, loss_weight=0.9)
@@ -126,8 +126,9 @@ def test_one_view_is_the_weak_views_terms(faithful, logit_norm):
 
 
 @pytest.mark.parametrize('faithful', [True, False])
-def test_every_term_matches_the_reference(faithful):
-    s_w, t_w, s_s, t_s = [x.double() for x in two_views(seed=30)]
+@pytest.mark.parametrize('n', [8, 13])
+def test_every_term_matches_the_reference(faithful, n):
+    s_w, t_w, s_s, t_s = [x.double() for x in two_views(n=n, seed=30)]
     ours = mlkd_terms([s_w, s_s], [t_w, t_s], 4.0, 'zscore', faithful)
     expected = reference(s_w, t_w, s_s, t_s, 4.0, True, faithful)
     assert set(ours) == set(expected) and len(ours) == 20
@@ -157,18 +158,19 @@ def test_faithful_and_corrected_differ_exactly_where_the_quirks_are():
     torch.testing.assert_close(weak_mean['instance', 'weak', 0], 0.5 * full)
 
 
-def test_the_gradient_matches_finite_differences_of_the_reference():
-    s_w, t_w, s_s, t_s = two_views(n=5, c=6, seed=50)
+@pytest.mark.parametrize('n,c', [(5, 6), (7, 4)])
+def test_the_gradient_matches_finite_differences_of_the_reference(n, c):
+    s_w, t_w, s_s, t_s = two_views(n=n, c=c, seed=50)
     for faithful in (True, False):
         s = torch.cat([s_w, s_s]).double().requires_grad_()
         loss = MLKDLoss(temperature=4.0, views=2, faithful=faithful, logit_norm='zscore')
         loss(s, torch.cat([t_w, t_s]).double()).backward()
         h = 1e-6
-        for row, col in [(0, 0), (3, 5), (6, 2), (9, 4)]:
+        for row, col in [(0, 0), (3, c - 1), (n + 1, 2), (2 * n - 1, c - 2)]:
             def at(delta):
                 x = s.detach().clone().numpy()
                 x[row, col] += delta
-                return sum(reference(x[:5], t_w, x[5:], t_s, 4.0, True, faithful).values())
+                return sum(reference(x[:n], t_w, x[n:], t_s, 4.0, True, faithful).values())
             numeric = (at(h) - at(-h)) / (2 * h)
             assert s.grad[row, col].item() == pytest.approx(numeric, rel=1e-4, abs=1e-7), (faithful, row, col)
 

@@ -161,7 +161,10 @@ def descending_order(score: Tensor) -> Tensor:
         return score.argsort(dim=-1, descending=True, stable=True)
     with torch.no_grad():  # 0 - x: descending x is ascending -x, and -0.0 becomes +0.0, which torch ties with it
         bits = (0.0 - score).numpy().view(np.int32)
-    keys = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64)  # negative floats: magnitude bits flipped
+    flip = bits >> 31  # negative floats: magnitude bits flipped (in place: each temporary is a pass over memory)
+    flip &= 0x7FFFFFFF
+    flip ^= bits
+    keys = flip.astype(np.int64)
     keys <<= 32
     keys |= np.arange(score.shape[-1], dtype=np.int64)
     keys.sort(axis=-1)

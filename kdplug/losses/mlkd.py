@@ -82,9 +82,11 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .base import LogitLoss
-from .functional import apply_logit_norm, check_hyperparameter, check_logits, kl_rows
+from .functional import Temperature, apply_logit_norm, check_hyperparameter, check_logits
+from .kd import kd_per_sample
 
 #: The temperatures after the loss's own, in the authors' order (KD_ours lines 115-162): (T, 3, 5, 2, 6).
 MLKD_TEMPERATURES = (3.0, 5.0, 2.0, 6.0)
@@ -115,21 +117,95 @@ def confidence_masks(teacher_weak: Tensor, keep: Tensor) -> Tuple[Tensor, Tensor
 
 
 def instance_rows(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """T^2 KL(softmax(t_i / T) || softmax(s_i / T)) of each row, (N,)."""
-    return temperature ** 2 * kl_rows(F.log_softmax(teacher_logits / temperature, dim=-1),
-                                      F.log_softmax(student_logits / temperature, dim=-1))
+    """T^2 KL(softmax(t_i / T) || softmax(s_i / T)) of each row, (N,): KD's per-sample loss."""
+    return kd_per_sample(student_logits, teacher_logits, Temperature(temperature))
 
 
-def gram_differences(student_logits: Tensor, teacher_logits: Tensor, temperature: float,
-                     keep: Tensor) -> Tuple[Tensor, Tensor]:
-    """The entrywise squared differences of the batch (N x N) and class (C x C) Gram matrices of the probabilities
-    at ``temperature``; left-out rows are zero in both models' probabilities."""
-    kept = keep.unsqueeze(-1) > 0
-    p_s = torch.where(kept, F.softmax(student_logits / temperature, dim=-1), torch.zeros_like(student_logits))
-    p_t = torch.where(kept, F.softmax(teacher_logits / temperature, dim=-1), torch.zeros_like(teacher_logits))
-    batch = (p_t @ p_t.t() - p_s @ p_s.t()).pow(2)
-    classes = (p_t.t() @ p_t - p_s.t() @ p_s).pow(2)
-    return batch, classes
+class _GramTerms(torch.autograd.Function):
+    """(L_B, L_C): L_B = sum_ab E_ab^2 w_b and L_C = sum_cd F_cd^2 k_d, the differences of the Gram matrices of
+    the probabilities, E = P_s P_s^T - P_t P_t^T (N x N) and F = P_s^T P_s - P_t^T P_t (C x C), with column weights
+    w (N,) and k (C,) (None: 1). The gradient, written out (autograd through the products took twice as many)::
+
+        d L_B / d P_s = 2 (E o (w_a + w_b)) P_s,     d L_C / d P_s = 2 P_s (F o (k_c + k_d))
+
+    With S = (P_s + P_t) / 2 and D = P_s - P_t, E = S D^T + D S^T and F = S^T D + D^T S: no two nearly equal Grams
+    are subtracted (the authors' code subtracts them). With fewer samples than classes F is never formed: with
+    X_k = X diag(k), L_C = <S S^T, D_k D^T> + 2 <D S^T, S_k D^T> + <D D^T, S_k S^T> and P_s (F o (k_c + k_d)) =
+    (P_s S^T) D_k + (P_s D^T) S_k + (P_s,k S^T) D + (P_s,k D^T) S, N x N Grams only (N^2 C products each, not
+    N C^2). Each product holds a D, small when the student nears its teacher, where the shorter identity
+    ||P_s P_s^T||^2 - 2 ||P_s P_t^T||^2 + ||P_t P_t^T||^2 would subtract nearly equal numbers."""
+
+    @staticmethod
+    def forward(ctx, p_student: Tensor, p_teacher: Tensor, sample_weight: Optional[Tensor],
+                class_weight: Optional[Tensor]) -> Tensor:
+        mean, difference = (p_student + p_teacher) * 0.5, p_student - p_teacher
+        num_samples, num_classes = p_student.shape
+        cross = mean @ difference.t()  # S D^T
+        # D S^T: with few classes a product is faster than reading the N x N matrix S D^T across its rows
+        cross_t = difference @ mean.t() if num_samples >= num_classes else cross.t()
+        batch = cross + cross_t
+        squared = batch.square()
+        batch_sum = squared.sum() if sample_weight is None else (squared @ sample_weight).sum()
+        if num_samples >= num_classes:
+            classes = torch.addmm(mean.t() @ difference, difference.t(), mean)  # F = S^T D + D^T S
+            squared = classes.square()
+            class_sum = squared.sum() if class_weight is None else (squared @ class_weight).sum()
+            ctx.save_for_backward(p_student, batch, sample_weight, classes, class_weight)
+        else:
+            grams = [mean @ mean.t(), difference @ difference.t()]  # S S^T, D D^T
+            if class_weight is None:  # k = 1: X_k = X
+                mean_k, difference_k, weighted = mean, difference, grams + [cross]
+            else:
+                mean_k, difference_k = mean * class_weight, difference * class_weight
+                weighted = [mean_k @ mean.t(), difference_k @ difference.t(), mean_k @ difference.t()]
+            class_sum = (torch.linalg.vecdot(grams[0].flatten(), weighted[1].flatten()) +
+                         2 * torch.linalg.vecdot(cross_t.flatten(), weighted[2].flatten()) +
+                         torch.linalg.vecdot(grams[1].flatten(), weighted[0].flatten()))
+            ctx.class_weighted = class_weight is not None
+            ctx.save_for_backward(p_student, batch, sample_weight, mean, difference, mean_k, difference_k, cross,
+                                  cross_t, *grams, *weighted)
+        return torch.stack([batch_sum, class_sum])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> Tuple[Tensor, None, None, None]:
+        p_student, batch, sample_weight = ctx.saved_tensors[:3]
+        both = batch.new_ones(batch.shape[0]) if sample_weight is None else sample_weight
+        batch_coefficient = batch * (both.unsqueeze(0) + both.unsqueeze(1)) * (2 * grad[0])  # 2 (E o (w_a + w_b))
+        if len(ctx.saved_tensors) == 5:
+            classes, class_weight = ctx.saved_tensors[3:]
+            both = classes.new_ones(classes.shape[0]) if class_weight is None else class_weight
+            class_coefficient = classes * (both.unsqueeze(0) + both.unsqueeze(1)) * (2 * grad[1])
+            return torch.addmm(batch_coefficient @ p_student, p_student, class_coefficient), None, None, None
+        mean, difference, mean_k, difference_k, cross, cross_t, mean_gram, difference_gram, \
+            mean_k_gram, difference_k_gram, cross_k = ctx.saved_tensors[3:]
+        scale = 2 * grad[1]
+        # P_s S^T = S S^T + D S^T / 2 (times D_k), P_s D^T = S D^T + D D^T / 2 (times S_k), the same with P_s,k
+        # (times D and S); P_s = S + D / 2: the batch term's coefficient of P_s joins those of S and D
+        of_difference_k = torch.add(mean_gram, cross_t, alpha=0.5).mul_(scale)
+        of_mean_k = torch.add(cross, difference_gram, alpha=0.5).mul_(scale)
+        if not ctx.class_weighted:  # k = 1: P_s,k = P_s, two products instead of four
+            grad_student = of_difference_k.mul_(2).add_(batch_coefficient, alpha=0.5) @ difference
+            return grad_student.addmm_(of_mean_k.mul_(2).add_(batch_coefficient), mean), None, None, None
+        grad_student = of_difference_k @ difference_k
+        grad_student.addmm_(of_mean_k, mean_k)
+        of_difference = torch.add(mean_k_gram, cross_k.t(), alpha=0.5).mul_(scale)
+        grad_student.addmm_(of_difference.add_(batch_coefficient, alpha=0.5), difference)
+        of_mean = torch.add(cross_k, difference_k_gram, alpha=0.5).mul_(scale)
+        return grad_student.addmm_(of_mean.add_(batch_coefficient), mean), None, None, None
+
+
+def gram_terms(student_logits: Tensor, teacher_logits: Tensor, temperature: float, keep: Tensor,
+               sample_weight: Optional[Tensor] = None, class_weight: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """The batch term sum_ab (P_t P_t^T - P_s P_s^T)_ab^2 w_b (N x N) and the class term sum_cd (P_t^T P_t -
+    P_s^T P_s)_cd^2 k_d (C x C) of the probabilities at ``temperature``; w = ``sample_weight`` (N,), k =
+    ``class_weight`` (C,), default 1. Left-out rows (keep 0) are zero in both models' probabilities."""
+    # a product, not a select: the distiller has zeroed a non-finite teacher row before giving it keep 0
+    kept = (keep > 0).to(student_logits).unsqueeze(-1)
+    p_s = F.softmax(student_logits / temperature, dim=-1) * kept
+    p_t = F.softmax(teacher_logits.detach() / temperature, dim=-1) * kept
+    batch_sum, class_sum = _GramTerms.apply(p_s, p_t, sample_weight, class_weight).unbind()
+    return batch_sum, class_sum
 
 
 def mlkd_terms(student_views: Sequence[Tensor], teacher_views: Sequence[Tensor], temperature: float,
@@ -165,13 +241,12 @@ def mlkd_terms(student_views: Sequence[Tensor], teacher_views: Sequence[Tensor],
             weak_logits = faithful and j in WEAK_IN_STRONG  # quirk 2: the weak view's logits at T = 2 and 6
             strong_rows = weak_rows if weak_logits else kept_rows(1, temperature_j)
             terms[('instance', 'strong', j)] = strong_rows.sum() / count
-        batch, classes = gram_differences(weak_s, weak_t, temperature_j, keep)
-        if faithful:  # quirk 1 again: whole sums scaled by the masks' fractions
-            terms[('batch', 'weak', j)] = sample_fraction * batch.sum() / count
-            terms[('class', 'weak', j)] = class_fraction * classes.sum() / num_classes
-        else:
-            terms[('batch', 'weak', j)] = (batch * sample_mask).sum() / count
-            terms[('class', 'weak', j)] = (classes * class_mask).sum() / num_classes
+        # quirk 1 again (faithful): whole sums scaled by the masks' fractions; corrected: the masks weigh columns
+        weights = (None, None) if faithful else (sample_mask, class_mask)
+        scales = (sample_fraction, class_fraction) if faithful else (1.0, 1.0)
+        batch, classes = gram_terms(weak_s, weak_t, temperature_j, keep, *weights)
+        terms[('batch', 'weak', j)] = scales[0] * batch / count
+        terms[('class', 'weak', j)] = scales[1] * classes / num_classes
     return terms
 
 

@@ -66,12 +66,13 @@ def uskd_labels(target: Optional[Tensor], num_samples: int, num_classes: int) ->
     return labels, weights, active
 
 
-def zipf_non_target_labels(log_p_student: Tensor, p_weak: Tensor, labels: Tensor, active: Tensor
-                           ) -> Tuple[Tensor, Tensor]:
-    """The Zipf soft labels z (N, C), 0 on each sample's labels, and the label columns they drop (N, K); detached.
+def zipf_non_target_ranks(log_p_student: Tensor, p_weak: Tensor, labels: Tensor, active: Tensor
+                          ) -> Tuple[Tensor, Tensor, Tensor]:
+    """Zipf's 1 / rank of every class (N, C), 0 on each sample's labels, not yet renormalised; the inverse of each
+    row's sum (N, 1), 0 where no class is left; the label columns dropped (N, K). Detached.
     ``log_p_student``: the student's log-probabilities, ``p_weak``: the weak head's probabilities.
 
-    Ranks all C classes (labels included) by the authors' score, then drops the labels and renormalises."""
+    Ranks all C classes (labels included) by the authors' score, then drops the labels."""
     with torch.no_grad():
         weak_label = (p_weak.gather(1, labels) * active).sum(1, keepdim=True)
         student_label = (log_p_student.gather(1, labels) * active).sum(1, keepdim=True)  # log p: the authors' code
@@ -79,11 +80,24 @@ def zipf_non_target_labels(log_p_student: Tensor, p_weak: Tensor, labels: Tensor
         # 1 = highest score; ties to the lower class index (a stable sort). One sort, and each class's 1 / rank
         # scattered to it, not the two argsorts of the authors' code: the sort is the largest part of the loss's time
         order = descending_order(score)
-        one_over_rank = 1.0 / torch.arange(1, score.shape[-1] + 1, device=score.device, dtype=score.dtype)
-        zipf = torch.empty_like(score).scatter_(1, order, one_over_rank.expand_as(score))
+        num_classes = score.shape[-1]
+        one_over_rank = 1.0 / torch.arange(1, num_classes + 1, device=score.device, dtype=score.dtype)
+        ranks = torch.empty_like(score).scatter_(1, order, one_over_rank.expand_as(score))
+        # each row's sum is sum_r 1/r less its labels' 1/rank: two passes over (N, C) fewer than summing the row
+        kept_sum = one_over_rank.sum() - (ranks.gather(1, labels) * active).sum(1, keepdim=True)
         dropped = torch.where(active, labels, labels[:, :1])  # an inactive label drops nothing new
-        zipf.scatter_(1, dropped, 0.0)
-        return zipf.div_(zipf.sum(dim=-1, keepdim=True).clamp_min(1e-12)), dropped
+        ranks.scatter_(1, dropped, 0.0)
+        # a kept class adds at least 1 / C: below half of that, no class is left (C = 2 and two labels)
+        inverse_sum = torch.where(kept_sum > 0.5 / num_classes, 1.0 / kept_sum, 0.0)
+        return ranks, inverse_sum, dropped
+
+
+def zipf_non_target_labels(log_p_student: Tensor, p_weak: Tensor, labels: Tensor, active: Tensor
+                           ) -> Tuple[Tensor, Tensor]:
+    """The Zipf soft labels z (N, C), 0 on each sample's labels and renormalised, and the label columns they drop
+    (N, K); detached. Arguments as :func:`zipf_non_target_ranks`."""
+    ranks, inverse_sum, dropped = zipf_non_target_ranks(log_p_student, p_weak, labels, active)
+    return ranks.mul_(inverse_sum), dropped
 
 
 class _USKDTerms(torch.autograd.Function):
@@ -109,11 +123,11 @@ class _USKDTerms(torch.autograd.Function):
         q = torch.where(active & (weights > 0), squared + weights - column_mean, 0.0)
         target_term = -(q * log_p_label).sum(dim=-1)
 
-        zipf, dropped = zipf_non_target_labels(log_p, p_weak, labels, active)
+        ranks, inverse_sum, dropped = zipf_non_target_ranks(log_p, p_weak, labels, active)  # z = ranks / sum
         # log-softmax over the kept classes only: the labels' logits set to EXCLUDED_LOGIT (probability exactly 0
         # and finite, so a sample with no class left, C = 2 and two labels, gives 0, not NaN, in value and gradient)
         log_kept = F.log_softmax(student.scatter(1, dropped, EXCLUDED_LOGIT), dim=-1)
-        non_target = -torch.linalg.vecdot(zipf, log_kept)
+        non_target = -torch.linalg.vecdot(ranks, log_kept) * inverse_sum.squeeze(-1)
 
         # cross-entropy with (1 - e) * label + e / C: (1 - e) * (label . log p) + e / C * sum_k log p_k
         labelled = log_p_weak.gather(1, labels[:, :1]).squeeze(1) if soft is None else \
@@ -121,20 +135,20 @@ class _USKDTerms(torch.autograd.Function):
         weak_term = -((1 - WEAK_LABEL_SMOOTHING) * labelled +
                       WEAK_LABEL_SMOOTHING / num_classes * log_p_weak.sum(dim=-1))
         ctx.weights = alpha, beta, mu
-        ctx.save_for_backward(log_p, log_kept, zipf, q, labels, p_weak, soft)
+        ctx.save_for_backward(log_p, log_kept, ranks, inverse_sum, q, labels, p_weak, soft)
         return alpha * target_term + beta * non_target + mu * weak_term
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple:
-        log_p, log_kept, zipf, q, labels, p_weak, soft = ctx.saved_tensors
+        log_p, log_kept, ranks, inverse_sum, q, labels, p_weak, soft = ctx.saved_tensors
         alpha, beta, mu = ctx.weights
         grad = grad.unsqueeze(-1)
         grad_student = grad_weak = None
         if ctx.needs_input_grad[0]:
             grad_non = beta * grad
-            grad_student = log_kept.exp().mul_(grad_non * zipf.sum(dim=-1, keepdim=True))
-            grad_student.addcmul_(zipf, grad_non, value=-1.0)
+            grad_student = log_kept.exp().mul_(grad_non * (inverse_sum > 0))  # Z_1 r: 0 where no class is left
+            grad_student.addcmul_(ranks, grad_non * inverse_sum, value=-1.0)  # z = ranks * inverse_sum
             grad_target = alpha * grad * q
             grad_student.addcmul_(log_p.exp(), grad_target.sum(dim=-1, keepdim=True))
             grad_student.scatter_add_(1, labels, -grad_target)
