@@ -42,7 +42,8 @@ as "KD_ours L / MLKD L":
 
 * instance term: ``kd_loss`` (KD_ours 13-21 / MLKD 17-28), the batch mean of T^2 KL(teacher || student);
   batch term ``bc_loss`` (KD_ours 37-47 / MLKD 44-54): the sum of squared differences of the N x N Gram matrices of
-  the probabilities, over N; class term ``cc_loss`` (KD_ours 24-34 / MLKD 31-41): of the C x C ones, over C;
+  the probabilities, over N; class term ``cc_loss`` (KD_ours 24-34 / MLKD 31-41): of the C x C ones, over C
+  (the same sums, computed differently: :func:`gram_terms` forms no C x C matrix when N < C);
 * masks (KD_ours 98-111 / MLKD 106-119): ``confidence.le(np.percentile(confidence, 50))`` and the same on the
   class sums: m keeps the less confident half of the samples, k the less predicted half of the classes;
 * the objective (KD_ours 249-254 / MLKD 267-272): ``loss_kd = loss_kd_weak + loss_kd_strong``, ``loss_cc =
@@ -121,10 +122,18 @@ def instance_rows(student_logits: Tensor, teacher_logits: Tensor, temperature: f
     return kd_per_sample(student_logits, teacher_logits, Temperature(temperature))
 
 
+def weighted_both_ways(matrix: Tensor, weight: Optional[Tensor], scale: Tensor) -> Tensor:
+    """scale * (matrix o (w_a + w_b)), w = 1 when None: the gradient of sum_ab X_ab^2 w_b / 2 with respect to a
+    symmetric X, whose entry X_ab is also X_ba."""
+    if weight is None:
+        return matrix * (2 * scale)
+    return matrix * (weight.unsqueeze(0) + weight.unsqueeze(1)) * scale
+
+
 class _GramTerms(torch.autograd.Function):
     """(L_B, L_C): L_B = sum_ab E_ab^2 w_b and L_C = sum_cd F_cd^2 k_d, the differences of the Gram matrices of
     the probabilities, E = P_s P_s^T - P_t P_t^T (N x N) and F = P_s^T P_s - P_t^T P_t (C x C), with column weights
-    w (N,) and k (C,) (None: 1). The gradient, written out (autograd through the products took twice as many)::
+    w (N,) and k (C,) (None: 1). The gradient, written out (autograd took twice as many products)::
 
         d L_B / d P_s = 2 (E o (w_a + w_b)) P_s,     d L_C / d P_s = 2 P_s (F o (k_c + k_d))
 
@@ -153,14 +162,14 @@ class _GramTerms(torch.autograd.Function):
             ctx.save_for_backward(p_student, batch, sample_weight, classes, class_weight)
         else:
             grams = [mean @ mean.t(), difference @ difference.t()]  # S S^T, D D^T
-            if class_weight is None:  # k = 1: X_k = X
+            if class_weight is None:  # k = 1: X_k = X, and L_C = 2 <S S^T, D D^T> + 2 <D S^T, S D^T>
                 mean_k, difference_k, weighted = mean, difference, grams + [cross]
-            else:
+                class_sum = 2 * (grams[0] * grams[1]).sum() + 2 * (cross_t * cross).sum()
+            else:  # S_k S^T, D_k D^T, S_k D^T
                 mean_k, difference_k = mean * class_weight, difference * class_weight
                 weighted = [mean_k @ mean.t(), difference_k @ difference.t(), mean_k @ difference.t()]
-            class_sum = (torch.linalg.vecdot(grams[0].flatten(), weighted[1].flatten()) +
-                         2 * torch.linalg.vecdot(cross_t.flatten(), weighted[2].flatten()) +
-                         torch.linalg.vecdot(grams[1].flatten(), weighted[0].flatten()))
+                class_sum = (grams[0] * weighted[1]).sum() + 2 * (cross_t * weighted[2]).sum() + \
+                    (grams[1] * weighted[0]).sum()
             ctx.class_weighted = class_weight is not None
             ctx.save_for_backward(p_student, batch, sample_weight, mean, difference, mean_k, difference_k, cross,
                                   cross_t, *grams, *weighted)
@@ -170,16 +179,15 @@ class _GramTerms(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor) -> Tuple[Tensor, None, None, None]:
         p_student, batch, sample_weight = ctx.saved_tensors[:3]
-        both = batch.new_ones(batch.shape[0]) if sample_weight is None else sample_weight
-        batch_coefficient = batch * (both.unsqueeze(0) + both.unsqueeze(1)) * (2 * grad[0])  # 2 (E o (w_a + w_b))
+        batch_grad, class_grad = grad.unbind()
+        batch_coefficient = weighted_both_ways(batch, sample_weight, 2 * batch_grad)  # 2 (E o (w_a + w_b))
         if len(ctx.saved_tensors) == 5:
             classes, class_weight = ctx.saved_tensors[3:]
-            both = classes.new_ones(classes.shape[0]) if class_weight is None else class_weight
-            class_coefficient = classes * (both.unsqueeze(0) + both.unsqueeze(1)) * (2 * grad[1])
+            class_coefficient = weighted_both_ways(classes, class_weight, 2 * class_grad)
             return torch.addmm(batch_coefficient @ p_student, p_student, class_coefficient), None, None, None
         mean, difference, mean_k, difference_k, cross, cross_t, mean_gram, difference_gram, \
             mean_k_gram, difference_k_gram, cross_k = ctx.saved_tensors[3:]
-        scale = 2 * grad[1]
+        scale = 2 * class_grad
         # P_s S^T = S S^T + D S^T / 2 (times D_k), P_s D^T = S D^T + D D^T / 2 (times S_k), the same with P_s,k
         # (times D and S); P_s = S + D / 2: the batch term's coefficient of P_s joins those of S and D
         of_difference_k = torch.add(mean_gram, cross_t, alpha=0.5).mul_(scale)
