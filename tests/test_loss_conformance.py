@@ -58,3 +58,13 @@ def test_constant_logits_never_give_nan_or_inf(loss, which):
     assert torch.isfinite(value)
     value.backward()
     assert torch.isfinite(s.grad).all()
+
+
+def test_an_empty_batch_gives_zero_in_the_graph(loss):
+    """No rows (an image without RoIs, a batch whose teacher rows were all left out): 0, still in the graph, so
+    every rank's backward runs, and a zero gradient of the right shape."""
+    s = torch.zeros(0, 10, requires_grad=True)
+    value = loss(s, torch.zeros(0, 10), torch.zeros(0, dtype=torch.long))
+    assert value.item() == 0.0 and value.requires_grad
+    value.backward()
+    assert s.grad is not None and s.grad.shape == (0, 10)
