@@ -133,7 +133,8 @@ def weighted_both_ways(matrix: Tensor, weight: Optional[Tensor], scale: Tensor) 
 class _GramTerms(torch.autograd.Function):
     """(L_B, L_C): L_B = sum_ab E_ab^2 w_b and L_C = sum_cd F_cd^2 k_d, the differences of the Gram matrices of
     the probabilities, E = P_s P_s^T - P_t P_t^T (N x N) and F = P_s^T P_s - P_t^T P_t (C x C), with column weights
-    w (N,) and k (C,) (None: 1). The gradient, written out (autograd took twice as many products)::
+    w (N,) and k (C,) (None: 1). The gradient, written out (autograd would take two backward products for each
+    forward one)::
 
         d L_B / d P_s = 2 (E o (w_a + w_b)) P_s,     d L_C / d P_s = 2 P_s (F o (k_c + k_d))
 
@@ -155,7 +156,8 @@ class _GramTerms(torch.autograd.Function):
         batch = cross + cross_t
         squared = batch.square()
         batch_sum = squared.sum() if sample_weight is None else (squared @ sample_weight).sum()
-        if num_samples >= num_classes:
+        ctx.classes_formed, ctx.class_weighted = num_samples >= num_classes, class_weight is not None
+        if ctx.classes_formed:
             classes = torch.addmm(mean.t() @ difference, difference.t(), mean)  # F = S^T D + D^T S
             squared = classes.square()
             class_sum = squared.sum() if class_weight is None else (squared @ class_weight).sum()
@@ -170,7 +172,6 @@ class _GramTerms(torch.autograd.Function):
                 weighted = [mean_k @ mean.t(), difference_k @ difference.t(), mean_k @ difference.t()]
                 class_sum = (grams[0] * weighted[1]).sum() + 2 * (cross_t * weighted[2]).sum() + \
                     (grams[1] * weighted[0]).sum()
-            ctx.class_weighted = class_weight is not None
             ctx.save_for_backward(p_student, batch, sample_weight, mean, difference, mean_k, difference_k, cross,
                                   cross_t, *grams, *weighted)
         return torch.stack([batch_sum, class_sum])
@@ -181,7 +182,7 @@ class _GramTerms(torch.autograd.Function):
         p_student, batch, sample_weight = ctx.saved_tensors[:3]
         batch_grad, class_grad = grad.unbind()
         batch_coefficient = weighted_both_ways(batch, sample_weight, 2 * batch_grad)  # 2 (E o (w_a + w_b))
-        if len(ctx.saved_tensors) == 5:
+        if ctx.classes_formed:
             classes, class_weight = ctx.saved_tensors[3:]
             class_coefficient = weighted_both_ways(classes, class_weight, 2 * class_grad)
             return torch.addmm(batch_coefficient @ p_student, p_student, class_coefficient), None, None, None
