@@ -3,6 +3,7 @@ the cached teacher's logits are the online teacher's to float16 rounding, and so
 store made from another teacher, pipeline or normalisation, or an incomplete one, is refused with what differs."""
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,7 +163,7 @@ def test_a_run_on_another_subset_of_the_data_is_refused_at_its_first_image(store
         cached.loss(data['inputs'], data['data_samples'])
 
 
-def test_the_demo_s_cached_config_trains_from_the_store_it_names(tmp_path, cifar10_root, teacher_checkpoint):
+def test_the_demo_s_cached_config_trains_from_the_store_it_names(tmp_path, cifar10_root, teacher_checkpoint, capsys):
     """configs/demo/kd-cached_*: tools/cache_teacher.py CONFIG writes the store the config's CachedTeacher reads,
     then tools/train.py CONFIG trains without a teacher network: finite KD losses, no teacher in the checkpoint."""
     from runner_helpers import make_runner, run_config, scalars
@@ -174,6 +175,7 @@ def test_the_demo_s_cached_config_trains_from_the_store_it_names(tmp_path, cifar
     cfg.train_dataloader.dataset.indices = IMAGES
     cfg.dump(str(tmp_path / 'cached.py'))
     main([str(tmp_path / 'cached.py'), '--device', 'cpu'])  # --out: the config's store
+    assert f'train from it: python tools/train.py {tmp_path / "cached.py"}\n' in capsys.readouterr().out
     runner = make_runner(cfg)
     runner.train()
     logged = [entry for entry in scalars(tmp_path / 'run') if 'distill.loss_kd' in entry]
@@ -233,3 +235,111 @@ def test_epochs_mode_counts_the_images_a_padded_epoch_draws_twice():
     assert epoch_occurrences(dict(sampler=dict(type='DefaultSampler', round_up=False)), 79, 2) == 1
     with pytest.raises(SystemExit, match='DefaultSampler'):
         epoch_occurrences(dict(sampler=dict(type='InfiniteSampler')), 79, 2)
+
+
+def shipped_checkpoint_teacher_configs():
+    """Every shipped classification config that distils from a CheckpointTeacher, as {name: Config}."""
+    from mmengine.config import Config
+    configs = {}
+    for path in sorted((REPO / 'configs').rglob('*.py')):
+        if '_base_' in path.parts or 'detection' in path.parts:
+            continue
+        cfg = Config.fromfile(str(path))
+        teacher = cfg.model.get('teacher') or {}
+        if str(teacher.get('type', '')).split('.')[-1] == 'CheckpointTeacher':
+            configs[path.relative_to(REPO / 'configs').as_posix()] = cfg
+    return configs
+
+
+def test_every_shipped_config_with_a_checkpoint_teacher_can_be_cached_as_it_is_or_says_why_not():
+    """The CIFAR and Tiny-ImageNet bases record each image's view: the cache tool accepts every shipped config
+    whose training pipeline has no MultiView (MLKD's two augmentations) and no mmpretrain RandomResizedCrop
+    (ImageNet's stock base); those are refused with the reason and the stand-in."""
+    from mmengine.registry import TRANSFORMS, init_default_scope
+
+    from kdplug.tools.cache_teacher import replayable_split
+    init_default_scope('mmpretrain')
+    configs = shipped_checkpoint_teacher_configs()
+    ready, refused = [], {}
+    for name, cfg in configs.items():
+        transforms = [TRANSFORMS.build(copy.deepcopy(t)) for t in cfg.train_dataloader.dataset.pipeline]
+        try:
+            replayable_split(transforms, 'views')
+            ready.append(name)
+        except ValueError as err:
+            refused[name] = str(err)
+    assert len(ready) >= 40 and all('cifar' in name or 'tiny-imagenet' in name for name in ready)
+    for name, reason in refused.items():
+        kinds = [t['type'] for t in configs[name].train_dataloader.dataset.pipeline]
+        if 'MultiView' in kinds:
+            assert 'no replayable transform' in reason, name
+        else:
+            assert 'in1k' in name and "'RandomResizedCrop'" in reason and 'kdplug.ReplayRandomResizedCrop' in reason, \
+                (name, reason)
+
+
+@pytest.fixture
+def array_dataset():
+    """CIFAR-10's test images held as arrays, as mmpretrain's CIFAR10 / CIFAR100 hold theirs: no image files."""
+    import mmcv
+    from mmpretrain.datasets import BaseDataset
+    from mmpretrain.registry import DATASETS
+
+    from cifar10_data import CLASSES
+
+    class ArrayImages(BaseDataset):
+        METAINFO = {'classes': CLASSES}
+
+        def __init__(self, data_root: str, split: str = 'train', **kwargs) -> None:
+            self.split = split
+            super().__init__(ann_file='', data_root=data_root, **kwargs)
+
+        def load_data_list(self):
+            root = Path(self.data_root) / self.split
+            return [dict(img=mmcv.imread(str(path), channel_order='rgb'), gt_label=label)
+                    for label, name in enumerate(CLASSES) for path in sorted((root / name).glob('*.jpg'))]
+
+    DATASETS.register_module(name='ArrayImagesForTests', module=ArrayImages, force=True)
+    yield 'ArrayImagesForTests'
+    DATASETS._module_dict.pop('ArrayImagesForTests', None)
+
+
+def test_a_shipped_cifar100_config_caches_and_trains_from_the_store_with_the_printed_options(
+        tmp_path, cifar10_root, array_dataset, capsys):
+    """configs/kd/kd_resnet56_resnet20_240e_cifar100.py, as shipped but for its data (arrays, as mmpretrain's
+    CIFAR100 holds them, here of CIFAR-10 images) and a saved resnet56: the cache tool writes a store of every view
+    and prints the command line that trains the same config from it; that run takes no teacher forward. The store
+    checks images by label, so the same run on the test split is refused at its first step."""
+    import shlex
+
+    from runner_helpers import make_runner, run_config, save_teacher, scalars
+
+    from kdplug.teachers.cache_store import TeacherCacheError
+    from kdplug.tools.cache_teacher import main
+    from kdplug.tools.train import parse_args
+    checkpoint = save_teacher(tmp_path / 'resnet56.pth', backbone='ResNet56', num_classes=100)
+    cfg = run_config(cifar10_root, tmp_path / 'run', checkpoint, REPO / 'configs' / 'kd' /
+                     'kd_resnet56_resnet20_240e_cifar100.py', max_iters=2)
+    for loader, split in (('train_dataloader', 'train'), ('val_dataloader', 'test'), ('test_dataloader', 'test')):
+        cfg[loader].dataset.update(type=array_dataset, split=split)
+    cfg.train_dataloader.dataset.indices = [0, 8, 16, 24]  # 8 training images per class: one of each of four
+    cfg.dump(str(tmp_path / 'kd_cifar100.py'))
+    main([str(tmp_path / 'kd_cifar100.py'), '--out', str(tmp_path / 'store'), '--device', 'cpu'])
+    printed = capsys.readouterr().out
+    assert f'{4 * 162} views scored' in printed
+    command = shlex.split(printed.split('train from it: ')[1].splitlines()[0])
+    assert command[:2] == ['python', 'tools/train.py']
+    args = parse_args(command[2:])  # what tools/train.py makes of it
+    assert args.config == str(tmp_path / 'kd_cifar100.py')
+    cfg.merge_from_dict(args.cfg_options)
+    assert cfg.model.teacher.type == 'CachedTeacher' and cfg.model.teacher.checkpoint == checkpoint
+
+    runner = make_runner(cfg)
+    runner.train()
+    logged = [entry['distill.loss_kd'] for entry in scalars(tmp_path / 'run') if 'distill.loss_kd' in entry]
+    assert len(logged) == 2 and np.isfinite(logged).all() and runner.model.teacher_model is None
+
+    cfg.train_dataloader.dataset.split = 'test'  # 4 per class: as many images, views found, other labels
+    cfg.work_dir = str(tmp_path / 'other_split')
+    with pytest.raises(TeacherCacheError, match='has the label .*another dataset'):
+        make_runner(cfg).train()

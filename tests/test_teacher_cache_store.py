@@ -67,3 +67,22 @@ def test_a_folder_that_is_not_a_store_says_how_to_make_one(tmp_path):
     (tmp_path / 'header.json').write_text(json.dumps({'format': 'something else', 'complete': True}))
     with pytest.raises(TeacherCacheError, match="format 'something else'"):
         TeacherCacheStore.open(str(tmp_path))
+
+
+def test_an_image_of_another_file_or_label_is_refused_and_what_is_not_recorded_is_not_compared(tmp_path):
+    """The store keeps each image's file and label(s): a run on another list, subset or split meets an image
+    whose file or label differs; a dataset held as arrays records labels only, and is still checked by them."""
+    files = [f'train/c{i}/{i}.jpg' for i in range(4)]
+    labels = [[i % 3] for i in range(4)]
+    store = TeacherCacheStore.create(str(tmp_path / 'files'), header(), files, labels)
+    store.check_images([0, 3], ['/elsewhere/c0/0.jpg', 'c3/3.jpg'], [[0], [0]])  # the data root does not matter
+    with pytest.raises(TeacherCacheError, match=r"image 1 of this run has the file 'c2/2.jpg'.*'c1/1.jpg'"):
+        store.check_images([1], ['c2/2.jpg'], [[1]])
+    with pytest.raises(TeacherCacheError, match=r'image 2 of this run has the label \[0\].*\[2\].*another dataset'):
+        store.check_images([2], ['c2/2.jpg'], [[0]])
+    with pytest.raises(TeacherCacheError, match="image 4 .*'nothing'"):
+        store.check_images([4], None, [[1]])
+    arrays = TeacherCacheStore.create(str(tmp_path / 'arrays'), header(), None, labels)
+    arrays.check_images([1], ['anything.jpg'], [[1]])  # no files recorded: only the labels compared
+    with pytest.raises(TeacherCacheError, match='has the label'):
+        arrays.check_images([1], None, [[2]])

@@ -10,8 +10,9 @@ A store is a folder:
   int32: the view each row was computed on (:func:`view_vector`), so a lookup checks the view it serves;
 * ``done.npy`` uint8: what is written, per image in ``views`` mode (``num_images``,), per epoch and rank in
   ``epochs`` mode (``epochs * world_size``,) (a killed job resumes at the first one not done);
-* ``images.json``: each image's file, as its last two path components (``class/name.jpg``), so a run on another
-  dataset (another list, order or subset) is caught at the first image that differs, wherever its data root is.
+* ``images.json``: each image's file, as its last two path components (``class/name.jpg``), and each image's label,
+  so a run on another dataset (another list, order, subset or split) is caught at the first image that differs,
+  wherever its data root is; a dataset held as arrays (mmpretrain's CIFAR10 / CIFAR100) has no files, only labels.
 
 Row ``i * slots + s`` is slot ``s`` of image ``i`` (the dataset's ``sample_idx``): its ``s``-th discrete view in
 ``views`` mode; in ``epochs`` mode the view it had in epoch ``s // k``, with ``k`` = ``slots / epochs`` the times one
@@ -75,10 +76,10 @@ class TeacherCacheStore:
 
     # -- making one ---------------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str, header: Dict[str, Any], images: Optional[Sequence[str]] = None
-               ) -> 'TeacherCacheStore':
+    def create(cls, path: str, header: Dict[str, Any], images: Optional[Sequence[str]] = None,
+               labels: Optional[Sequence[Sequence[int]]] = None) -> 'TeacherCacheStore':
         """A new store (or the one already at ``path`` when its header matches: a resumed job); ``images``: each
-        image's file path."""
+        image's file path, ``labels``: each image's label(s), as ints."""
         path = Path(path)
         # as JSON will give it back (tuples as lists, config dicts as dicts): a resumed job compares equal
         header = json.loads(json.dumps(dict(header, format=FORMAT, complete=False), default=str))
@@ -92,7 +93,8 @@ class TeacherCacheStore:
                                         'give another --out, or delete it to start again')
             return cls(path, old, mode='r+')
         path.mkdir(parents=True, exist_ok=True)
-        write_json(path / IMAGES, {'images': [image_key(p) for p in images or []]})
+        write_json(path / IMAGES, {'images': [image_key(p) for p in images or []],
+                                   'labels': [[int(v) for v in label] for label in labels or []]})
         np.lib.format.open_memmap(path / LOGITS, mode='w+', dtype=np.dtype(header['dtype']),
                                   shape=(rows, int(header['num_classes']))).flush()
         np.lib.format.open_memmap(path / PARAMS, mode='w+', dtype=np.int32, shape=(rows, width)).flush()
@@ -146,18 +148,25 @@ class TeacherCacheStore:
                                     'tools/cache_teacher.py command again, it resumes where it stopped')
         return cls(path, header)
 
-    def check_images(self, sample_idx: Sequence[int], paths: Sequence[str]) -> None:
-        """Raise unless image ``sample_idx[k]`` of the store is the file ``paths[k]``."""
+    def check_images(self, sample_idx: Sequence[int], paths: Optional[Sequence[str]] = None,
+                     labels: Optional[Sequence[Sequence[int]]] = None) -> None:
+        """Raise unless image ``sample_idx[k]`` of the store is the file ``paths[k]`` and has the label(s)
+        ``labels[k]``; what the store or the run does not record is not compared."""
         if self._images is None:
-            self._images = json.loads((self.path / IMAGES).read_text())['images']
-        if not self._images:
-            return
-        for index, path in zip(sample_idx, paths):
-            if not 0 <= int(index) < len(self._images) or self._images[int(index)] != image_key(path):
-                raise TeacherCacheError(
-                    f'image {int(index)} of this run is {image_key(path)!r}, of the teacher cache '
-                    f'{self._images[int(index)] if 0 <= int(index) < len(self._images) else "nothing"!r}: the store '
-                    'was made from another dataset (list, order or subset); make it again from this config')
+            recorded = json.loads((self.path / IMAGES).read_text())
+            self._images = {'file': recorded['images'], 'label': recorded.get('labels', [])}
+        for what, values in (('file', None if paths is None else [image_key(p) for p in paths]),
+                             ('label', None if labels is None else [[int(v) for v in label] for label in labels])):
+            stored = self._images[what]
+            if not stored or values is None:
+                continue
+            for index, value in zip(sample_idx, values):
+                there = stored[int(index)] if 0 <= int(index) < len(stored) else 'nothing'
+                if there != value:
+                    raise TeacherCacheError(
+                        f'image {int(index)} of this run has the {what} {value!r}, in the teacher cache {there!r}: '
+                        'the store was made from another dataset (list, order, subset or split); make it again '
+                        'from this config')
 
     def lookup(self, sample_idx: Sequence[int], views: Sequence[Mapping[str, Sequence]]) -> np.ndarray:
         """The rows of (image, view) pairs, (B, C): for each, the slot whose recorded view is that view."""

@@ -10,7 +10,8 @@ drew (``view``: ``kdplug.ReplayRandomCrop`` / ``ReplayRandomFlip`` / ``ReplayRan
 
 Refused at build, with what differs: a store made from another checkpoint (sha256) or teacher config, another class
 count or input normalisation, an incomplete store, in ``epochs`` mode another number of processes. Refused at the step
-that meets it: an image outside the store (another dataset), a view it does not hold (another pipeline, or in
+that meets it: an image outside the store, or of another file or label than the store's (another dataset, subset
+or split), a view it does not hold (another pipeline, or in
 ``epochs`` mode another seed / sampler / batch size / workers). It never falls back to a teacher network. Rows are
 images (ClassificationTask, one view).
 """
@@ -100,8 +101,10 @@ class CachedTeacher(TeacherSource):
             raise ValueError(f'the data samples lack {missing}: the training pipeline must use kdplug\'s replayable '
                              "transforms and PackInputs(meta_keys=(..., 'sample_idx', 'view'))")
         index = [s.metainfo['sample_idx'] for s in data_samples]
-        if 'img_path' in data_samples[0].metainfo:
-            self.store.check_images(index, [s.metainfo['img_path'] for s in data_samples])
+        paths = [s.metainfo['img_path'] for s in data_samples] if 'img_path' in data_samples[0].metainfo else None
+        labels = [torch.as_tensor(s.gt_label).flatten().tolist() for s in data_samples] \
+            if 'gt_label' in data_samples[0] else None
+        self.store.check_images(index, paths, labels)
         logits = self.store.lookup(index, [s.metainfo['view'] for s in data_samples])
         target = rows[0].logits
         return [torch.from_numpy(logits).to(device=target.device, dtype=torch.float32)], {}

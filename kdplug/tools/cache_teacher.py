@@ -8,13 +8,15 @@ defaults applied, as a run through it gets), in as many processes as it runs wit
 each rank draws and scores its shard of every epoch, as the run's rank will): exact when the students run with the
 same seed, world size and dataloader settings; a student whose views differ stops at its first step that meets one.
 
-CONFIG is a distillation config whose teacher is ``dict(type='CheckpointTeacher', model=..., checkpoint=...)``, or
-the ``CachedTeacher`` config that will read the store (then ``--out`` defaults to its ``store``), with a
-training pipeline of kdplug's replayable transforms (``kdplug.ReplayRandomCrop``, ``kdplug.ReplayRandomFlip``) with
-``PackInputs(meta_keys=(..., 'sample_idx', 'view'))``. Mode ``views``: each image's discrete views (CIFAR's pad-4
-crop x flip: 9 x 9 x 2 = 162) are all scored, so the store serves any epoch of any seed. The store (``--out``,
-default the CachedTeacher's ``store`` or ``<work_dir>/teacher_cache``; see kdplug/teachers/cache_store.py) is read
-by ``teacher=dict(type='CachedTeacher', store=DIR, model=..., checkpoint=...)``.
+CONFIG is a distillation config whose teacher is ``dict(type='CheckpointTeacher', model=..., checkpoint=...)`` (the
+shipped CIFAR and Tiny-ImageNet configs; the tool ends by printing the ``--cfg-options`` that make the same config
+read the store), or the ``CachedTeacher`` config that will read the store (then ``--out`` defaults to its
+``store``), with a training pipeline of kdplug's replayable transforms (``kdplug.ReplayRandomCrop``,
+``kdplug.ReplayRandomFlip``) and ``PackInputs(meta_keys=(..., 'sample_idx', 'view'))``. Mode ``views``: each image's
+discrete views (CIFAR's pad-4 crop x flip: 9 x 9 x 2 = 162) are all scored, so the store serves any epoch of any
+seed. The store (``--out``, default the CachedTeacher's ``store`` or ``<work_dir>/teacher_cache``; see
+kdplug/teachers/cache_store.py) is read by ``teacher=dict(type='CachedTeacher', store=DIR, model=...,
+checkpoint=...)``.
 
 A killed job resumes at the first image (views) or epoch (epochs, per rank) not written: run the same command again.
 Under ``--launcher pytorch`` each rank scores its own images in views mode (rank r: images r, r + world, ...), its
@@ -25,6 +27,7 @@ import argparse
 import copy
 import itertools
 import os.path as osp
+import shlex
 import time
 from typing import Dict, List, Sequence, Tuple
 
@@ -117,7 +120,8 @@ class Setup:
         init_default_scope(cfg.get('default_scope', 'mmpretrain'))
         teacher_cfg = cfg.model.get('teacher') or {}
         store = None
-        if str(teacher_cfg.get('type', '')).split('.')[-1] == 'CachedTeacher':  # the config that will read the store
+        self.reads_store = str(teacher_cfg.get('type', '')).split('.')[-1] == 'CachedTeacher'
+        if self.reads_store:  # the config that will read the store
             store = teacher_cfg['store']
             cfg.model.teacher = dict(type='CheckpointTeacher', model=teacher_cfg['model'],
                                      checkpoint=teacher_cfg['checkpoint'])
@@ -146,8 +150,25 @@ class Setup:
                            dataset={k: v for k, v in cfg.train_dataloader.dataset.items() if k != 'pipeline'},
                            classes=list(self.dataset.metainfo.get('classes') or []))
 
-    def image_paths(self) -> List[str]:
-        return [self.dataset.get_data_info(i)['img_path'] for i in range(len(self.dataset))]
+    def images(self) -> Tuple[List[str], List[List[int]]]:
+        """Each image's file and label(s), what a run's images are checked against; no files for a dataset held as
+        arrays (mmpretrain's CIFAR10 / CIFAR100), no labels for one without."""
+        infos = [self.dataset.get_data_info(i) for i in range(len(self.dataset))]
+        paths = [info['img_path'] for info in infos] if all('img_path' in info for info in infos) else []
+        labels = [np.atleast_1d(info['gt_label']).tolist() for info in infos] \
+            if all('gt_label' in info for info in infos) else []
+        return paths, labels
+
+    def train_command(self, args: argparse.Namespace) -> str:
+        """How to train from the store: the config with this job's ``--cfg-options``, and when its teacher is a
+        CheckpointTeacher, two more that make it a CachedTeacher of the same model and checkpoint."""
+        options = dict(args.cfg_options or {})
+        if not self.reads_store:
+            options.update({'model.teacher.type': 'CachedTeacher', 'model.teacher.store': self.out})
+        command = f'python tools/train.py {shlex.quote(args.config)}'
+        if options:
+            command += ' --cfg-options ' + ' '.join(shlex.quote(f'{key}={value}') for key, value in options.items())
+        return command
 
     @torch.no_grad()
     def logits(self, packed: List[dict]) -> np.ndarray:
@@ -164,7 +185,7 @@ def shared_store(setup: Setup, header: Dict) -> object:
 
     from kdplug.teachers.cache_store import TeacherCacheStore
     if get_dist_info()[0] == 0:
-        TeacherCacheStore.create(setup.out, header, setup.image_paths())
+        TeacherCacheStore.create(setup.out, header, *setup.images())
     if get_dist_info()[1] > 1:
         barrier()
     return TeacherCacheStore.create(setup.out, header)
@@ -311,7 +332,9 @@ def main(argv=None) -> None:
         seconds = time.time() - start
         print(f'\ncache_teacher.py: {store.num_images * store.slots} rows of {store.header["num_classes"]} logits; '
               f'{scored} views scored in {seconds:.1f} s ({scored / max(seconds, 1e-9):.0f} views/s on rank 0): '
-              f'{store.size_bytes() / 2 ** 20:.1f} MiB in {setup.out}', flush=True)
+              f'{store.size_bytes() / 2 ** 20:.1f} MiB in {setup.out}\ntrain from it: {setup.train_command(args)}'
+              + (' (same seed, number of processes and dataloader settings)' if args.mode == 'epochs' else ''),
+              flush=True)
 
 
 if __name__ == '__main__':

@@ -14,12 +14,15 @@ data_preprocessor = dict(
 # kdplug.CachedLoadImageFromFile: mmcv's LoadImageFromFile that decodes each image once per process and serves later
 # epochs from memory (150 MB for all of CIFAR-10), as mmpretrain's CIFAR datasets hold decoded arrays: same pixels.
 # kdplug.ReplayRandomCrop / ReplayRandomFlip: the pixels and random draws of mmpretrain's RandomCrop and mmcv's
-# RandomFlip, with less work per image (and each view recorded, should a teacher cache need it)
+# RandomFlip, with less work per image; PackInputs keeps the view each drew, where an offline teacher
+# (docs/teacher_cache.md) finds the teacher's logits of that view
 train_pipeline = [
     dict(type='kdplug.CachedLoadImageFromFile'),
     dict(type='kdplug.ReplayRandomCrop', crop_size=32, padding=4),
     dict(type='kdplug.ReplayRandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
+    # mmpretrain's default meta keys, and the view
+    dict(type='PackInputs', meta_keys=('sample_idx', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
+                                       'flip_direction', 'view')),
 ]
 test_pipeline = [
     dict(type='kdplug.CachedLoadImageFromFile'),

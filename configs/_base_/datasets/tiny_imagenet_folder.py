@@ -13,12 +13,15 @@ data_preprocessor = dict(
 )
 
 # kdplug's replayable pad-and-crop and flip: the pixels and random draws of mmpretrain's RandomCrop and mmcv's
-# RandomFlip, with less work per image (and each view recorded, should a teacher cache need it)
+# RandomFlip, with less work per image; PackInputs keeps the view each drew, where an offline teacher
+# (docs/teacher_cache.md) finds the teacher's logits of that view
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='kdplug.ReplayRandomCrop', crop_size=64, padding=8),
     dict(type='kdplug.ReplayRandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
+    # mmpretrain's default meta keys, and the view
+    dict(type='PackInputs', meta_keys=('sample_idx', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
+                                       'flip_direction', 'view')),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
