@@ -86,3 +86,34 @@ def test_an_image_of_another_file_or_label_is_refused_and_what_is_not_recorded_i
     arrays.check_images([1], ['anything.jpg'], [[1]])  # no files recorded: only the labels compared
     with pytest.raises(TeacherCacheError, match='has the label'):
         arrays.check_images([1], None, [[2]])
+
+
+def test_a_damaged_or_swapped_array_or_a_header_without_its_sizes_is_refused_at_open(tmp_path):
+    """Each array must be what the header says (rows = images x views, the class count, the dtype): a truncated
+    file, one of another store or a header missing a size is refused with the file and the fix, never read."""
+    import shutil
+    filled(tmp_path / 'good').mark_complete()
+    rows = 4 * len(VIEWS)
+
+    def damaged(name: str, change) -> str:
+        path = tmp_path / name
+        shutil.copytree(tmp_path / 'good', path)
+        change(path)
+        return str(path)
+
+    truncated = damaged('truncated', lambda p: (p / 'logits.npy').write_bytes((p / 'logits.npy').read_bytes()[:200]))
+    with pytest.raises(TeacherCacheError, match=r'logits.npy cannot be read.*damaged.*cache_teacher.py'):
+        TeacherCacheStore.open(truncated)
+    wider = damaged('wider', lambda p: np.save(p / 'logits.npy', np.zeros((rows, 6), np.float16)))
+    with pytest.raises(TeacherCacheError, match=rf'holds float16 \({rows}, 6\), its header says float16 \({rows}, 5\)'):
+        TeacherCacheStore.open(wider)
+    other_dtype = damaged('dtype', lambda p: np.save(p / 'params.npy', np.zeros((rows, 3), np.int64)))
+    with pytest.raises(TeacherCacheError, match=r'params.npy holds int64 .* says int32'):
+        TeacherCacheStore.open(other_dtype)
+
+    def without_slots(path):
+        header_ = json.loads((path / 'header.json').read_text())
+        del header_['slots']
+        (path / 'header.json').write_text(json.dumps(header_))
+    with pytest.raises(TeacherCacheError, match=r"not a complete store header \(KeyError: 'slots'\)"):
+        TeacherCacheStore.open(damaged('no_slots', without_slots))

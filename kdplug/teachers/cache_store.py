@@ -67,12 +67,23 @@ class TeacherCacheStore:
 
     def __init__(self, path: str, header: Dict[str, Any], mode: str = 'r') -> None:
         self.path, self.header = Path(path), header
-        self._images: Optional[List[str]] = None
+        self._images: Optional[Dict[str, list]] = None
+        arrays = array_layout(header, self.path)
         self.slots, self.num_images = int(header['slots']), int(header['num_images'])
         self.layout = [tuple(item) for item in header['layout']]
-        self.logits = np.load(self.path / LOGITS, mmap_mode=mode, allow_pickle=False)
-        self.params = np.load(self.path / PARAMS, mmap_mode=mode, allow_pickle=False)
-        self.done = np.load(self.path / DONE, mmap_mode=mode, allow_pickle=False)
+        self.logits, self.params, self.done = (self._load(name, mode, *arrays[name]) for name in (LOGITS, PARAMS, DONE))
+
+    def _load(self, name: str, mode: str, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """One array of the store, memory-mapped, as the header says it is: a damaged or swapped file is refused."""
+        try:
+            array = np.load(self.path / name, mmap_mode=mode, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise TeacherCacheError(f'{self.path / name} cannot be read ({exc.__class__.__name__}: {exc}): the store '
+                                    f'is damaged; {REMAKE}') from None
+        if array.shape != shape or array.dtype != dtype:
+            raise TeacherCacheError(f'{self.path / name} holds {array.dtype} {array.shape}, its header says {dtype} '
+                                    f'{shape}: the store is damaged or mixed with another; {REMAKE}')
+        return array
 
     # -- making one ---------------------------------------------------------------------------------------------
     @classmethod
@@ -83,8 +94,7 @@ class TeacherCacheStore:
         path = Path(path)
         # as JSON will give it back (tuples as lists, config dicts as dicts): a resumed job compares equal
         header = json.loads(json.dumps(dict(header, format=FORMAT, complete=False), default=str))
-        rows = int(header['num_images']) * int(header['slots'])
-        width = sum(n for _, n in header['layout'])
+        arrays = array_layout(header, path)
         if (path / HEADER).is_file():
             old = json.loads((path / HEADER).read_text())
             differs = sorted(k for k in set(old) | set(header) if k != 'complete' and old.get(k) != header.get(k))
@@ -95,12 +105,8 @@ class TeacherCacheStore:
         path.mkdir(parents=True, exist_ok=True)
         write_json(path / IMAGES, {'images': [image_key(p) for p in images or []],
                                    'labels': [[int(v) for v in label] for label in labels or []]})
-        np.lib.format.open_memmap(path / LOGITS, mode='w+', dtype=np.dtype(header['dtype']),
-                                  shape=(rows, int(header['num_classes']))).flush()
-        np.lib.format.open_memmap(path / PARAMS, mode='w+', dtype=np.int32, shape=(rows, width)).flush()
-        units = int(header['num_images']) if header['mode'] == 'views' else \
-            int(header['epochs']) * int(header.get('world_size', 1))
-        np.lib.format.open_memmap(path / DONE, mode='w+', dtype=np.uint8, shape=(units,)).flush()
+        for name, (shape, dtype) in arrays.items():
+            np.lib.format.open_memmap(path / name, mode='w+', dtype=dtype, shape=shape).flush()
         write_json(path / HEADER, header)  # last: a folder without it is not a store
         return cls(path, header, mode='r+')
 
@@ -190,6 +196,25 @@ class TeacherCacheStore:
 
     def size_bytes(self) -> int:
         return sum(os.path.getsize(self.path / name) for name in (LOGITS, PARAMS, DONE, HEADER, IMAGES))
+
+
+REMAKE = 'make it again with python tools/cache_teacher.py CONFIG (a new --out, or the old one deleted)'
+
+
+def array_layout(header: Mapping[str, Any], path: Path) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
+    """The shape and dtype of each array of a store with this header: rows ``num_images * slots`` of logits
+    (``num_classes``) and view parameters (their ints per view), one done flag per image (views) or per epoch and
+    rank (epochs)."""
+    try:
+        rows = int(header['num_images']) * int(header['slots'])
+        width = sum(int(n) for _, n in header['layout'])
+        units = int(header['num_images']) if header['mode'] == 'views' else \
+            int(header['epochs']) * int(header.get('world_size', 1))
+        return {LOGITS: ((rows, int(header['num_classes'])), np.dtype(header['dtype'])),
+                PARAMS: ((rows, width), np.dtype(np.int32)), DONE: ((units,), np.dtype(np.uint8))}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TeacherCacheError(f'{path / HEADER} is not a complete store header ({exc.__class__.__name__}: {exc}); '
+                                f'{REMAKE}') from None
 
 
 def image_key(path: str) -> str:
