@@ -343,3 +343,23 @@ def test_a_shipped_cifar100_config_caches_and_trains_from_the_store_with_the_pri
     cfg.work_dir = str(tmp_path / 'other_split')
     with pytest.raises(TeacherCacheError, match='has the label .*another dataset'):
         make_runner(cfg).train()
+
+
+def test_the_printed_train_command_carries_the_job_s_options_and_seed_through_tools_train():
+    """What tools/train.py parses from the printed line: the cache job's --cfg-options, its epochs-mode --seed and
+    the teacher turned into a CachedTeacher of the store."""
+    import shlex
+    from types import SimpleNamespace
+
+    from kdplug.tools.cache_teacher import Setup, parse_args
+    from kdplug.tools.train import parse_args as train_args
+    args = parse_args(['my cfg.py', '--mode', 'epochs', '--seed', '3', '--cfg-options',
+                       'train_dataloader.batch_size=32', 'model.teacher.checkpoint=runs/t.pth'])
+    command = Setup.train_command(SimpleNamespace(reads_store=False, out='work_dirs/store'), args)
+    parsed = train_args(shlex.split(command)[2:])
+    assert parsed.config == 'my cfg.py'
+    assert parsed.cfg_options == {'train_dataloader.batch_size': 32, 'model.teacher.checkpoint': 'runs/t.pth',
+                                  'randomness.seed': 3, 'model.teacher.type': 'CachedTeacher',
+                                  'model.teacher.store': 'work_dirs/store'}
+    reads = Setup.train_command(SimpleNamespace(reads_store=True, out='x'), parse_args(['cached.py']))
+    assert reads == 'python tools/train.py cached.py'

@@ -160,9 +160,11 @@ class Setup:
         return paths, labels
 
     def train_command(self, args: argparse.Namespace) -> str:
-        """How to train from the store: the config with this job's ``--cfg-options``, and when its teacher is a
-        CheckpointTeacher, two more that make it a CachedTeacher of the same model and checkpoint."""
+        """How to train from the store: the config with this job's ``--cfg-options`` (and ``--seed``), and when its
+        teacher is a CheckpointTeacher, two more that make it a CachedTeacher of the same model and checkpoint."""
         options = dict(args.cfg_options or {})
+        if args.mode == 'epochs' and args.seed is not None:  # the seed the views were drawn with
+            options['randomness.seed'] = args.seed
         if not self.reads_store:
             options.update({'model.teacher.type': 'CachedTeacher', 'model.teacher.store': self.out})
         command = f'python tools/train.py {shlex.quote(args.config)}'
