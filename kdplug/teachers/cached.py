@@ -48,6 +48,17 @@ def made_from(task: Task, model_cfg: dict, checkpoint: str, data_preprocessor: n
             'preprocess': preprocess_summary(data_preprocessor)}
 
 
+def sample_labels(data_samples: Sequence) -> Optional[List[List[int]]]:
+    """Each data sample's label(s) as ints, or None without labels; copied off the device in one transfer (the
+    preprocessor moved them there: one copy per sample would wait on the device once per sample)."""
+    if 'gt_label' not in data_samples[0]:
+        return None
+    labels = [torch.as_tensor(s.gt_label).flatten() for s in data_samples]
+    values = torch.cat(labels).cpu().tolist()
+    ends = torch.tensor([label.numel() for label in labels]).cumsum(0).tolist()
+    return [values[end - label.numel():end] for label, end in zip(labels, ends)]
+
+
 class CachedTeacher(TeacherSource):
 
     def __init__(self, store: str, model: dict, checkpoint: str) -> None:
@@ -101,9 +112,7 @@ class CachedTeacher(TeacherSource):
                              "transforms and PackInputs(meta_keys=(..., 'sample_idx', 'view'))")
         index = [s.metainfo['sample_idx'] for s in data_samples]
         paths = [s.metainfo['img_path'] for s in data_samples] if 'img_path' in data_samples[0].metainfo else None
-        labels = [torch.as_tensor(s.gt_label).flatten().tolist() for s in data_samples] \
-            if 'gt_label' in data_samples[0] else None
-        self.store.check_images(index, paths, labels)
+        self.store.check_images(index, paths, sample_labels(data_samples))
         logits = self.store.lookup(index, [s.metainfo['view'] for s in data_samples])
         target = rows[0].logits
         return [torch.from_numpy(logits).to(device=target.device, dtype=torch.float32)], {}
