@@ -42,7 +42,7 @@ def store(tmp_path_factory, cifar10_root, teacher_checkpoint):
     return dict(config=cfg, store=str(tmp / 'store'))
 
 
-def distillers(cfg_path: str, store: str, losses: dict):
+def distillers(cfg_path: str, store: str, losses: dict, check_data: bool = True):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
@@ -54,6 +54,10 @@ def distillers(cfg_path: str, store: str, losses: dict):
     cached_cfg = dict(copy.deepcopy(online_cfg), teacher=dict(
         type='CachedTeacher', store=store, model=cfg.model.teacher.model, checkpoint=cfg.model.teacher.checkpoint))
     online, cached = MODELS.build(online_cfg), MODELS.build(cached_cfg)
+    if check_data:  # as kdplug.TeacherDataCheckHook does before training
+        cached.teacher.check_data(cfg.train_dataloader.dataset, IMAGES)
+    else:  # to reach the step's own checks
+        cached.teacher.data_checked = True
     cached.student.load_state_dict(online.student.state_dict())
     return cfg, online, cached
 
@@ -111,12 +115,50 @@ def test_a_store_of_another_teacher_is_refused_at_build(store, tmp_path):
         distillers(str(tmp_path / 'cfg.py'), store['store'], {'kd': LOSSES['KD']})
 
 
+def test_a_pipeline_of_other_parameters_is_refused_before_training_even_when_its_views_are_in_the_store(
+        store, tmp_path, cifar10_root, teacher_checkpoint):
+    """A padding of 3 draws crop offsets 0..6, all of which a store made with padding 4 holds, but of other pixels
+    (each offset shifted by one): kdplug.TeacherDataCheckHook compares the pipelines before the first step and names
+    the transform; a store of as many views of other images (another subset) is refused there by its size."""
+    from mmengine.config import Config
+    from runner_helpers import make_runner, run_config
+
+    from kdplug.teachers.cache_store import TeacherCacheError
+    made = Config.fromfile(store['config'])
+    cfg = run_config(cifar10_root, tmp_path / 'run', teacher_checkpoint, max_iters=1)
+    cfg.model.teacher = dict(type='CachedTeacher', store=store['store'], model=made.model.teacher.model,
+                             checkpoint=made.model.teacher.checkpoint)
+    cfg.train_dataloader.dataset.update(indices=IMAGES, pipeline=copy.deepcopy(REPLAY_PIPELINE))
+    cfg.train_dataloader.dataset.pipeline[1]['padding'] = 3
+    with pytest.raises(TeacherCacheError, match=r"another training pipeline: transform 1 is .*'padding': 3.*"
+                                                r"'padding': 4.* in the store"):
+        make_runner(cfg).train()
+    cfg.train_dataloader.dataset.pipeline[1]['padding'] = 4
+    cfg.train_dataloader.dataset.indices = IMAGES + 1
+    with pytest.raises(TeacherCacheError, match=f'holds {IMAGES} images, this run trains on {IMAGES + 1}'):
+        make_runner(cfg).train()
+
+
+def test_a_cached_teacher_not_shown_the_training_data_refuses_to_serve(store):
+    """Without kdplug.TeacherDataCheckHook (a runtime of one's own) the store was never compared with the run's
+    pipeline: the first step stops and says which hook to add."""
+    from mmengine.config import Config
+
+    from kdplug.teachers.cache_store import TeacherCacheError
+    cfg, online, cached = distillers(store['config'], store['store'], {'kd': LOSSES['KD']})
+    cached.teacher.data_checked = False
+    data = cached.data_preprocessor(next(batches(Config.fromfile(store['config']), steps=1, seed=0)), training=True)
+    with pytest.raises(TeacherCacheError, match=r"not been shown the run's training data.*TeacherDataCheckHook"):
+        cached.loss(data['inputs'], data['data_samples'])
+
+
 def test_a_view_of_another_pipeline_stops_the_step_that_meets_it(store, tmp_path, cifar10_root, teacher_checkpoint):
+    """The step's own check, behind the one before training: a view the store does not hold is an error."""
     from kdplug.teachers.cache_store import TeacherCacheError
     other = copy.deepcopy(REPLAY_PIPELINE)
     other[1]['padding'] = 6  # offsets up to 12: views the store never scored
     cfg_path = config(tmp_path, cifar10_root, teacher_checkpoint, other)
-    cfg, online, cached = distillers(cfg_path, store['store'], {'kd': LOSSES['KD']})
+    cfg, online, cached = distillers(cfg_path, store['store'], {'kd': LOSSES['KD']}, check_data=False)
     with pytest.raises(TeacherCacheError, match='no view .*another pipeline'):
         for batch in batches(cfg, steps=4, seed=0):
             data = cached.data_preprocessor(batch, training=True)

@@ -198,6 +198,7 @@ def bench_step(device: str, batch_size: int, repeat: int, warmup: int) -> None:
     cached_cfg['teacher'] = dict(cached_cfg['teacher'], type='CachedTeacher',
                                  store=teacher_store(student, teacher_path, classifier('ResNet32x4'), batch_size))
     model = MODELS.build(cached_cfg).to(device)
+    model.teacher.check_data(dict(pipeline=[]), batch_size)  # as the Runner's hook does: no pipeline here, a batch
     wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
     cached_data = dict(data, data_samples=[sample.clone() for sample in data['data_samples']])
     for index, sample in enumerate(cached_data['data_samples']):  # what kdplug's replayable transforms record

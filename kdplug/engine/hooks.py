@@ -108,6 +108,22 @@ class CTKDCurriculumHook(Hook):
         runner.visualizer.add_scalars(scalars, step=runner.iter)
 
 
+class TeacherDataCheckHook(Hook):
+    """Before training, show the teacher source the run's training data (its dataset config and length): the cached
+    teacher refuses a store made with another pipeline or number of images before the first step
+    (:meth:`kdplug.teachers.base.TeacherSource.check_data`). In ``default_hooks`` of
+    configs/_base_/distill_runtime.py, where a config's own ``custom_hooks`` do not replace it."""
+
+    priority = 'HIGH'
+
+    def before_train(self, runner) -> None:
+        source = getattr(unwrap(runner.model), 'teacher', None)
+        if source is None:
+            return
+        dataset = (runner.cfg.get('train_dataloader') or {}).get('dataset')
+        source.check_data(dataset, len(runner.train_dataloader.dataset))
+
+
 class TeacherEvalHook(Hook):
     """Evaluate the teacher once, before training, with the run's validation dataloader and evaluator, and log its
     metrics as ``teacher/<metric>``: a wrong checkpoint shows at once, not after a day of training. Progress is

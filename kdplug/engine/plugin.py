@@ -7,5 +7,6 @@ from kdplug import hookimpl
 @hookimpl
 def kdplug_engine_hooks() -> List[type]:
     from kdplug.engine.hooks import AtomicCheckpointHook, EMATeacherHook, LossWarmupHook, TeacherEvalHook
-    from kdplug.engine.hooks import CTKDCurriculumHook
-    return [LossWarmupHook, TeacherEvalHook, EMATeacherHook, AtomicCheckpointHook, CTKDCurriculumHook]
+    from kdplug.engine.hooks import CTKDCurriculumHook, TeacherDataCheckHook
+    return [LossWarmupHook, TeacherEvalHook, EMATeacherHook, AtomicCheckpointHook, CTKDCurriculumHook,
+            TeacherDataCheckHook]

@@ -1,9 +1,11 @@
 """The contract of a teacher source: where the teacher's logits (and features) come from, for any task.
 
 A teacher source is an ``nn.Module`` built from the ``teacher=`` of a :class:`kdplug.Distiller` config. The
-distiller calls :meth:`TeacherSource.setup` once, after building the student, then, every training step,
-:meth:`TeacherSource.teach` with the student's output; it returns the teacher's logits for each group of rows
-(same rows, same order) and the teacher's features at the positions feature-level losses ask for. Sources:
+distiller calls :meth:`TeacherSource.setup` once, after building the student; before training
+``kdplug.TeacherDataCheckHook`` shows it the run's training data (:meth:`TeacherSource.check_data`); every training
+step the distiller calls :meth:`TeacherSource.teach` with the student's output; it returns the teacher's logits for
+each group of rows (same rows, same order) and the teacher's features at the positions feature-level losses ask for.
+Sources:
 
 * :class:`~kdplug.teachers.checkpoint.CheckpointTeacher`: a frozen model loaded from a checkpoint;
 * :class:`~kdplug.teachers.ema.EMATeacher`: an exponential moving average of the student;
@@ -16,7 +18,7 @@ distiller calls :meth:`TeacherSource.setup` once, after building the student, th
 :meth:`~kdplug.tasks.base.Task.teacher_logits` without gradient, recording features on the way. A new source is one
 class with ``setup`` and ``teach`` plus one line in a plugin's ``kdplug_teachers`` hook (CachedTeacher is one).
 """
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +39,10 @@ class TeacherSource(nn.Module):
 
     def setup(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
         """Build what the source needs, once the student exists."""
+
+    def check_data(self, dataset: Optional[Mapping[str, Any]], num_images: int) -> None:
+        """Called once before training (``kdplug.TeacherDataCheckHook``) with the run's training dataset config and
+        its length: a source whose logits depend on the data (the cached teacher) refuses data it cannot serve."""
 
     def before_step(self, student: nn.Module) -> None:
         """Called at the start of every training step (the EMA teacher starts as a copy of the student)."""

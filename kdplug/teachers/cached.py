@@ -9,13 +9,16 @@ drew (``view``: ``kdplug.ReplayRandomCrop`` / ``ReplayRandomFlip`` / ``ReplayRan
 ``PackInputs(meta_keys=(..., 'view'))``); the source returns the row the store holds for exactly that (image, view).
 
 Refused at build, with what differs: a store made from another checkpoint (sha256) or teacher config, another class
-count or input normalisation, an incomplete or damaged store, in ``epochs`` mode another number of processes.
+count or input normalisation, an incomplete or damaged store, in ``epochs`` mode another number of processes; before
+training (``kdplug.TeacherDataCheckHook``, :meth:`CachedTeacher.check_data`): another training pipeline or number of
+images.
 Refused at the step that meets it: an image outside the store, or of another file or label than the store's (another
 dataset, subset or split), a view it does not hold (another pipeline, or in ``epochs`` mode another seed / sampler /
 batch size / workers). It never falls back to a teacher network. Rows are images (ClassificationTask, one view).
 """
+import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -42,10 +45,18 @@ def checkpoint_identity(checkpoint: str) -> str:
 
 def made_from(task: Task, model_cfg: dict, checkpoint: str, data_preprocessor: nn.Module) -> Dict[str, Any]:
     """What a store records about its teacher and inputs, and what a run compares with it (JSON-comparable)."""
-    import json
     return {'teacher_checkpoint': checkpoint_identity(checkpoint),
             'teacher_model': json.loads(json.dumps(task.model_config(model_cfg), sort_keys=True, default=str)),
             'preprocess': preprocess_summary(data_preprocessor)}
+
+
+def pixel_pipeline(pipeline: Optional[Sequence[Mapping[str, Any]]]) -> List[Any]:
+    """The transforms that make a view's pixels, as JSON gives them back: the pipeline without its final packer
+    (``PackInputs``, whose meta keys change no pixel)."""
+    transforms = json.loads(json.dumps(list(pipeline or []), default=str, sort_keys=True))
+    if transforms and str(transforms[-1].get('type', '')).split('.')[-1].startswith('Pack'):
+        transforms = transforms[:-1]
+    return transforms
 
 
 def sample_labels(data_samples: Sequence) -> Optional[List[List[int]]]:
@@ -94,6 +105,29 @@ class CachedTeacher(TeacherSource):
             raise TeacherCacheError(f'the teacher cache {self.store_path} holds {store.header["num_classes"]} '
                                     f'classes, the student predicts {classes}')
         self.store = store
+        self.data_checked = False
+
+    def check_data(self, dataset: Optional[Mapping[str, Any]], num_images: int) -> None:
+        """Refuse a run whose training pipeline (every transform before the packer: the pixels of each view) or
+        number of images is not the store's: a pipeline of other parameters can draw views the store holds (a smaller
+        padding, another crop size, a resize before the crop) whose pixels differ."""
+        if dataset is None:
+            raise TeacherCacheError(f'{self.description}: the run\'s training dataset config is unknown (a Runner '
+                                    'built without a config), so the store cannot be checked against its pipeline; '
+                                    'build the Runner with Runner.from_cfg')
+        here, there = pixel_pipeline(dataset.get('pipeline')), pixel_pipeline(self.store.header.get('pipeline'))
+        if here != there:
+            step = next((i for i, (a, b) in enumerate(zip(here, there)) if a != b), min(len(here), len(there)))
+            raise TeacherCacheError(
+                f'the teacher cache {self.store_path} was made with another training pipeline: transform {step} is '
+                f'{here[step] if step < len(here) else "absent"} here, '
+                f'{there[step] if step < len(there) else "absent"} in the store. Train with the pipeline of the '
+                'cache job, or make the store again from this config')
+        if num_images != self.store.num_images:
+            raise TeacherCacheError(f'the teacher cache {self.store_path} holds {self.store.num_images} images, this '
+                                    f'run trains on {num_images}: the store was made from another dataset or subset; '
+                                    'make it again from this config')
+        self.data_checked = True
 
     def teach(self, task: Task, inputs: Any, data_samples: List, student: StudentOutput,
               positions: Sequence[str] = (), with_logits: bool = True
@@ -101,6 +135,11 @@ class CachedTeacher(TeacherSource):
         if positions:
             raise ValueError(f'{type(self).__name__} holds logits only, not the teacher\'s features at '
                              f'{sorted(positions)}: use CheckpointTeacher for feature-level losses')
+        if not self.data_checked:
+            raise TeacherCacheError(
+                f'{self.description} has not been shown the run\'s training data: add default_hooks = dict('
+                "teacher_data=dict(type='kdplug.TeacherDataCheckHook')) (configs/_base_/distill_runtime.py has it), "
+                'which compares the pipeline and the number of images with the store\'s before training')
         rows = student.rows
         if len(rows) != 1 or rows[0].logits.shape[0] != len(data_samples):
             raise ValueError(f'{type(self).__name__} serves one row per image (one view, ClassificationTask); '
