@@ -111,10 +111,10 @@ class CachedTeacher(TeacherSource):
         """Refuse a run whose training pipeline (every transform before the packer: the pixels of each view) or
         number of images is not the store's: a pipeline of other parameters can draw views the store holds (a smaller
         padding, another crop size, a resize before the crop) whose pixels differ."""
-        if dataset is None:
-            raise TeacherCacheError(f'{self.description}: the run\'s training dataset config is unknown (a Runner '
-                                    'built without a config), so the store cannot be checked against its pipeline; '
-                                    'build the Runner with Runner.from_cfg')
+        if not isinstance(dataset, Mapping):
+            raise TeacherCacheError(f'{self.description}: the run\'s training dataset config is unknown ({dataset!r}: '
+                                    'a Runner built without a config, or from a dataset object), so the store cannot '
+                                    'be checked against its pipeline; build the Runner with Runner.from_cfg')
         here, there = pixel_pipeline(dataset.get('pipeline')), pixel_pipeline(self.store.header.get('pipeline'))
         if here != there:
             step = next((i for i, (a, b) in enumerate(zip(here, there)) if a != b), min(len(here), len(there)))
