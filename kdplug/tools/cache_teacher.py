@@ -63,6 +63,9 @@ def replayable_split(transforms: Sequence, mode: str = 'views') -> Tuple[List, L
     from kdplug.transforms.replay import REPLAYABLE, ReplayRandomResizedCrop
     replay_types = tuple(REPLAYABLE.values())
     names = [type(t).__name__ for t in transforms]
+    if 'MultiView' in names:
+        raise ValueError(f'the training pipeline {names} gives each image several augmented views (MultiView): the '
+                         'cached teacher serves one view per image; distil with the online teacher')
     unreplayable = [n for t, n in zip(transforms, names) if not isinstance(t, replay_types)
                     and (n.startswith('Random') or n in ('AutoAugment', 'RandAugment', 'ColorJitter', 'Lighting'))]
     if unreplayable:
