@@ -71,6 +71,46 @@ def test_ema_self_teacher_is_updated_through_the_ddp_wrapper(cifar10_root, tmp_p
     assert not torch.equal(ema, student), 'the EMA teacher equals the student: the hook did not reach the module'
 
 
+def dist_cache(config, tmp_path, arguments: list, options: list) -> None:
+    """tools/cache_teacher.py CONFIG under torchrun, two processes over gloo."""
+    shim = tmp_path / 'cpu_shim'
+    shim.mkdir(exist_ok=True)
+    (shim / 'sitecustomize.py').write_text('import torch\ntorch.cuda.set_device = lambda device: None\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith('KDPLUG_')}
+    env.update(PYTHONPATH=f'{shim}:{REPO}', OMP_NUM_THREADS='1')
+    result = subprocess.run(
+        [str(REPO / '.venv' / 'bin' / 'python'), '-m', 'torch.distributed.run', '--nproc_per_node=2',
+         f'--master_port={29500 + (os.getpid() + 7) % 1000}', str(REPO / 'tools' / 'cache_teacher.py'), str(config),
+         '--launcher', 'pytorch', '--device', 'cpu', *arguments, '--cfg-options', 'env_cfg.dist_cfg.backend=gloo',
+         *options],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+
+
+def test_views_mode_cache_made_in_two_processes_is_the_one_process_store(cifar10_root, tmp_path):
+    """tools/cache_teacher.py --mode views under torchrun: rank r scores images r, r + 2, ... (9 images: one rank
+    has one more) into one store, which holds, bit for bit, what one process writes: the logits, the views, what is
+    done and each image's file and label."""
+    from kdplug.teachers.cache_store import TeacherCacheStore
+    from kdplug.tools.cache_teacher import main
+    teacher = save_teacher(tmp_path / 'teacher.pth')
+    config = REPO / 'configs' / 'demo' / 'kd-cached_resnet20_resnet8_4e_cifar10-10k.py'
+    options = [*data_options(cifar10_root), 'train_dataloader.dataset.indices=9', f'model.teacher.checkpoint={teacher}']
+    dist_cache(config, tmp_path, ['--out', str(tmp_path / 'two')], options)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the two processes runs (OMP_NUM_THREADS=1): the same arithmetic
+    try:
+        main([str(config), '--out', str(tmp_path / 'one'), '--device', 'cpu', '--cfg-options', *options])
+    finally:
+        torch.set_num_threads(threads)
+    two, one = TeacherCacheStore.open(str(tmp_path / 'two')), TeacherCacheStore.open(str(tmp_path / 'one'))
+    assert two.num_images == one.num_images == 9 and two.slots == one.slots == 162
+    for name in ('logits', 'params', 'done'):
+        assert np.array_equal(getattr(two, name), getattr(one, name)), name
+    assert (tmp_path / 'two' / 'images.json').read_text() == (tmp_path / 'one' / 'images.json').read_text()
+    assert np.abs(one.logits.astype(np.float32)).sum(-1).min() > 0  # every row written
+
+
 def test_epochs_mode_cache_made_in_two_processes_serves_a_two_process_run(cifar10_root, tmp_path):
     """tools/cache_teacher.py --mode epochs under torchrun: each rank scores the views its shard of every epoch
     draws; a two-process run with the same seed finds every view (the cached teacher stops at the first it lacks).
@@ -85,18 +125,7 @@ def test_epochs_mode_cache_made_in_two_processes_serves_a_two_process_run(cifar1
     config = REPO / 'configs' / 'demo' / 'kd-cached_resnet20_resnet8_4e_cifar10-10k.py'
     options = [*data_options(cifar10_root), 'train_dataloader.dataset.indices=79', 'randomness.seed=7',
                f'model.teacher.checkpoint={teacher}', f'model.teacher.store={store}']
-    shim = tmp_path / 'cpu_shim'
-    shim.mkdir()
-    (shim / 'sitecustomize.py').write_text('import torch\ntorch.cuda.set_device = lambda device: None\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith('KDPLUG_')}
-    env.update(PYTHONPATH=f'{shim}:{REPO}', OMP_NUM_THREADS='1')
-    result = subprocess.run(
-        [str(REPO / '.venv' / 'bin' / 'python'), '-m', 'torch.distributed.run', '--nproc_per_node=2',
-         f'--master_port={29500 + (os.getpid() + 7) % 1000}', str(REPO / 'tools' / 'cache_teacher.py'), str(config),
-         '--launcher', 'pytorch', '--mode', 'epochs', '--epochs', '2', '--device', 'cpu', '--cfg-options',
-         'env_cfg.dist_cfg.backend=gloo', *options],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    dist_cache(config, tmp_path, ['--mode', 'epochs', '--epochs', '2'], options)
     made = TeacherCacheStore.open(str(store))
     assert made.header['world_size'] == 2 and made.slots == 2 * 2 and made.done.all()
     written = (np.abs(made.logits.reshape(79, 4, -1).astype(np.float32)).sum(-1) > 0).sum(1)  # rows per image
