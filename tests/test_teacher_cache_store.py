@@ -117,3 +117,28 @@ def test_a_damaged_or_swapped_array_or_a_header_without_its_sizes_is_refused_at_
         (path / 'header.json').write_text(json.dumps(header_))
     with pytest.raises(TeacherCacheError, match=r"not a complete store header \(KeyError: 'slots'\)"):
         TeacherCacheStore.open(damaged('no_slots', without_slots))
+
+
+def test_a_store_the_disk_cannot_hold_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """A memory-mapped write past a full disk would kill the job (SIGBUS) hours in: the store's size is checked
+    against the free space, and its files get their blocks when it is made."""
+    import errno
+    import os
+    import shutil
+    from collections import namedtuple
+
+    rows = 4 * len(VIEWS)
+    size = rows * 5 * 2 + rows * 3 * 4 + 4  # float16 logits, int32 views, uint8 done flags
+    usage = namedtuple('usage', 'total used free')
+    monkeypatch.setattr(shutil, 'disk_usage', lambda path: usage(size, 0, size - 1))
+    with pytest.raises(TeacherCacheError, match=r'needs 0.0 MiB and .* has 0.0 MiB free.*larger disk'):
+        TeacherCacheStore.create(str(tmp_path / 'full'), header())
+    assert not (tmp_path / 'full' / 'header.json').exists() and not (tmp_path / 'full' / 'logits.npy').exists()
+
+    monkeypatch.setattr(shutil, 'disk_usage', lambda path: usage(size, 0, size))
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(os, 'posix_fallocate', no_space)
+    with pytest.raises(TeacherCacheError, match='no space left for .*logits.npy'):
+        TeacherCacheStore.create(str(tmp_path / 'filled_meanwhile'), header())
+    assert not (tmp_path / 'filled_meanwhile' / 'header.json').exists()  # not a store: nothing will read it

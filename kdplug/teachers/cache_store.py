@@ -103,10 +103,12 @@ class TeacherCacheStore:
                                         'give another --out, or delete it to start again')
             return cls(path, old, mode='r+')
         path.mkdir(parents=True, exist_ok=True)
+        reserve_space(path, sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in arrays.values()))
         write_json(path / IMAGES, {'images': [image_key(p) for p in images or []],
                                    'labels': [[int(v) for v in label] for label in labels or []]})
         for name, (shape, dtype) in arrays.items():
             np.lib.format.open_memmap(path / name, mode='w+', dtype=dtype, shape=shape).flush()
+            allocate(path / name)
         write_json(path / HEADER, header)  # last: a folder without it is not a store
         return cls(path, header, mode='r+')
 
@@ -215,6 +217,39 @@ def array_layout(header: Mapping[str, Any], path: Path) -> Dict[str, Tuple[Tuple
     except (KeyError, TypeError, ValueError) as exc:
         raise TeacherCacheError(f'{path / HEADER} is not a complete store header ({exc.__class__.__name__}: {exc}); '
                                 f'{REMAKE}') from None
+
+
+def readable_size(size: int) -> str:
+    return f'{size / 2 ** 30:.2f} GiB' if size >= 2 ** 30 else f'{size / 2 ** 20:.1f} MiB'
+
+
+def reserve_space(folder: Path, size: int) -> None:
+    """Refuse a store the disk cannot hold, before any is written: a memory-mapped write past a full disk kills the
+    job with SIGBUS, hours in, without a word."""
+    import shutil
+    free = shutil.disk_usage(folder).free
+    if free < size:
+        raise TeacherCacheError(f'the teacher cache needs {readable_size(size)} and {folder} has '
+                                f'{readable_size(free)} free: give --out on a larger disk, or fewer views '
+                                '(--mode epochs) or images')
+
+
+def allocate(path: Path) -> None:
+    """Give a new (sparse) array file its disk blocks now, so that another job filling the disk later cannot make
+    a memory-mapped write fail; where the file system cannot (posix_fallocate unsupported), the free-space check
+    before is what there is."""
+    import errno
+    if not hasattr(os, 'posix_fallocate'):
+        return
+    with open(path, 'r+b') as file:
+        try:
+            os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise TeacherCacheError(f'no space left for {path} ({readable_size(os.fstat(file.fileno()).st_size)})'
+                                        ': give --out on a larger disk') from None
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
 
 
 def image_key(path: str) -> str:
