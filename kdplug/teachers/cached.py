@@ -11,10 +11,10 @@ drew (``view``: ``kdplug.ReplayRandomCrop`` / ``ReplayRandomFlip`` / ``ReplayRan
 Refused at build, with what differs: a store made from another checkpoint (sha256) or teacher config, another class
 count or input normalisation, an incomplete or damaged store, in ``epochs`` mode another number of processes; before
 training (``kdplug.TeacherDataCheckHook``, :meth:`CachedTeacher.check_data`): another training pipeline or number of
-images.
-Refused at the step that meets it: an image outside the store, or of another file or label than the store's (another
-dataset, subset or split), a view it does not hold (another pipeline, or in ``epochs`` mode another seed / sampler /
-batch size / workers). It never falls back to a teacher network. Rows are images (ClassificationTask, one view).
+images. Refused at the step that meets it: an image outside the store, or of another file or label than the store's
+(another dataset, subset or split), a view it does not hold (another pipeline, or in ``epochs`` mode another seed /
+sampler / batch size / workers). It never falls back to a teacher network. Rows are images (ClassificationTask, one
+view).
 """
 import json
 import os
