@@ -19,8 +19,10 @@ Row ``i * slots + s`` is slot ``s`` of image ``i`` (the dataset's ``sample_idx``
 image can come up in an epoch (2 where the sampler pads an epoch across several ranks with images drawn already).
 All arrays are ``.npy`` files read with ``allow_pickle=False`` and ``mmap_mode``: opening a store reads no logits.
 """
+import errno
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -226,7 +228,6 @@ def readable_size(size: int) -> str:
 def reserve_space(folder: Path, size: int) -> None:
     """Refuse a store the disk cannot hold, before any is written: a memory-mapped write past a full disk kills the
     job with SIGBUS, hours in, without a word."""
-    import shutil
     free = shutil.disk_usage(folder).free
     if free < size:
         raise TeacherCacheError(f'the teacher cache needs {readable_size(size)} and {folder} has '
@@ -238,7 +239,6 @@ def allocate(path: Path) -> None:
     """Give a new (sparse) array file its disk blocks now, so that another job filling the disk later cannot make
     a memory-mapped write fail; where the file system cannot (posix_fallocate unsupported), the free-space check
     before is what there is."""
-    import errno
     if not hasattr(os, 'posix_fallocate'):
         return
     with open(path, 'r+b') as file:
