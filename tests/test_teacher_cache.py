@@ -294,30 +294,34 @@ def shipped_checkpoint_teacher_configs():
 
 
 def test_every_shipped_config_with_a_checkpoint_teacher_can_be_cached_as_it_is_or_says_why_not():
-    """The CIFAR and Tiny-ImageNet bases record each image's view: the cache tool accepts every shipped config
-    whose training pipeline has no MultiView (MLKD's two augmentations) and no mmpretrain RandomResizedCrop
-    (ImageNet's stock base); those are refused with the reason and the stand-in."""
+    """The dataset bases record each image's view: the cache tool accepts every shipped config whose training
+    pipeline has no MultiView (MLKD's two augmentations, refused with the reason): CIFAR and Tiny-ImageNet in views
+    mode, ImageNet (a continuous RandomResizedCrop, refused in views mode with the fix) in epochs mode."""
     from mmengine.registry import TRANSFORMS, init_default_scope
 
     from kdplug.tools.cache_teacher import replayable_split
     init_default_scope('mmpretrain')
     configs = shipped_checkpoint_teacher_configs()
-    ready, refused = [], {}
+    modes, refused = {}, {}
     for name, cfg in configs.items():
         transforms = [TRANSFORMS.build(copy.deepcopy(t)) for t in cfg.train_dataloader.dataset.pipeline]
-        try:
-            replayable_split(transforms, 'views')
-            ready.append(name)
-        except ValueError as err:
-            refused[name] = str(err)
-    assert len(ready) >= 100 and all('cifar' in name or 'tiny-imagenet' in name for name in ready)
-    for name, reason in refused.items():
-        kinds = [t['type'] for t in configs[name].train_dataloader.dataset.pipeline]
-        if 'MultiView' in kinds:
-            assert 'several augmented views (MultiView)' in reason and 'online teacher' in reason, name
-        else:
-            assert 'in1k' in name and "'RandomResizedCrop'" in reason and 'kdplug.ReplayRandomResizedCrop' in reason, \
-                (name, reason)
+        for mode in ('views', 'epochs'):
+            try:
+                replayable_split(transforms, mode)
+                modes[name] = mode
+                break
+            except ValueError as err:
+                refused[name] = str(err)
+        if name in modes and modes[name] == 'epochs':
+            assert '--mode views cannot list its views' in refused.pop(name), name
+    views = [name for name, mode in modes.items() if mode == 'views']
+    epochs = [name for name, mode in modes.items() if mode == 'epochs']
+    assert len(views) >= 100 and all('cifar' in name or 'tiny-imagenet' in name for name in views)
+    assert len(epochs) >= 6 and all(name.endswith('in1k.py') for name in epochs)
+    assert refused and all('MultiView' in [t['type'] for t in configs[name].train_dataloader.dataset.pipeline]
+                           for name in refused)
+    assert all('several augmented views (MultiView)' in reason and 'online teacher' in reason
+               for reason in refused.values())
 
 
 @pytest.fixture

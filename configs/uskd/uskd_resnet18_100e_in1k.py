@@ -1,7 +1,7 @@
 # USKD (Yang et al., ICCV 2023, arXiv:2303.13005), ImageNet recipe: alpha = 1, beta = 0.1, mu = 0.005, added to
 # the student's cross-entropy; mmpretrain's ResNet-18 and its standard pipeline, weak head on layer3 (the third of
 # four stages). No teacher.
-_base_ = ['mmpretrain::_base_/datasets/imagenet_bs32.py', 'mmpretrain::_base_/schedules/imagenet_bs256.py',
+_base_ = ['../_base_/datasets/imagenet_bs32_replay.py', 'mmpretrain::_base_/schedules/imagenet_bs256.py',
           '../_base_/default_runtime.py']
 model = dict(
     type='kdplug.Distiller',

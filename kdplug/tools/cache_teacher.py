@@ -9,7 +9,7 @@ each rank draws and scores its shard of every epoch, as the run's rank will): ex
 same seed, world size and dataloader settings; a student whose views differ stops at its first step that meets one.
 
 CONFIG is a distillation config whose teacher is ``dict(type='CheckpointTeacher', model=..., checkpoint=...)`` (the
-shipped CIFAR and Tiny-ImageNet configs; the tool ends by printing the ``--cfg-options`` that make the same config
+shipped configs but MLKD's; the tool ends by printing the ``--cfg-options`` that make the same config
 read the store), or the ``CachedTeacher`` config that will read the store (then ``--out`` defaults to its
 ``store``), with a training pipeline of kdplug's replayable transforms (``kdplug.ReplayRandomCrop``,
 ``kdplug.ReplayRandomFlip``) and ``PackInputs(meta_keys=(..., 'sample_idx', 'view'))``. Mode ``views``: each image's
