@@ -409,3 +409,22 @@ def test_the_printed_train_command_carries_the_job_s_options_and_seed_through_to
                                   'model.teacher.store': 'work_dirs/store'}
     reads = Setup.train_command(SimpleNamespace(reads_store=True, out='x'), parse_args(['cached.py']))
     assert reads == 'python tools/train.py cached.py'
+
+
+def test_labels_on_an_accelerator_are_read_at_the_first_step_and_every_interval_on_the_cpu_every_step():
+    """Reading labels off a device waits for it: the cached teacher reads them at step 1, 1 + 50, ... there (a wrong
+    dataset has wrong labels in nearly every batch), at every step on the CPU; without labels, never."""
+    from mmpretrain.structures import DataSample
+
+    from kdplug.teachers.cached import CachedTeacher
+    teacher = CachedTeacher(store='unused', model={}, checkpoint='unused')
+    interval = CachedTeacher.LABEL_CHECK_INTERVAL
+    on_device = [DataSample().set_gt_label(torch.tensor([3], device='meta'))]
+    on_cpu = [DataSample().set_gt_label(3)]
+    read = {'device': [], 'cpu': [], 'none': []}
+    for teacher.steps in range(1, 2 * interval + 2):
+        read['device'].append(teacher.reads_labels(on_device))
+        read['cpu'].append(teacher.reads_labels(on_cpu))
+        read['none'].append(teacher.reads_labels([DataSample()]))
+    assert [step for step, yes in enumerate(read['device'], 1) if yes] == [1, interval + 1, 2 * interval + 1]
+    assert all(read['cpu']) and not any(read['none'])

@@ -12,9 +12,10 @@ Refused at build, with what differs: a store made from another checkpoint (sha25
 count or input normalisation, an incomplete or damaged store, in ``epochs`` mode another number of processes; before
 training (``kdplug.TeacherDataCheckHook``, :meth:`CachedTeacher.check_data`): another training pipeline or number of
 images. Refused at the step that meets it: an image outside the store, or of another file or label than the store's
-(another dataset, subset or split), a view it does not hold (another pipeline, or in ``epochs`` mode another seed /
-sampler / batch size / workers). It never falls back to a teacher network. Rows are images (ClassificationTask, one
-view).
+(another dataset, subset or split; labels on an accelerator at the first step and every
+:attr:`CachedTeacher.LABEL_CHECK_INTERVAL`), a view it does not hold (another pipeline, or in ``epochs`` mode
+another seed / sampler / batch size / workers). It never falls back to a teacher network. Rows are images
+(ClassificationTask, one view).
 """
 import json
 import os
@@ -59,11 +60,9 @@ def pixel_pipeline(pipeline: Optional[Sequence[Mapping[str, Any]]]) -> List[Any]
     return transforms
 
 
-def sample_labels(data_samples: Sequence) -> Optional[List[List[int]]]:
-    """Each data sample's label(s) as ints, or None without labels; copied off the device in one transfer (the
-    preprocessor moved them there: one copy per sample would wait on the device once per sample)."""
-    if 'gt_label' not in data_samples[0]:
-        return None
+def sample_labels(data_samples: Sequence) -> List[List[int]]:
+    """Each data sample's label(s) as ints, copied off the device in one transfer (the preprocessor moved them
+    there: one copy per sample would wait on the device once per sample)."""
     labels = [torch.as_tensor(s.gt_label).flatten() for s in data_samples]
     values = torch.cat(labels).cpu().tolist()
     ends = torch.tensor([label.numel() for label in labels]).cumsum(0).tolist()
@@ -106,6 +105,21 @@ class CachedTeacher(TeacherSource):
                                     f'classes, the student predicts {classes}')
         self.store = store
         self.data_checked = False
+        self.steps = 0
+
+    #: On an accelerator the labels (moved there by the preprocessor) are read at the first step and every this many:
+    #: reading them waits for the device, which kdplug's steps otherwise do not (the distiller's non-finite check
+    #: reads its count as rarely); on the CPU, every step.
+    LABEL_CHECK_INTERVAL = 50
+
+    def reads_labels(self, data_samples: Sequence) -> bool:
+        """Whether this step compares the batch's labels with the store's: every step on the CPU; on an accelerator
+        the first step and every :attr:`LABEL_CHECK_INTERVAL` (a wrong dataset has wrong labels in nearly every
+        batch)."""
+        if 'gt_label' not in data_samples[0]:
+            return False
+        on_cpu = torch.as_tensor(data_samples[0].gt_label).device.type == 'cpu'
+        return on_cpu or self.steps % self.LABEL_CHECK_INTERVAL == 1
 
     def check_data(self, dataset: Optional[Mapping[str, Any]], num_images: int) -> None:
         """Refuse a run whose training pipeline (every transform before the packer: the pixels of each view) or
@@ -151,7 +165,9 @@ class CachedTeacher(TeacherSource):
                              "transforms and PackInputs(meta_keys=(..., 'sample_idx', 'view'))")
         index = [s.metainfo['sample_idx'] for s in data_samples]
         paths = [s.metainfo['img_path'] for s in data_samples] if 'img_path' in data_samples[0].metainfo else None
-        self.store.check_images(index, paths, sample_labels(data_samples))
+        self.steps += 1
+        labels = sample_labels(data_samples) if self.reads_labels(data_samples) else None
+        self.store.check_images(index, paths, labels)
         logits = self.store.lookup(index, [s.metainfo['view'] for s in data_samples])
         target = rows[0].logits
         return [torch.from_numpy(logits).to(device=target.device, dtype=torch.float32)], {}
