@@ -428,3 +428,44 @@ def test_labels_on_an_accelerator_are_read_at_the_first_step_and_every_interval_
         read['none'].append(teacher.reads_labels([DataSample()]))
     assert [step for step, yes in enumerate(read['device'], 1) if yes] == [1, interval + 1, 2 * interval + 1]
     assert all(read['cpu']) and not any(read['none'])
+
+
+def test_an_epochs_mode_job_killed_after_its_first_epoch_resumes_to_the_store_an_uninterrupted_job_writes(
+        tmp_path, cifar10_root, teacher_checkpoint, capsys):
+    """Epochs mode resumes at the first epoch not done, and still draws the done ones (the generators must reach
+    the epoch where they were): the resumed store is, bit for bit, the uninterrupted one, views and logits."""
+    import shutil
+
+    from runner_helpers import run_config
+
+    from kdplug.tools.cache_teacher import main
+    cfg = run_config(cifar10_root, tmp_path / 'run', config=REPO / 'configs' / 'demo' /
+                     'kd-cached_resnet20_resnet8_4e_cifar10-10k.py')
+    cfg.train_cfg = dict(by_epoch=True, max_epochs=2, val_interval=2)
+    cfg.randomness = dict(seed=3)
+    cfg.model.teacher.update(checkpoint=teacher_checkpoint, store=str(tmp_path / 'whole'))
+    cfg.train_dataloader.update(batch_size=4, num_workers=0, persistent_workers=False)
+    cfg.train_dataloader.dataset.update(indices=IMAGES, pipeline=[
+        dict(type='kdplug.CachedLoadImageFromFile'), dict(type='kdplug.ReplayRandomResizedCrop', scale=32),
+        dict(type='kdplug.ReplayRandomFlip', prob=0.5),
+        dict(type='PackInputs', meta_keys=('sample_idx', 'img_path', 'view'))])
+    cfg.dump(str(tmp_path / 'cached.py'))
+    main([str(tmp_path / 'cached.py'), '--mode', 'epochs', '--device', 'cpu'])
+    shutil.copytree(tmp_path / 'whole', tmp_path / 'killed')
+    killed = tmp_path / 'killed'
+    slots = 2  # one per epoch: one process, no padding
+    for name in ('logits.npy', 'params.npy'):  # epoch 2 (slot 1 of every image) never written
+        array = np.load(killed / name, mmap_mode='r+')
+        array.reshape(IMAGES, slots, -1)[:, 1] = 0
+        array.flush()
+    done = np.load(killed / 'done.npy', mmap_mode='r+')
+    done[1] = 0
+    done.flush()
+    header = json.loads((killed / 'header.json').read_text())
+    (killed / 'header.json').write_text(json.dumps(dict(header, complete=False)))
+    capsys.readouterr()
+    main([str(tmp_path / 'cached.py'), '--mode', 'epochs', '--device', 'cpu', '--out', str(killed)])
+    assert '1 epochs to score (1 already done)' in capsys.readouterr().out
+    for name in ('logits.npy', 'params.npy', 'done.npy'):
+        assert np.array_equal(np.load(killed / name), np.load(tmp_path / 'whole' / name)), name
+    assert json.loads((killed / 'header.json').read_text())['complete']
