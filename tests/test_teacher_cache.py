@@ -119,7 +119,7 @@ def test_a_pipeline_of_other_parameters_is_refused_before_training_even_when_its
         store, tmp_path, cifar10_root, teacher_checkpoint):
     """A padding of 3 draws crop offsets 0..6, all of which a store made with padding 4 holds, but of other pixels
     (each offset shifted by one): kdplug.TeacherDataCheckHook compares the pipelines before the first step and names
-    the transform; a store of as many views of other images (another subset) is refused there by its size."""
+    the transform; a run on one image more than the store holds is refused there too."""
     from mmengine.config import Config
     from runner_helpers import make_runner, run_config
 
