@@ -226,20 +226,14 @@ def test_the_demo_s_cached_config_trains_from_the_store_it_names(tmp_path, cifar
     assert not any(key.startswith('teacher') for key in runner.model.state_dict())
 
 
-@pytest.mark.parametrize('workers', [0, 2], ids=['main-process', 'two-persistent-workers'])
-def test_epochs_mode_serves_a_seeded_run_of_the_same_config_through_the_runner(tmp_path, cifar10_root,
-                                                                               teacher_checkpoint, workers):
-    """--mode epochs scores the views that the run's own dataloader draws with the config's seed (here with
-    RandomResizedCrop, which views mode cannot list): a Runner training 2 epochs with that seed finds every view in
-    the store, and the cached teacher's logits are the online teacher's (float16) at every step."""
-    from runner_helpers import build_classifier, make_runner, run_config
-
-    from kdplug.tasks.classification import ClassificationTask
-    from kdplug.tools.cache_teacher import main
-    config = REPO / 'configs' / 'demo' / 'kd-cached_resnet20_resnet8_4e_cifar10-10k.py'
-    cfg = run_config(cifar10_root, tmp_path / 'run', config=config)
+def epochs_config(tmp_path, cifar10_root, teacher_checkpoint, seed: int, workers: int):
+    """The demo's cached config on IMAGES images, 2 seeded epochs of batches of 4 with RandomResizedCrop (which views
+    mode cannot list), its store at tmp_path / 'store'; dumped to tmp_path / 'cached.py'."""
+    from runner_helpers import run_config
+    cfg = run_config(cifar10_root, tmp_path / 'run', config=REPO / 'configs' / 'demo' /
+                     'kd-cached_resnet20_resnet8_4e_cifar10-10k.py')
     cfg.train_cfg = dict(by_epoch=True, max_epochs=2, val_interval=2)
-    cfg.randomness = dict(seed=7)
+    cfg.randomness = dict(seed=seed)
     cfg.model.teacher.update(checkpoint=teacher_checkpoint, store=str(tmp_path / 'store'))
     cfg.train_dataloader.update(batch_size=4, num_workers=workers, persistent_workers=workers > 0)
     cfg.train_dataloader.dataset.update(indices=IMAGES, pipeline=[
@@ -247,6 +241,20 @@ def test_epochs_mode_serves_a_seeded_run_of_the_same_config_through_the_runner(t
         dict(type='kdplug.ReplayRandomFlip', prob=0.5),
         dict(type='PackInputs', meta_keys=('sample_idx', 'img_path', 'view'))])
     cfg.dump(str(tmp_path / 'cached.py'))
+    return cfg
+
+
+@pytest.mark.parametrize('workers', [0, 2], ids=['main-process', 'two-persistent-workers'])
+def test_epochs_mode_serves_a_seeded_run_of_the_same_config_through_the_runner(tmp_path, cifar10_root,
+                                                                               teacher_checkpoint, workers):
+    """--mode epochs scores the views that the run's own dataloader draws with the config's seed (here with
+    RandomResizedCrop, which views mode cannot list): a Runner training 2 epochs with that seed finds every view in
+    the store, and the cached teacher's logits are the online teacher's (float16) at every step."""
+    from runner_helpers import build_classifier, make_runner
+
+    from kdplug.tasks.classification import ClassificationTask
+    from kdplug.tools.cache_teacher import main
+    cfg = epochs_config(tmp_path, cifar10_root, teacher_checkpoint, seed=7, workers=workers)
     main([str(tmp_path / 'cached.py'), '--mode', 'epochs', '--device', 'cpu'])
 
     online = build_classifier(cfg.model.teacher.model)
@@ -436,22 +444,10 @@ def test_an_epochs_mode_job_killed_after_its_first_epoch_resumes_to_the_store_an
     the epoch where they were): the resumed store is, bit for bit, the uninterrupted one, views and logits."""
     import shutil
 
-    from runner_helpers import run_config
-
     from kdplug.tools.cache_teacher import main
-    cfg = run_config(cifar10_root, tmp_path / 'run', config=REPO / 'configs' / 'demo' /
-                     'kd-cached_resnet20_resnet8_4e_cifar10-10k.py')
-    cfg.train_cfg = dict(by_epoch=True, max_epochs=2, val_interval=2)
-    cfg.randomness = dict(seed=3)
-    cfg.model.teacher.update(checkpoint=teacher_checkpoint, store=str(tmp_path / 'whole'))
-    cfg.train_dataloader.update(batch_size=4, num_workers=0, persistent_workers=False)
-    cfg.train_dataloader.dataset.update(indices=IMAGES, pipeline=[
-        dict(type='kdplug.CachedLoadImageFromFile'), dict(type='kdplug.ReplayRandomResizedCrop', scale=32),
-        dict(type='kdplug.ReplayRandomFlip', prob=0.5),
-        dict(type='PackInputs', meta_keys=('sample_idx', 'img_path', 'view'))])
-    cfg.dump(str(tmp_path / 'cached.py'))
+    epochs_config(tmp_path, cifar10_root, teacher_checkpoint, seed=3, workers=0)
     main([str(tmp_path / 'cached.py'), '--mode', 'epochs', '--device', 'cpu'])
-    shutil.copytree(tmp_path / 'whole', tmp_path / 'killed')
+    shutil.copytree(tmp_path / 'store', tmp_path / 'killed')
     killed = tmp_path / 'killed'
     slots = 2  # one per epoch: one process, no padding
     for name in ('logits.npy', 'params.npy'):  # epoch 2 (slot 1 of every image) never written
@@ -467,5 +463,5 @@ def test_an_epochs_mode_job_killed_after_its_first_epoch_resumes_to_the_store_an
     main([str(tmp_path / 'cached.py'), '--mode', 'epochs', '--device', 'cpu', '--out', str(killed)])
     assert '1 epochs to score (1 already done)' in capsys.readouterr().out
     for name in ('logits.npy', 'params.npy', 'done.npy'):
-        assert np.array_equal(np.load(killed / name), np.load(tmp_path / 'whole' / name)), name
+        assert np.array_equal(np.load(killed / name), np.load(tmp_path / 'store' / name)), name
     assert json.loads((killed / 'header.json').read_text())['complete']
