@@ -36,6 +36,7 @@ from mmengine.model import BaseModel
 from torch import Tensor, nn
 
 from kdplug.tasks.base import StudentOutput
+from kdplug.teachers.base import DEVICE_READ_INTERVAL
 
 
 def is_module_loss(loss: nn.Module) -> bool:
@@ -141,7 +142,7 @@ class Distiller(BaseModel):
 
     # -- non-finite teacher logits ------------------------------------------------------------------------------
     #: How often (in calls) the count of non-finite teacher rows is read on an accelerator; on the CPU, every call.
-    TEACHER_CHECK_INTERVAL = 50
+    TEACHER_CHECK_INTERVAL = DEVICE_READ_INTERVAL
 
     def finite_teacher_rows(self, teacher_logits: Tensor,
                             weight: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:

@@ -26,6 +26,12 @@ from torch import Tensor, nn
 from kdplug.tasks.base import StudentOutput, Task
 
 
+#: How often (in steps) a check that must read a value off an accelerator reads it: reading waits for the device,
+#: which a training step otherwise does not (the distiller's count of non-finite teacher rows, the cached teacher's
+#: labels); on the CPU such checks read every step.
+DEVICE_READ_INTERVAL = 50
+
+
 class TeacherSource(nn.Module):
     """Base of the teacher sources (see the module docstring)."""
 

@@ -94,8 +94,7 @@ class TeacherCacheStore:
         """A new store (or the one already at ``path`` when its header matches: a resumed job); ``images``: each
         image's file path, ``labels``: each image's label(s), as ints."""
         path = Path(path)
-        # as JSON will give it back (tuples as lists, config dicts as dicts): a resumed job compares equal
-        header = json.loads(json.dumps(dict(header, format=FORMAT, complete=False), default=str))
+        header = as_json(dict(header, format=FORMAT, complete=False))  # a resumed job's header compares equal
         arrays = array_layout(header, path)
         if (path / HEADER).is_file():
             old = json.loads((path / HEADER).read_text())
@@ -219,6 +218,12 @@ def array_layout(header: Mapping[str, Any], path: Path) -> Dict[str, Tuple[Tuple
     except (KeyError, TypeError, ValueError) as exc:
         raise TeacherCacheError(f'{path / HEADER} is not a complete store header ({exc.__class__.__name__}: {exc}); '
                                 f'{REMAKE}') from None
+
+
+def as_json(value: Any) -> Any:
+    """A value as a store's header.json gives it back (tuples as lists, config dicts as dicts), so that what a run
+    has compares with what a store recorded."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 def readable_size(size: int) -> str:

@@ -17,7 +17,6 @@ images. Refused at the step that meets it: an image outside the store, or of ano
 another seed / sampler / batch size / workers). It never falls back to a teacher network. Rows are images
 (ClassificationTask, one view).
 """
-import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -26,8 +25,8 @@ from torch import Tensor, nn
 
 from kdplug.tasks.base import StudentOutput, Task
 
-from .base import TeacherSource
-from .cache_store import TeacherCacheError, TeacherCacheStore, sha256
+from .base import DEVICE_READ_INTERVAL, TeacherSource
+from .cache_store import TeacherCacheError, TeacherCacheStore, as_json, sha256
 
 
 def preprocess_summary(data_preprocessor: nn.Module) -> Dict[str, Any]:
@@ -47,14 +46,14 @@ def checkpoint_identity(checkpoint: str) -> str:
 def made_from(task: Task, model_cfg: dict, checkpoint: str, data_preprocessor: nn.Module) -> Dict[str, Any]:
     """What a store records about its teacher and inputs, and what a run compares with it (JSON-comparable)."""
     return {'teacher_checkpoint': checkpoint_identity(checkpoint),
-            'teacher_model': json.loads(json.dumps(task.model_config(model_cfg), sort_keys=True, default=str)),
+            'teacher_model': as_json(task.model_config(model_cfg)),
             'preprocess': preprocess_summary(data_preprocessor)}
 
 
 def pixel_pipeline(pipeline: Optional[Sequence[Mapping[str, Any]]]) -> List[Any]:
-    """The transforms that make a view's pixels, as JSON gives them back: the pipeline without its final packer
-    (``PackInputs``, whose meta keys change no pixel)."""
-    transforms = json.loads(json.dumps(list(pipeline or []), default=str, sort_keys=True))
+    """The transforms that make a view's pixels, as the store's header gives them back: the pipeline without its
+    final packer (``PackInputs``, whose meta keys change no pixel)."""
+    transforms = as_json(list(pipeline or []))
     if transforms and str(transforms[-1].get('type', '')).split('.')[-1].startswith('Pack'):
         transforms = transforms[:-1]
     return transforms
@@ -107,10 +106,9 @@ class CachedTeacher(TeacherSource):
         self.data_checked = False
         self.steps = 0
 
-    #: On an accelerator the labels (moved there by the preprocessor) are read at the first step and every this many:
-    #: reading them waits for the device, which kdplug's steps otherwise do not (the distiller's non-finite check
-    #: reads its count as rarely); on the CPU, every step.
-    LABEL_CHECK_INTERVAL = 50
+    #: On an accelerator the labels (moved there by the preprocessor) are read at the first step and every this many
+    #: (:data:`kdplug.teachers.base.DEVICE_READ_INTERVAL`); on the CPU, every step.
+    LABEL_CHECK_INTERVAL = DEVICE_READ_INTERVAL
 
     def reads_labels(self, data_samples: Sequence) -> bool:
         """Whether this step compares the batch's labels with the store's: every step on the CPU; on an accelerator
