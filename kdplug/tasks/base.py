@@ -68,6 +68,10 @@ class Task:
     max_views: int = 1
     #: Whether the task weighs rows (:attr:`LogitRows.weight`): then every loss must take ``weight=``.
     weighs_rows: bool = False
+    #: Whether each image (view) of a batch gives one row to distil, the model's own logits of it
+    #: (:meth:`tensor_forward`), whatever the student does: then a teacher's rows can be scored once, without the
+    #: student, and read from a teacher cache (CachedTeacher). Not so for rows the student picks (a detector's RoIs).
+    image_rows: bool = False
 
     # -- building -----------------------------------------------------------------------------------------------
     @staticmethod

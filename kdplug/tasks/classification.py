@@ -49,6 +49,7 @@ class ClassificationTask(Task):
     scope = 'mmpretrain'
     default_data_preprocessor = 'ClsDataPreprocessor'
     max_views = 2
+    image_rows = True  # one row per image: the classifier's logits
 
     def data_preprocessor(self, data_preprocessor: Optional[dict], student_cfg: dict) -> dict:
         """The run's (or the student's) preprocessor, as mmpretrain's ClsDataPreprocessor with the student's batch

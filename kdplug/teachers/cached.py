@@ -15,7 +15,8 @@ images. Refused at the step that meets it: an image outside the store, or of ano
 (another dataset, subset or split; labels on an accelerator at the first step and every
 :attr:`CachedTeacher.LABEL_CHECK_INTERVAL`), a view it does not hold (another pipeline, or in ``epochs`` mode
 another seed / sampler / batch size / workers). It never falls back to a teacher network. Rows are images
-(ClassificationTask, one view).
+(a task of :attr:`~kdplug.tasks.base.Task.image_rows`: ClassificationTask, one view); a detector's RoIs, or losses
+on the teacher's features, are refused at build (:func:`check_cacheable`).
 """
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -68,6 +69,20 @@ def sample_labels(data_samples: Sequence) -> List[List[int]]:
     return [values[end - label.numel():end] for label, end in zip(labels, ends)]
 
 
+def check_cacheable(task: Task, feature_losses: Sequence[str] = ()) -> None:
+    """Refuse, naming why and what to do instead, a distillation that no store can serve: one whose task distils
+    rows the student picks (not :attr:`Task.image_rows`), or whose losses (``feature_losses``) learn from the
+    teacher network's features (a store holds logits only)."""
+    if not task.image_rows:
+        raise TeacherCacheError(f'{type(task).__name__} distils rows that the student picks at each step (e.g. a '
+                                'detector\'s RoIs), not one row per image: a teacher cache holds one row per image '
+                                'view, so it cannot serve them. Distil with the online teacher (CheckpointTeacher)')
+    if feature_losses:
+        raise TeacherCacheError(f'the losses {list(feature_losses)} learn from the teacher network\'s features, and '
+                                'a teacher cache holds its logits only. Distil with the online teacher '
+                                '(CheckpointTeacher)')
+
+
 class CachedTeacher(TeacherSource):
 
     def __init__(self, store: str, model: dict, checkpoint: str) -> None:
@@ -77,6 +92,7 @@ class CachedTeacher(TeacherSource):
         self.store: Optional[TeacherCacheStore] = None
 
     def setup(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
+        check_cacheable(task)
         if getattr(data_preprocessor, 'batch_augments', None) is not None:
             raise TeacherCacheError('the student\'s batch augments (mixup / cutmix) mix images after the pipeline: '
                                     'the cache holds the teacher\'s logits of unmixed views, so it cannot serve them. '

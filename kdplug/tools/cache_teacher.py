@@ -9,8 +9,10 @@ each rank draws and scores its shard of every epoch, as the run's rank will): ex
 same seed, world size and dataloader settings; a student whose views differ stops at its first step that meets one.
 
 CONFIG is a distillation config whose teacher is ``dict(type='CheckpointTeacher', model=..., checkpoint=...)`` (the
-shipped configs but MLKD's; the tool ends by printing the ``--cfg-options`` that make the same config
-read the store), or the ``CachedTeacher`` config that will read the store (then ``--out`` defaults to its
+shipped classification configs but MLKD's, whose students see two augmentations of each image, and letKD's, which
+learn from the teacher's features; detection's RoIs are picked by the student at each step, so no store serves them:
+:func:`kdplug.teachers.cached.check_cacheable`; the tool ends by printing the ``--cfg-options`` that make the same
+config read the store), or the ``CachedTeacher`` config that will read the store (then ``--out`` defaults to its
 ``store``), with a training pipeline of kdplug's replayable transforms (``kdplug.ReplayRandomCrop``,
 ``kdplug.ReplayRandomFlip``) and ``PackInputs(meta_keys=(..., 'sample_idx', 'view'))``. Mode ``views``: each image's
 discrete views (CIFAR's pad-4 crop x flip: 9 x 9 x 2 = 162) are all scored, so the store serves any epoch of any
@@ -115,7 +117,8 @@ class Setup:
         from mmengine.registry import DATASETS, init_default_scope
 
         from kdplug.registry import MODELS
-        from kdplug.teachers.cached import made_from
+        from kdplug.teachers.cache_store import TeacherCacheError
+        from kdplug.teachers.cached import check_cacheable, made_from
         from kdplug.teachers.checkpoint import CheckpointTeacher
         cfg = Config.fromfile(args.config)
         if args.cfg_options:
@@ -134,6 +137,10 @@ class Setup:
         if not isinstance(distiller.teacher, CheckpointTeacher):
             raise SystemExit(f'cache_teacher.py: the config\'s teacher is {distiller.teacher.description}: give '
                              "teacher=dict(type='CheckpointTeacher' (or 'CachedTeacher'), model=..., checkpoint=...)")
+        try:  # before scoring anything: a store that no student of this config could read
+            check_cacheable(distiller.task, distiller.module_losses)
+        except TeacherCacheError as err:
+            raise SystemExit(f'cache_teacher.py: {args.config} cannot train from a teacher cache: {err}') from None
         self.device = torch.device(args.device)
         self.cfg, self.task = cfg, distiller.task
         self.teacher = distiller.teacher_model.to(self.device).eval()
