@@ -115,11 +115,25 @@ def test_a_store_of_another_teacher_is_refused_at_build(store, tmp_path):
         distillers(str(tmp_path / 'cfg.py'), store['store'], {'kd': LOSSES['KD']})
 
 
+def test_a_store_of_another_channel_order_is_refused_at_build(store, tmp_path):
+    """mmpretrain's preprocessor keeps its channel swap as ``to_rgb`` (mmengine's as ``_channel_conversion``): a
+    store scored on RGB inputs does not serve a run that feeds the teacher BGR."""
+    from mmengine.config import Config
+
+    from kdplug.teachers.cache_store import TeacherCacheError
+    cfg = Config.fromfile(store['config'])
+    assert cfg.data_preprocessor.to_rgb
+    cfg.data_preprocessor.to_rgb = False
+    cfg.dump(str(tmp_path / 'bgr.py'))
+    with pytest.raises(TeacherCacheError, match="another preprocess: .*'to_rgb': True.* there, .*'to_rgb': False"):
+        distillers(str(tmp_path / 'bgr.py'), store['store'], {'kd': LOSSES['KD']})
+
+
 def test_a_pipeline_of_other_parameters_is_refused_before_training_even_when_its_views_are_in_the_store(
         store, tmp_path, cifar10_root, teacher_checkpoint):
     """A padding of 3 draws crop offsets 0..6, all of which a store made with padding 4 holds, but of other pixels
     (each offset shifted by one): kdplug.TeacherDataCheckHook compares the pipelines before the first step and names
-    the transform; a run on one image more than the store holds is refused there too."""
+    the transform; a run on a subset of one image more is refused there too."""
     from mmengine.config import Config
     from runner_helpers import make_runner, run_config
 
@@ -135,7 +149,7 @@ def test_a_pipeline_of_other_parameters_is_refused_before_training_even_when_its
         make_runner(cfg).train()
     cfg.train_dataloader.dataset.pipeline[1]['padding'] = 4
     cfg.train_dataloader.dataset.indices = IMAGES + 1
-    with pytest.raises(TeacherCacheError, match=f'holds {IMAGES} images, this run trains on {IMAGES + 1}'):
+    with pytest.raises(TeacherCacheError, match=f'another dataset: indices {IMAGES + 1} here, {IMAGES} in the store'):
         make_runner(cfg).train()
 
 
@@ -215,14 +229,31 @@ def test_a_config_no_store_can_serve_is_refused_before_anything_is_scored(tmp_pa
             TwoStageDetectionTask(), torch.nn.Linear(1, 1), torch.nn.Identity())
 
 
-def test_a_run_on_another_subset_of_the_data_is_refused_at_its_first_image(store, tmp_path):
+def test_a_run_on_another_split_or_subset_is_refused_before_training_and_at_its_first_image(store, tmp_path):
+    """The test split's files have the train split's names (test/cat/0000.jpg, train/cat/0000.jpg) and a shifted
+    subset as many images: the dataset settings are compared before training, naming the one that differs (a store
+    moved with its data to another data_root still serves); without that check the step meets another image."""
     from mmengine.config import Config
 
     from kdplug.teachers.cache_store import TeacherCacheError
     cfg = Config.fromfile(store['config'])
+    moved = copy.deepcopy(cfg)
+    moved.train_dataloader.dataset.data_root = str(tmp_path / 'elsewhere')
+    moved.dump(str(tmp_path / 'moved.py'))
+    _, _, cached = distillers(str(tmp_path / 'moved.py'), store['store'], {'kd': LOSSES['KD']})
+    with pytest.raises(TeacherCacheError, match=f'holds {IMAGES} images, this run trains on {IMAGES + 1}'):
+        cached.teacher.check_data(moved.train_dataloader.dataset, IMAGES + 1)  # a file added to the folder since
+    cfg.train_dataloader.dataset.data_prefix = 'test'
+    cfg.dump(str(tmp_path / 'test_split.py'))
+    with pytest.raises(TeacherCacheError, match="another dataset: data_prefix 'test' here, 'train' in the store"):
+        distillers(str(tmp_path / 'test_split.py'), store['store'], {'kd': LOSSES['KD']})
+    cfg.train_dataloader.dataset.data_prefix = 'train'
     cfg.train_dataloader.dataset.indices = list(range(1, IMAGES + 1))  # as many images, shifted by one
     cfg.dump(str(tmp_path / 'shifted.py'))
-    cfg, online, cached = distillers(str(tmp_path / 'shifted.py'), store['store'], {'kd': LOSSES['KD']})
+    with pytest.raises(TeacherCacheError, match=r'another dataset: indices \[1, 2, .*\] here, 12 in the store'):
+        distillers(str(tmp_path / 'shifted.py'), store['store'], {'kd': LOSSES['KD']})
+    cfg, online, cached = distillers(str(tmp_path / 'shifted.py'), store['store'], {'kd': LOSSES['KD']},
+                                     check_data=False)
     batch = next(batches(cfg, steps=1, seed=0))
     data = cached.data_preprocessor(batch, training=True)
     with pytest.raises(TeacherCacheError, match='another dataset'):
@@ -416,7 +447,7 @@ def test_a_shipped_cifar100_config_caches_and_trains_from_the_store_with_the_pri
     """configs/kd/kd_resnet56_resnet20_240e_cifar100.py, as shipped but for its data (arrays, as mmpretrain's
     CIFAR100 holds them, here of CIFAR-10 images) and a saved resnet56: the cache tool writes a store of every view
     and prints the command line that trains the same config from it; that run takes no teacher forward. The store
-    checks images by label, so the same run on the test split is refused at its first step."""
+    records its dataset, so the same run on the test split is refused before training, naming the split."""
     import shlex
 
     from runner_helpers import make_runner, run_config, save_teacher, scalars
@@ -448,7 +479,7 @@ def test_a_shipped_cifar100_config_caches_and_trains_from_the_store_with_the_pri
 
     cfg.train_dataloader.dataset.split = 'test'  # 4 per class: as many images, views found, other labels
     cfg.work_dir = str(tmp_path / 'other_split')
-    with pytest.raises(TeacherCacheError, match='has the label .*another dataset'):
+    with pytest.raises(TeacherCacheError, match="another dataset: split 'test' here, 'train' in the store"):
         make_runner(cfg).train()
 
 

@@ -10,14 +10,15 @@ drew (``view``: ``kdplug.ReplayRandomCrop`` / ``ReplayRandomFlip`` / ``ReplayRan
 
 Refused at build, with what differs: a store made from another checkpoint (sha256) or teacher config, another class
 count or input normalisation, an incomplete or damaged store, in ``epochs`` mode another number of processes; before
-training (``kdplug.TeacherDataCheckHook``, :meth:`CachedTeacher.check_data`): another training pipeline or number of
-images. Refused at the step that meets it: an image outside the store, or of another file or label than the store's
+training (``kdplug.TeacherDataCheckHook``, :meth:`CachedTeacher.check_data`): another training pipeline, dataset
+(type, split, prefix, annotation file, subset: not its data_root) or number of images. Refused at the step that meets it: an image outside the store, or of another file or label than the store's
 (another dataset, subset or split; labels on an accelerator at the first step and every
 :attr:`CachedTeacher.LABEL_CHECK_INTERVAL`), a view it does not hold (another pipeline, or in ``epochs`` mode
 another seed / sampler / batch size / workers). It never falls back to a teacher network. Rows are images
 (a task of :attr:`~kdplug.tasks.base.Task.image_rows`: ClassificationTask, one view); a detector's RoIs, or losses
 on the teacher's features, are refused at build (:func:`check_cacheable`).
 """
+import inspect
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -30,13 +31,18 @@ from .base import DEVICE_READ_INTERVAL, TeacherSource
 from .cache_store import TeacherCacheError, TeacherCacheStore, as_json, sha256
 
 
+#: Where a data preprocessor keeps whether it swaps the channels: mmpretrain's ClsDataPreprocessor as ``to_rgb``,
+#: mmengine's ImgDataPreprocessor (mmdet's) as ``_channel_conversion``, mmseg's as ``channel_conversion``.
+CHANNEL_FLAGS = ('to_rgb', '_channel_conversion', 'channel_conversion')
+
+
 def preprocess_summary(data_preprocessor: nn.Module) -> Dict[str, Any]:
     """What the teacher's inputs depend on in the data preprocessor: normalisation and channel order."""
     def values(name: str) -> Optional[List[float]]:
         tensor = getattr(data_preprocessor, name, None)
         return None if tensor is None else [round(float(v), 4) for v in tensor.flatten()]
     return {'mean': values('mean'), 'std': values('std'),
-            'to_rgb': bool(getattr(data_preprocessor, '_channel_conversion', False))}
+            'to_rgb': any(bool(getattr(data_preprocessor, name, False)) for name in CHANNEL_FLAGS)}
 
 
 def checkpoint_identity(checkpoint: str) -> str:
@@ -58,6 +64,38 @@ def pixel_pipeline(pipeline: Optional[Sequence[Mapping[str, Any]]]) -> List[Any]
     if transforms and str(transforms[-1].get('type', '')).split('.')[-1].startswith('Pack'):
         transforms = transforms[:-1]
     return transforms
+
+
+#: Dataset settings that do not change which image sits at which index: where the data lies (a store moves with its
+#: data to another root; each image is still checked by file and label at its step) and how it is held in memory.
+WHERE_NOT_WHAT = ('pipeline', 'data_root', 'lazy_init', 'serialize_data', 'max_refetch')
+
+
+def dataset_defaults(type_name: Any) -> Dict[str, Any]:
+    """The keyword defaults of a dataset class, found in the registry of the current scope; none when it is not
+    found (then the configs are compared as written)."""
+    from mmengine.registry import DATASETS
+    try:
+        with DATASETS.switch_scope_and_registry(None) as registry:  # the run's default scope, as the Runner builds
+            cls = registry.get(type_name) if isinstance(type_name, str) else type_name
+        parameters = inspect.signature(cls.__init__).parameters.values() if inspect.isclass(cls) else ()
+    except (KeyError, ValueError, TypeError):  # an unknown or unregistered type: nothing to fill in
+        return {}
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def dataset_identity(dataset: Optional[Mapping[str, Any]]) -> Any:
+    """A dataset config (wrappers' inner datasets too) as the store's header gives it back, each dataset's absent
+    keys given their class's defaults (``ann_file=''`` written or not is one dataset), without the settings of
+    :data:`WHERE_NOT_WHAT`: what decides the image at each index (type, split, prefix, annotation file, subset)."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            value = {**as_json(dataset_defaults(value.get('type'))), **value} if 'type' in value else value
+            return {key: strip(item) for key, item in value.items() if key not in WHERE_NOT_WHAT}
+        if isinstance(value, list):
+            return [strip(item) for item in value]
+        return value
+    return strip(as_json(dict(dataset or {})))
 
 
 def sample_labels(data_samples: Sequence) -> List[List[int]]:
@@ -136,9 +174,11 @@ class CachedTeacher(TeacherSource):
         return on_cpu or self.steps % self.LABEL_CHECK_INTERVAL == 1
 
     def check_data(self, dataset: Optional[Mapping[str, Any]], num_images: int) -> None:
-        """Refuse a run whose training pipeline (every transform before the packer: the pixels of each view) or
-        number of images is not the store's: a pipeline of other parameters can draw views the store holds (a smaller
-        padding, another crop size, a resize before the crop) whose pixels differ."""
+        """Refuse a run whose training pipeline (every transform before the packer: the pixels of each view), dataset
+        (:func:`dataset_identity`: another split whose files have the same names, ``test/cat/0000.jpg`` for
+        ``train/cat/0000.jpg``, passes the per-step file check) or number of images is not the store's: a pipeline of
+        other parameters can draw views the store holds (a smaller padding, another crop size, a resize before the
+        crop) whose pixels differ."""
         if not isinstance(dataset, Mapping):
             raise TeacherCacheError(f'{self.description}: the run\'s training dataset config is unknown ({dataset!r}: '
                                     'a Runner built without a config, or from a dataset object), so the store cannot '
@@ -151,6 +191,15 @@ class CachedTeacher(TeacherSource):
                 f'{here[step] if step < len(here) else "absent"} here, '
                 f'{there[step] if step < len(there) else "absent"} in the store. Train with the pipeline of the '
                 'cache job, or make the store again from this config')
+        here, there = dataset_identity(dataset), dataset_identity(self.store.header.get('dataset'))
+        if here != there:
+            differ = sorted(key for key in set(here) | set(there) if here.get(key) != there.get(key))
+            raise TeacherCacheError(
+                f'the teacher cache {self.store_path} was made from another dataset: '
+                + '; '.join(f'{key} {here.get(key, "absent")!r} here, {there.get(key, "absent")!r} in the store'
+                            for key in differ)
+                + '. Train on the dataset of the cache job (its data_root may differ), or make the store again from '
+                'this config')
         if num_images != self.store.num_images:
             raise TeacherCacheError(f'the teacher cache {self.store_path} holds {self.store.num_images} images, this '
                                     f'run trains on {num_images}: the store was made from another dataset or subset; '

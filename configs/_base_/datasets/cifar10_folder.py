@@ -1,4 +1,4 @@
-# CIFAR-10 as image folders: <data_root>/train/<class>/*.jpg and <data_root>/test/<class>/*.jpg (tools/prepare_data.py
+# CIFAR-10 as image folders: <data_root>/{train,test}/<class>/ images (JPEG or PNG) (tools/prepare_data.py
 # cifar10 writes this layout from the official archive).
 dataset_type = 'CustomDataset'
 data_root = 'data/cifar10'
