@@ -11,8 +11,9 @@ drew (``view``: ``kdplug.ReplayRandomCrop`` / ``ReplayRandomFlip`` / ``ReplayRan
 Refused at build, with what differs: a store made from another checkpoint (sha256) or teacher config, another class
 count or input normalisation, an incomplete or damaged store, in ``epochs`` mode another number of processes; before
 training (``kdplug.TeacherDataCheckHook``, :meth:`CachedTeacher.check_data`): another training pipeline, dataset
-(type, split, prefix, annotation file, subset: not its data_root) or number of images. Refused at the step that meets it: an image outside the store, or of another file or label than the store's
-(another dataset, subset or split; labels on an accelerator at the first step and every
+(type, split, prefix, annotation file, subset: not its data_root) or number of images. Refused at the step that
+meets it: an image outside the store, or of another file or label than the store's (another dataset, subset or
+split; labels on an accelerator at the first step and every
 :attr:`CachedTeacher.LABEL_CHECK_INTERVAL`), a view it does not hold (another pipeline, or in ``epochs`` mode
 another seed / sampler / batch size / workers). It never falls back to a teacher network. Rows are images
 (a task of :attr:`~kdplug.tasks.base.Task.image_rows`: ClassificationTask, one view); a detector's RoIs, or losses
