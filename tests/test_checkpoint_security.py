@@ -145,7 +145,8 @@ def test_every_tool_refuses_a_crafted_checkpoint(cifar10_root, teacher_checkpoin
     (lambda p: p.mkdir(), r'is a directory, not a checkpoint file'),
     (lambda p: p.write_bytes(b''), r'is empty \(0 bytes\): its write was interrupted'),
     (lambda p: p.write_bytes(ZIP_PREFIX), r'is truncated or corrupt'),
-    (lambda p: p.write_bytes(b'not a checkpoint at all'), r'could not be read .*not a torch checkpoint'),
+    (lambda p: p.write_bytes(b'not a checkpoint at all'), r"is not a torch checkpoint \(it starts with b'not '"),
+    (lambda p: p.write_bytes(b'\x80\x02' + os.urandom(200)), r'could not be read .*not a torch checkpoint'),
 ])
 def test_broken_checkpoint_files_get_messages_that_name_the_problem(tmp_path, make, message):
     from kdplug.engine.checkpoint import load_checkpoint_file
@@ -167,3 +168,43 @@ def test_export_tool_messages_are_plain_sentences(tmp_path):
     not_kd = run_tool(REPO / 'tools' / 'export_student.py', plain, tmp_path / 'out.pth')
     assert not_kd.returncode != 0 and 'Traceback' not in not_kd.stderr
     assert 'holds no "student.*" weights' in not_kd.stderr and 'needs no export' in not_kd.stderr
+
+
+STUDENT_CONFIG = REPO / 'configs' / 'demo' / 'student_resnet8_4e_cifar10-10k.py'
+
+
+def test_tools_name_a_missing_or_foreign_checkpoint_before_building_anything(tmp_path, capsys):
+    """tools/test.py's checkpoint and tools/train.py's load_from / --resume: a missing file, random bytes or text
+    is named at once (mmengine's own loader said "can not be found" or, for random bytes, advised loading with
+    weights_only=False)."""
+    from kdplug.tools.test import main as test_main
+    from kdplug.tools.train import main as train_main
+    (tmp_path / 'random.pth').write_bytes(os.urandom(2000).replace(b'PK', b'pk').replace(b'\x80', b'\x81'))
+    (tmp_path / 'notes.pth').write_text('epoch 240: 76.3%')
+    for name, reason in (('missing.pth', 'does not exist'), ('random.pth', 'is not a torch checkpoint'),
+                         ('notes.pth', "is not a torch checkpoint \\(it starts with b'epoc'")):
+        path = str(tmp_path / name)
+        with pytest.raises(SystemExit):
+            test_main([str(STUDENT_CONFIG), path])
+        assert f'the checkpoint {path} {reason.replace(chr(92), "")}' in capsys.readouterr().err
+        with pytest.raises(SystemExit, match=f'load_from {path}: the checkpoint {reason}'):
+            train_main([str(STUDENT_CONFIG), '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+                        f'load_from={path}'])
+        with pytest.raises(SystemExit, match=f'--resume {path}: the checkpoint {reason}'):
+            train_main([str(STUDENT_CONFIG), '--work-dir', str(tmp_path / 'work'), '--resume', path])
+
+
+def test_test_py_refuses_a_checkpoint_of_another_model_instead_of_scoring_a_random_head(cifar10_root, tmp_path,
+                                                                                       one_thread):
+    """A 100-class resnet8 given to the 10-class student config: mmengine's load is not strict (its log only warns),
+    so the head stayed random and tools/test.py printed that head's accuracy. The same file of the right class count
+    evaluates."""
+    from runner_helpers import save_teacher
+
+    from kdplug.tools.test import main as test_main
+    options = ['--work-dir', str(tmp_path / 'test'), '--cfg-options', *data_options(cifar10_root)]
+    other = save_teacher(tmp_path / 'resnet8_100.pth', backbone='ResNet8', num_classes=100)
+    with pytest.raises(SystemExit, match=r'(?s)the checkpoint .*resnet8_100.pth does not fit the model of '
+                                         r'.*student_resnet8.*size mismatch for head.fc.weight.*configs/students/'):
+        test_main([str(STUDENT_CONFIG), other, *options])
+    test_main([str(STUDENT_CONFIG), save_teacher(tmp_path / 'resnet8_10.pth', backbone='ResNet8'), *options])

@@ -65,10 +65,13 @@ def allow_mmengine_checkpoints() -> None:
 
 
 ZIP_MAGIC = b'PK\x03\x04'  # torch.save's default (zip) format
+#: torch.save's legacy format (``_use_new_zipfile_serialization=False``) starts with a pickle of protocol 2 or more.
+PICKLE_HEADS = (b'\x80\x02', b'\x80\x03', b'\x80\x04', b'\x80\x05')
 
 
 def unreadable_reason(path: str) -> Optional[str]:
-    """Why the local file ``path`` cannot be a complete checkpoint (missing, a folder, empty, truncated), or None.
+    """Why the local file ``path`` cannot be a complete checkpoint (missing, a folder, empty, truncated, another
+    kind of file), or None.
 
     A torch checkpoint is a zip archive whose directory is written last: an interrupted write leaves a file
     without it, which this detects without reading the tensors.
@@ -88,17 +91,19 @@ def unreadable_reason(path: str) -> Optional[str]:
                 archive.namelist()
         except (zipfile.BadZipFile, OSError) as err:
             return f'is truncated or corrupt ({size} bytes; {err}): its write was probably interrupted'
+    elif head[:2] not in PICKLE_HEADS:
+        return f'is not a torch checkpoint (it starts with {head!r}: neither a zip archive nor a pickle)'
     return None
 
 
-def load_checkpoint_file(path: str, role: str = 'teacher') -> Any:
+def load_checkpoint_file(path: str, role: str = 'teacher', map_location: Any = 'cpu') -> Any:
     """A checkpoint file or URL, loaded with ``weights_only=True`` (mmengine's own types allowed, nothing callable).
 
     ``role`` names the file in errors ('teacher', 'distillation run', 'letKD codewords'...).
     """
     allow_mmengine_checkpoints()
     if path.startswith(('http://', 'https://')):
-        return torch.hub.load_state_dict_from_url(path, map_location='cpu', weights_only=True)
+        return torch.hub.load_state_dict_from_url(path, map_location=map_location, weights_only=True)
     reason = unreadable_reason(path)
     if reason == 'does not exist':
         raise FileNotFoundError(
@@ -109,7 +114,7 @@ def load_checkpoint_file(path: str, role: str = 'teacher') -> Any:
         raise RuntimeError(f'{role} checkpoint {path!r} {reason}. Give the path of a complete .pth file '
                            '(an mmengine run writes epoch_<n>.pth into its work dir)')
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's text advises weights_only=False; keep only what it found ("Unsupported global: os.system")
         lines = [line.strip() for line in str(err).split('Check the documentation')[0].splitlines() if line.strip()]
@@ -134,3 +139,19 @@ def load_weights(path: str, role: str = 'teacher') -> Dict[str, torch.Tensor]:
     if not isinstance(checkpoint, dict):
         raise RuntimeError(f'{role} checkpoint {path!r} holds a {type(checkpoint).__name__}, not a state dict')
     return checkpoint
+
+
+def load_local_checkpoint(filename: str, map_location: Any = 'cpu') -> Any:
+    """mmengine's loader of local checkpoint files, as kdplug loads them (:func:`load_checkpoint_file`)."""
+    return load_checkpoint_file(os.path.expanduser(filename), role='the', map_location=map_location)
+
+
+def route_local_checkpoint_loads() -> None:
+    """Let mmengine's Runner load local checkpoints (``--resume``, ``load_from``, tools/test.py's checkpoint) with
+    :func:`load_local_checkpoint`: a missing, damaged or foreign file, or one the weights-only loader refuses, gets
+    a message that names the problem and the fix, not a bare traceback or torch's advice to load with
+    ``weights_only=False``. Called by kdplug's tools (not at import: it replaces mmengine's loader of local paths
+    process-wide)."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    allow_mmengine_checkpoints()
+    CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)

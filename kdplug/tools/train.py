@@ -16,7 +16,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
 from kdplug.engine.allocator import keep_freed_memory
-from kdplug.engine.checkpoint import allow_mmengine_checkpoints, unreadable_reason
+from kdplug.engine.checkpoint import route_local_checkpoint_loads, unreadable_reason
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -117,13 +117,18 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.setdefault('auto_scale_lr', {})['enable'] = True
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    load_from = cfg.get('load_from')
+    reason = unreadable_reason(load_from) if isinstance(load_from, str) and '://' not in load_from else None
+    if reason is not None:  # before the model and the data are built
+        raise SystemExit(f'load_from {load_from}: the checkpoint {reason}. Give the path of a complete .pth file '
+                         '(an mmengine run writes epoch_<n>.pth into its work dir)')
     set_dataloader_defaults(cfg, args)
     return cfg
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    allow_mmengine_checkpoints()  # resume / load_from with torch >= 2.6 (weights_only=True by default)
+    route_local_checkpoint_loads()  # resume / load_from: weights only (torch >= 2.6's default), kdplug's messages
     allocator = 'malloc left as it is (--default-malloc)' if args.default_malloc else keep_freed_memory()
     cfg = merge_args(Config.fromfile(args.config), args)
     runner = Runner.from_cfg(cfg)
