@@ -68,3 +68,11 @@ def test_an_empty_batch_gives_zero_in_the_graph(loss):
     assert value.item() == 0.0 and value.requires_grad
     value.backward()
     assert s.grad is not None and s.grad.shape == (0, 10)
+
+
+@pytest.mark.parametrize('n,c', [(4, 1), (0, 0)])
+def test_fewer_than_two_classes_is_refused_not_a_silent_zero(loss, n, c):
+    """A softmax over one class is 1 whatever its logit: every loss would be 0 (USKD divided by C = 0)."""
+    s, t = torch.zeros(n, c, requires_grad=True), torch.zeros(n, c)
+    with pytest.raises(ValueError, match='needs at least 2 classes.*check num_classes'):
+        loss(s, t, torch.zeros(n, dtype=torch.long))

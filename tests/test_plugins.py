@@ -66,6 +66,16 @@ def test_wrong_config_key_names_the_class(python):
     assert 'NormKDLoss(tnorm)' in result.stderr and 'kdplug.losses.normkd.NormKDLoss' in result.stderr
 
 
+def test_a_wrong_distiller_key_names_the_keys_and_where_options_go(python):
+    """mmengine's root registry builds model=dict(type='kdplug.Distiller', ...): its bare TypeError said only
+    "unexpected keyword argument"."""
+    result = python("from mmengine.registry import MODELS; from kdplug.plugins import load_plugins; load_plugins(); "
+                    "MODELS.build(dict(type='kdplug.Distiller', task='ClassificationTask', student={}, teacher={}, "
+                    "losses={}, loss={}, distill_weight=2))")
+    assert "has no key 'loss', 'distill_weight' (did you mean 'losses'?). Its keys are task, student, teacher, " \
+        "losses, data_preprocessor, init_cfg; a loss's options go in losses=dict(" in result.stderr, result.stderr
+
+
 def test_a_constructor_s_own_type_error_is_not_blamed_on_the_config_keys(python):
     """Only a config that does not fit the signature is reported as a config error; an error raised inside a
     valid constructor call passes through unchanged."""

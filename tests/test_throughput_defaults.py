@@ -1,5 +1,6 @@
 """The dataloader defaults that make kdplug's tools as fast as mmpretrain's, and proof that they change nothing the
 model sees."""
+import re
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,23 @@ def test_cached_load_returns_what_load_image_from_file_returns(cifar10_root, tmp
             assert results['img_shape'] == expected['img_shape'] and results['ori_shape'] == expected['ori_shape']
         again['img'][:] = 0  # a transform writing into its input does not reach the cache
         assert np.array_equal(cached(dict(img_path=str(path)))['img'], expected['img'])
+
+
+def test_cached_load_names_an_image_it_cannot_decode(cifar10_root, tmp_path):
+    """An empty file (OpenCV's error said only "!buf.empty()"), a damaged one and a missing one: the message names
+    the file; ignore_empty=True still skips a missing file, as mmcv's loader does."""
+    from kdplug.registry import TRANSFORMS
+    load = TRANSFORMS.build(dict(type='CachedLoadImageFromFile'))
+    image = sorted((cifar10_root / 'train').glob('*/*.jpg'))[0].read_bytes()
+    (tmp_path / 'empty.jpg').write_bytes(b'')
+    (tmp_path / 'damaged.jpg').write_bytes(image[:20] + bytes(len(image) - 20))
+    for name in ('empty.jpg', 'damaged.jpg', 'missing.jpg'):
+        with pytest.raises(Exception, match=re.escape(str(tmp_path / name))):
+            load(dict(img_path=str(tmp_path / name)))
+    with pytest.raises(ValueError, match='cannot be decoded .*empty, damaged or not an image. Replace it'):
+        load(dict(img_path=str(tmp_path / 'empty.jpg')))
+    assert TRANSFORMS.build(dict(type='CachedLoadImageFromFile', ignore_empty=True))(
+        dict(img_path=str(tmp_path / 'missing.jpg'))) is None
 
 
 def test_cached_load_changes_nothing_the_model_sees(cifar10_root, teacher_checkpoint, tmp_path, one_thread):

@@ -27,6 +27,7 @@ losses take the same number, at most the task's ``max_views``, and every batch m
 
 Prediction and export use the student only (``predicting_with_teacher()`` evaluates the teacher network).
 """
+import difflib
 import inspect
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
@@ -45,9 +46,18 @@ def is_module_loss(loss: nn.Module) -> bool:
 
 class Distiller(BaseModel):
 
+    #: The keys of a distiller's config (mmengine's root registry builds it: its TypeError would not say this).
+    KEYS = ('task', 'student', 'teacher', 'losses', 'data_preprocessor', 'init_cfg')
+
     def __init__(self, task: Union[str, dict], student: dict, teacher: dict, losses: Mapping[str, dict],
-                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
+                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None, **unknown: Any) -> None:
         from kdplug.registry import MODELS, TASKS, TEACHERS
+        if unknown:
+            close = {key: difflib.get_close_matches(key, self.KEYS, n=1) for key in unknown}
+            raise TypeError(f'model=dict(type=\'kdplug.Distiller\') has no key {", ".join(map(repr, unknown))}'
+                            + ''.join(f' (did you mean {match[0]!r}?)' for match in close.values() if match)
+                            + f'. Its keys are {", ".join(self.KEYS)}; a loss\'s options go in losses=dict(<name>='
+                            'dict(type=..., ...)), a teacher\'s in teacher=dict(type=..., ...)')
         self_task = TASKS.build(dict(type=task) if isinstance(task, str) else task)
         student_cfg = self_task.model_config(student)
         super().__init__(data_preprocessor=self_task.data_preprocessor(data_preprocessor, student_cfg),

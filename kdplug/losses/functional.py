@@ -497,12 +497,22 @@ def hard_labels(target: Optional[Tensor], num_samples: int, num_classes: int, me
     return target
 
 
+def check_classes(logits: Tensor) -> None:
+    """Refuse logits of fewer than 2 classes: a softmax over one class is 1 whatever its logit, so every loss would
+    be a silent 0 (and over none, undefined)."""
+    if logits.shape[-1] < 2:
+        raise ValueError(f'logits of shape {tuple(logits.shape)}: distillation needs at least 2 classes (a softmax '
+                         'over one class is 1 whatever the logits, so the loss would be 0): check num_classes of the '
+                         'heads')
+
+
 def check_logits(student_logits: Tensor, teacher_logits: Tensor) -> Tuple[Tensor, Tensor]:
-    """Both as float32 (N, C), the teacher detached; a clear error for mismatched shapes."""
+    """Both as float32 (N, C), the teacher detached; a clear error for mismatched shapes or fewer than 2 classes."""
     if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape:
         raise ValueError(
             f'student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} must '
             'both be (N, C) with the same number of classes: check num_classes of the two heads')
+    check_classes(student_logits)
     return student_logits.float(), teacher_logits.detach().float()
 
 

@@ -33,7 +33,14 @@ class CachedLoadImageFromFile(LoadImageFromFile):
         path = results['img_path']
         img = self._cache.get(path)
         if img is None:
-            results = super().transform(results)
+            try:
+                results = super().transform(results)
+            except Exception as err:  # OpenCV's own words (an empty file: "!buf.empty()") do not name the file
+                if str(path) in str(err):
+                    raise
+                raise ValueError(f'the image {path} cannot be decoded ({type(err).__name__}: {str(err).strip()}): '
+                                 'it is empty, damaged or not an image. Replace it, or take it out of the dataset '
+                                 '(its folder, or its line of the annotation file)') from err
             if results is None:  # ignore_empty and a missing file: nothing to cache
                 return None
             if self.max_images is None or len(self._cache) < self.max_images:
