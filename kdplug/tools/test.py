@@ -29,7 +29,7 @@ def load_strictly(runner: Runner, config: str) -> None:
     load = runner.load_checkpoint
 
     def load_all(filename: str, map_location: Any = 'cpu', strict: bool = False,
-                 revise_keys: Optional[list] = None) -> Any:
+                 revise_keys: Optional[list] = None) -> Any:  # strict whatever the caller asks
         try:  # mmengine's default revise_keys: a DDP wrapper's prefix dropped
             return load(filename, map_location=map_location, strict=True,
                         revise_keys=[(r'^module.', '')] if revise_keys is None else revise_keys)
