@@ -1,18 +1,35 @@
-"""One conformance test for every loss that any plugin registered (kdplug's own and third-party ones)."""
+"""One conformance test for every loss that any plugin registered (kdplug's own and third-party ones), and for the
+loss of the example third-party plugin that docs/plugins.md points authors to."""
+import importlib.util
+import inspect
+
 import pytest
 import torch
 
+from conftest import REPO
 from kdplug.plugins import plugin_infos
 from kdplug.registry import MODELS
+
+EXAMPLE_LOSS = REPO / 'examples' / 'kdplug-example-plugin' / 'kdplug_example' / 'reverse_kd.py'
 
 
 def registered_losses():
     return sorted(name for info in plugin_infos() for name in info.contributions.get('kdplug_losses', []))
 
 
-@pytest.fixture(params=registered_losses())
+def example_loss() -> type:
+    """The example plugin's ReverseKDLoss, loaded from its file (not installed: its entry point would change what
+    every other test sees registered)."""
+    spec = importlib.util.spec_from_file_location('kdplug_example_reverse_kd', EXAMPLE_LOSS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ReverseKDLoss
+
+
+@pytest.fixture(params=registered_losses() + ['example plugin: ReverseKDLoss'])
 def loss(request):
-    return MODELS.build(dict(type=request.param))
+    """Each loss built from its defaults, as a config that names only its type builds it."""
+    return example_loss()() if request.param.startswith('example') else MODELS.build(dict(type=request.param))
 
 
 def student_and_teacher(n, c, dtype=torch.float32, seed=0):
@@ -76,3 +93,17 @@ def test_fewer_than_two_classes_is_refused_not_a_silent_zero(loss, n, c):
     s, t = torch.zeros(n, c, requires_grad=True), torch.zeros(n, c)
     with pytest.raises(ValueError, match='needs at least 2 classes.*check num_classes'):
         loss(s, t, torch.zeros(n, dtype=torch.long))
+
+
+def test_a_row_of_weight_zero_is_left_out_and_weights_of_one_change_nothing(loss):
+    """Row weights are how a task's background policy and the distiller's non-finite teacher rows reach a loss:
+    weight 0 must remove the row (its value and its gradient), all-ones must be the unweighted loss. A loss without
+    ``weight`` is refused where rows are weighed (the distiller's check)."""
+    if 'weight' not in inspect.signature(loss.forward).parameters:
+        pytest.skip(f'{type(loss).__name__} takes no row weights')
+    s, t, y = student_and_teacher(6, 10)
+    torch.testing.assert_close(loss(s, t, y, weight=torch.ones(6)), loss(s, t, y))
+    weighted = loss(s, t, y, weight=torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.0]))
+    torch.testing.assert_close(weighted, loss(s[:5], t[:5], y[:5]))
+    weighted.backward()
+    assert s.grad[5].abs().max() == 0 and s.grad[:5].abs().max() > 0

@@ -258,6 +258,25 @@ def test_a_teacher_source_gives_logits_for_the_rows_of_the_student(source, tmp_p
     assert torch.isfinite(losses['distill.loss_kd'])
 
 
+@pytest.mark.parametrize('answer,error', [
+    (lambda logits: logits, r"EMATeacher.teach returned a list: a teacher source returns \(logits, features\)"),
+    (lambda logits: ([], {}), r"EMATeacher.teach gave 0 groups of logits for the student's 1 group\(s\) of rows"),
+    (lambda logits: (logits[0], {}), r'EMATeacher.teach gave a Tensor of logits .* one \(N, C\) tensor per group'),
+])
+def test_a_teacher_source_answering_outside_the_contract_is_named(answer, error):
+    """A plugin's source that returns only its logits, or fewer groups than the student's rows (zip would have left
+    rows undistilled without a word), is named with the contract."""
+    from kdplug.registry import MODELS
+    example = classification_example()
+    distiller = MODELS.build(dict(type='Distiller', task=example['task'], student=example['student'],
+                                  teacher=SOURCES['EMATeacher'](None), losses=dict(kd=dict(type='KDLoss'))))
+    distiller.teacher.hook_attached = True
+    teach = distiller.teacher.teach
+    distiller.teacher.teach = lambda *args, **kwargs: answer(teach(*args, **kwargs)[0])
+    with pytest.raises((TypeError, ValueError), match=error):
+        distiller.loss(example['inputs'], example['data_samples'])
+
+
 def test_a_missing_checkpoint_names_the_fix():
     from kdplug.registry import TEACHERS
     with pytest.raises(ValueError, match="checkpoint is missing.*CheckpointTeacher"):

@@ -231,12 +231,29 @@ class Distiller(BaseModel):
                     out[f'distill.{name}_{key}'] = extra.detach() if isinstance(extra, Tensor) else extra
         return out
 
+    def taught(self, result: Any, groups: int) -> Tuple[Optional[List[Tensor]], Dict[str, Tensor]]:
+        """A teacher source's answer, checked: a plugin's source that returns something else would otherwise fail
+        far from its cause, or, with fewer groups of logits than the student's, leave rows undistilled."""
+        source = type(self.teacher).__name__
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError(f'{source}.teach returned a {type(result).__name__}: a teacher source returns (logits, '
+                            'features), a list of (N, C) tensors, one per group of the student\'s rows (None when '
+                            'asked for no logits), and a dict of features by position ({} when none were asked for): '
+                            'see kdplug.teachers.base.TeacherSource.teach')
+        logits, features = result
+        if self.logit_losses and (not isinstance(logits, (list, tuple)) or len(logits) != groups):
+            given = f'{len(logits)} groups' if isinstance(logits, (list, tuple)) else f'a {type(logits).__name__}'
+            raise ValueError(f'{source}.teach gave {given} of logits for the student\'s {groups} group(s) of rows: '
+                             'give a list with one (N, C) tensor per group of student.rows, in their order')
+        return logits, features
+
     def loss(self, inputs: Any, data_samples: List) -> Dict[str, Tensor]:
         self.teacher.before_step(self.student)
         student = self.task.student_forward(self.student, inputs, data_samples, self.teacher.student_positions)
         self.check_views(student.views)
-        teacher_logits, teacher_feats = self.teacher.teach(self.task, inputs, data_samples, student,
-                                                           self.teacher_stages(), with_logits=bool(self.logit_losses))
+        teacher_logits, teacher_feats = self.taught(self.teacher.teach(
+            self.task, inputs, data_samples, student, self.teacher_stages(), with_logits=bool(self.logit_losses)),
+            len(student.rows))
         losses = {f'student.{key}': value for key, value in student.losses.items()}
         if self.logit_losses:
             for rows, logits in zip(student.rows, teacher_logits):
