@@ -150,6 +150,22 @@ def test_stage_weights_option_and_pairs_with_other_stage_counts(cascade_distille
             MODELS.build(distiller_cfg(student_cfg, teacher_cfg, teacher_checkpoint, dict(kd=dict(type='KDLoss'))))
 
 
+def test_a_cascade_teacher_with_other_classes_in_one_stage_is_refused_at_build(tmp_path, teacher_checkpoint):
+    """The task compared the last stage's classes only: a teacher whose first stage predicts 20 classes built, and
+    its first step failed on the logits' shapes. A classifier given as a detector's teacher is named as such."""
+    from kdplug.registry import MODELS
+    other = small_cascade(roi_head=dict(bbox_head={'0': dict(num_classes=20)}))
+    checkpoint = save_detector(other, tmp_path / 'teacher_20.pth')
+    with pytest.raises(ValueError, match=f'stage 0 of the RoI head predicts 20 classes in the teacher and '
+                                         f'{NUM_CLASSES} in the student'):
+        MODELS.build(distiller_cfg(small_cascade(), other, checkpoint, dict(kd=dict(type='KDLoss'))))
+    classifier = dict(type='ImageClassifier', backbone=dict(type='ResNet', depth=18),
+                      head=dict(type='LinearClsHead', num_classes=NUM_CLASSES, in_channels=512))
+    with pytest.raises(ValueError, match="the teacher cannot be built: ImageClassifier is not in the mmdet::model "
+                                         "registry. TwoStageDetectionTask builds its models in the 'mmdet' scope"):
+        MODELS.build(distiller_cfg(small(), classifier, teacher_checkpoint, dict(kd=dict(type='KDLoss'))))
+
+
 @pytest.mark.parametrize('config, name', [(NKD_CASCADE, 'nkd'), (NORMKD_CASCADE, 'normkd')],
                          ids=['nkd', 'normkd'])
 def test_cascade_runner_steps_distil_every_stage_weighted_by_its_stage_weight(coco128, tmp_path, cascade_checkpoint,

@@ -68,6 +68,37 @@ def test_bad_teacher_rows_are_left_out_of_the_losses_with_zero_gradient(teacher_
     torch.testing.assert_close(value.detach(), expected)
 
 
+class UnweightedSquaredError(torch.nn.Module):
+    """A plugin's loss without row weights (allowed where the task weighs no rows)."""
+
+    def forward(self, student_logits, teacher_logits, target=None):
+        return (student_logits.softmax(-1) - teacher_logits.softmax(-1)).square().sum(-1).mean()
+
+
+def test_a_loss_without_row_weights_is_left_out_of_a_batch_with_a_bad_teacher_row(teacher_checkpoint):
+    """It cannot leave the zeroed row out, which it would learn from as a uniform teacher: between two checks on an
+    accelerator its whole batch contributes nothing (no device read), and the check counts steps, not calls."""
+    from runner_helpers import KD_CONFIG
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(KD_CONFIG)).model
+    cfg.teacher.checkpoint = teacher_checkpoint
+    cfg.losses = dict(se=dict(type=UnweightedSquaredError), kd=dict(type='KDLoss'))
+    distiller = MODELS.build(cfg)
+    check = distiller.check_teacher_rows
+    distiller.check_teacher_rows = lambda: None  # as between two checks on a GPU
+    s, t = torch.randn(4, 10, requires_grad=True), torch.randn(4, 10)
+    good = distiller.distill_losses(s, t, torch.arange(4))
+    assert good['distill.loss_se'] > 0
+    t[1, 2] = float('nan')
+    bad = distiller.distill_losses(s, t, torch.arange(4))
+    assert bad['distill.loss_se'] == 0 and bad['distill.loss_kd'] > 0
+    sum(bad.values()).backward()
+    assert s.grad[1].abs().max() == 0
+    distiller._distill_steps = 2  # two steps of three groups each (a cascade) so far
+    with pytest.raises(FloatingPointError, match='for 1 rows in the 2 distillation steps so far'):
+        check()
+
+
 # -- hyper-parameters and labels ------------------------------------------------------------------------------------
 @pytest.mark.parametrize('cfg,name', [
     (dict(type='KDLoss', temperature=float('nan')), 'temperature'),

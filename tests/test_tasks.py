@@ -330,3 +330,15 @@ def test_the_students_initial_weights_do_not_depend_on_the_teacher_source(tmp_pa
         distiller.init_weights()  # what mmengine's Runner does after building the model
         students.append(distiller.student.state_dict())
     assert all(torch.equal(students[0][key], students[1][key]) for key in students[0])
+
+
+class KeywordsLoss(nn.Module):
+    def forward(self, student_logits, teacher_logits, target=None, **kwargs):
+        return (kwargs.get('weight', 1.0) * (student_logits - teacher_logits).pow(2).mean(-1)).mean()
+
+
+def test_a_loss_taking_keywords_takes_row_weights():
+    """``**kwargs`` can take ``weight=``: such a loss is not refused where rows are weighed, a loss without either
+    is."""
+    from kdplug.distillers.distiller import takes_weight
+    assert takes_weight(KeywordsLoss()) and not takes_weight(RowsOnlyLoss())

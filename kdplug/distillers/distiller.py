@@ -44,6 +44,12 @@ def is_module_loss(loss: nn.Module) -> bool:
     return isinstance(getattr(loss, 'student_module', None), str)
 
 
+def takes_weight(loss: nn.Module) -> bool:
+    """Whether a loss's forward takes row weights: a ``weight`` argument, or ``**kwargs`` that can take it."""
+    parameters = inspect.signature(loss.forward).parameters.values()
+    return any(p.name == 'weight' or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
 class Distiller(BaseModel):
 
     #: The keys of a distiller's config (mmengine's root registry builds it: its TypeError would not say this).
@@ -75,8 +81,7 @@ class Distiller(BaseModel):
         self.loss_scales: Dict[str, float] = {name: 1.0 for name in self.losses}
         self.module_losses: Tuple[str, ...] = tuple(n for n, loss in self.losses.items() if is_module_loss(loss))
         self.logit_losses: Tuple[str, ...] = tuple(n for n in self.losses if n not in self.module_losses)
-        self._takes_weight = {name: 'weight' in inspect.signature(self.losses[name].forward).parameters
-                              for name in self.logit_losses}
+        self._takes_weight = {name: takes_weight(self.losses[name]) for name in self.logit_losses}
         self.num_views = self._check_views()
         self._check_weights()
 
@@ -87,6 +92,7 @@ class Distiller(BaseModel):
         self._predict_with_teacher = False
         self._nonfinite_teacher_rows: Optional[Tensor] = None  # a device-side count: no host sync per step
         self._teacher_checks = 0
+        self._distill_steps = 0
 
     # -- checks at build time -----------------------------------------------------------------------------------
     def _check_views(self) -> int:
@@ -155,12 +161,13 @@ class Distiller(BaseModel):
     TEACHER_CHECK_INTERVAL = DEVICE_READ_INTERVAL
 
     def finite_teacher_rows(self, teacher_logits: Tensor,
-                            weight: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
-        """Teacher rows with a NaN or inf are left out of every loss (logits zeroed, row weight 0), so no NaN
-        reaches the student's gradient, and counted on the device. Reading the count synchronises with the device,
-        so it is read every call on the CPU and every :attr:`TEACHER_CHECK_INTERVAL` calls (and before every
-        prediction) on an accelerator: a broken teacher stops the run within that many steps, with the student's
-        weights intact."""
+                            weight: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+        """Teacher rows with a NaN or inf are left out of every loss (logits zeroed, row weight 0; a loss that
+        takes no row weights is multiplied by the third value, 0 when any row was left out), so no NaN and no zeroed
+        row reaches the student's gradient, and counted on the device. Reading the count synchronises with the
+        device, so it is read every call on the CPU and every :attr:`TEACHER_CHECK_INTERVAL` calls (a call per group
+        of rows: per cascade stage) and before every prediction on an accelerator: a broken teacher stops the run
+        within that many steps, with the student's weights intact."""
         finite = torch.isfinite(teacher_logits).all(dim=-1)
         bad = (~finite).sum()
         self._nonfinite_teacher_rows = bad if self._nonfinite_teacher_rows is None else \
@@ -170,7 +177,7 @@ class Distiller(BaseModel):
             self.check_teacher_rows()
         teacher_logits = torch.where(finite.unsqueeze(-1), teacher_logits, torch.zeros_like(teacher_logits))
         keep = finite.to(teacher_logits.dtype if teacher_logits.is_floating_point() else torch.float32)
-        return teacher_logits, keep if weight is None else weight * keep
+        return teacher_logits, keep if weight is None else weight * keep, finite.all()
 
     def check_teacher_rows(self) -> None:
         """Raise if any teacher row seen so far was not finite."""
@@ -178,7 +185,7 @@ class Distiller(BaseModel):
         if count:
             raise FloatingPointError(
                 f'{self.teacher.description} produced non-finite logits (NaN or inf) for {count} rows in the '
-                f'{self._teacher_checks} distillation steps so far. Those rows were left out of the distillation '
+                f'{self._distill_steps} distillation steps so far. Those rows were left out of the distillation '
                 'losses, so the student\'s weights are finite, and the run stops here. Check the teacher: evaluate '
                 'it alone (tools/test.py with its config and checkpoint), check its input normalisation against the '
                 'student\'s data_preprocessor, and under --amp try float32 for the teacher (float16 overflows past '
@@ -205,13 +212,16 @@ class Distiller(BaseModel):
     def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor],
                        weight: Optional[Tensor] = None, scale: float = 1.0, key: str = '') -> Dict[str, Tensor]:
         """``distill.<key>loss_<name>`` of each logit loss, times its warm-up scale and ``scale``."""
+        all_finite = None
         if self.teacher.external:
-            teacher_logits, weight = self.finite_teacher_rows(teacher_logits, weight)
+            teacher_logits, weight, all_finite = self.finite_teacher_rows(teacher_logits, weight)
         out = {}
         for name in self.logit_losses:
             loss = self.losses[name]
             kwargs = {} if weight is None or not self._takes_weight[name] else {'weight': weight}
             value = loss(student_logits, teacher_logits, target, **kwargs)
+            if all_finite is not None and not self._takes_weight[name]:
+                value = value * all_finite  # it cannot leave a zeroed row out: the whole batch is left out
             out[f'distill.{key}loss_{name}'] = (self.loss_scales[name] * scale) * value
         return out
 
@@ -248,6 +258,7 @@ class Distiller(BaseModel):
         return logits, features
 
     def loss(self, inputs: Any, data_samples: List) -> Dict[str, Tensor]:
+        self._distill_steps += 1
         self.teacher.before_step(self.student)
         student = self.task.student_forward(self.student, inputs, data_samples, self.teacher.student_positions)
         self.check_views(student.views)

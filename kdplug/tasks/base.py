@@ -106,7 +106,15 @@ class Task:
         from mmengine.config import ConfigDict
         from mmengine.registry import MODELS, DefaultScope
         with DefaultScope.overwrite_default_scope(self.scope):
-            return MODELS.build(ConfigDict(cfg))
+            try:
+                return MODELS.build(ConfigDict(cfg))
+            except KeyError as err:  # mmengine's words name the registry, not the task that chose it
+                if 'is not in the' not in str(err):
+                    raise
+                said = str(err.args[0]).split('. ')[0]  # "X is not in the mmdet::model registry" (then a URL)
+                raise ValueError(f'the {role} cannot be built: {said}. {type(self).__name__} builds its models '
+                                 f'in the {self.scope!r} scope: give the {role} a model of that library (a classifier '
+                                 'cannot teach a detector), or the task of its own library') from err
 
     def num_classes(self, model: nn.Module) -> Optional[int]:
         """The classes the model predicts (None: unknown)."""

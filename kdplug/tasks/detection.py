@@ -120,6 +120,11 @@ class TwoStageDetectionTask(Task):
             raise ValueError(f'the student\'s RoI head has {ours} stage(s), the teacher\'s {theirs}: each stage is '
                              'distilled from the same stage of the teacher, so use teachers with as many stages '
                              '(a Cascade R-CNN teacher for a Cascade R-CNN student)')
+        for stage in range(ours):  # the base class compares the last stage only
+            classes = [getattr(box_head(model.roi_head, stage), 'num_classes', None) for model in (student, teacher)]
+            if classes[0] != classes[1]:
+                raise ValueError(f'stage {stage} of the RoI head predicts {classes[1]} classes in the teacher and '
+                                 f'{classes[0]} in the student: give both the same num_classes in every stage')
         for model, role in ((student, 'student'), (teacher, 'teacher')):
             self.check_same_preprocessing(data_preprocessor, model, role)
 
