@@ -159,6 +159,21 @@ def test_broken_checkpoint_files_get_messages_that_name_the_problem(tmp_path, ma
 ZIP_PREFIX = b'PK\x03\x04' + bytes(60)
 
 
+def test_export_never_writes_over_the_checkpoint_it_exports(tmp_path):
+    """``export_student.py run.pth run.pth`` replaced the run's checkpoint (optimizer, teacher, training state) with
+    the student; an export is written whole or not at all."""
+    from kdplug.distillers.export import export_student
+    run = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': {'student.w': torch.ones(2), 'teacher.ema.w': torch.ones(2)}, 'optimizer': {}}, run)
+    before = run.read_bytes()
+    with pytest.raises(ValueError, match='is the checkpoint to export: writing the student there would replace'):
+        export_student(str(run), str(tmp_path / '.' / 'epoch_1.pth'))
+    assert run.read_bytes() == before
+    export_student(str(run), str(tmp_path / 'student.pth'))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth', 'student.pth']
+    assert list(torch.load(tmp_path / 'student.pth', weights_only=True)['state_dict']) == ['w']
+
+
 def test_export_tool_messages_are_plain_sentences(tmp_path):
     plain = tmp_path / 'plain.pth'
     torch.save({'state_dict': {'backbone.w': torch.zeros(1)}}, plain)

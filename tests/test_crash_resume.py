@@ -94,6 +94,48 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path):
     assert checkpoint == str(tmp_path / 'epoch_2.pth') and 'epoch_3.pth, which is truncated' in note
 
 
+def test_resume_takes_a_run_s_own_checkpoints_only(tmp_path):
+    """A best_*.pth (no optimizer or scheduler state: the schedule would restart) and an exported student (no run
+    at all) are newer than the last epoch's checkpoint, which the pointer no longer names: neither is resumed."""
+    torch.save({'meta': {'epoch': 2}}, tmp_path / 'epoch_2.pth')
+    os.utime(tmp_path / 'epoch_2.pth', (1, 1))
+    torch.save({'state_dict': {}}, tmp_path / 'best_accuracy_top1_epoch_2.pth')
+    torch.save({'state_dict': {}}, tmp_path / 'student.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_9.pth'))
+    checkpoint, note = train_tool().resumable_checkpoint(str(tmp_path))
+    assert checkpoint == str(tmp_path / 'epoch_2.pth'), note
+
+
+def test_resume_looks_in_the_work_dir_the_options_give_and_resume_true_falls_back_as_resume_does(tmp_path):
+    """--cfg-options work_dir=X is where --resume looks (it looked in ./work_dirs/<config> and started over, or
+    resumed another run into X); resume=True in the options with a stale last_checkpoint falls back as --resume
+    does (it was mmengine's bare FileNotFoundError); --no-validate with val_dataloader options drops validation."""
+    from mmengine.config import Config
+    tool = train_tool()
+    work = tmp_path / 'x'
+    work.mkdir()
+    torch.save({'meta': {'epoch': 3}}, work / 'epoch_3.pth')
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_9.pth'))
+    for argv in (['--resume', '--cfg-options', f'work_dir={work}'],
+                 ['--cfg-options', f'work_dir={work}', 'resume=True'],
+                 ['--resume', '--no-validate', '--cfg-options', f'work_dir={work}', 'val_dataloader.batch_size=8']):
+        cfg = tool.merge_args(Config.fromfile(str(KD_CONFIG)), tool.parse_args([str(KD_CONFIG), *argv]))
+        assert cfg.resume and cfg.load_from == str(work / 'epoch_3.pth'), argv
+    assert cfg.val_dataloader is None and cfg.val_cfg is None
+
+
+def test_resume_from_a_checkpoint_of_another_model_is_refused(cifar10_root, teacher_checkpoint, tmp_path):
+    """mmengine resumes non-strictly: a student-only checkpoint given to a distillation config restored the epoch
+    and the optimizer over fresh weights, exit code 0."""
+    from runner_helpers import save_teacher
+    student = save_teacher(tmp_path / 'student.pth', backbone='ResNet8')
+    with pytest.raises(SystemExit, match=r'(?s)the checkpoint .*student.pth does not fit the model of .*kd_resnet20'
+                                         r'.*missing keys in source state_dict: student.backbone.*load_from='):
+        train_tool().main([str(KD_CONFIG), '--work-dir', str(tmp_path / 'work'), '--resume', student,
+                           '--cfg-options', f'model.teacher.checkpoint={teacher_checkpoint}',
+                           *data_options(cifar10_root)])
+
+
 def test_resume_with_nothing_to_resume_says_so(tmp_path):
     checkpoint, note = train_tool().resumable_checkpoint(str(tmp_path))
     assert checkpoint is None and 'nothing to resume' in note and 'from scratch' in note

@@ -4,6 +4,7 @@ The distiller's state dict holds ``student.*`` and, for some teacher sources, tr
 ``teacher.ema.*``, USKD's weak head ``teacher.head.*``; a checkpoint teacher is never saved), which is dropped: the
 export is exactly the student model.
 """
+import os
 from typing import Any, Dict
 
 import torch
@@ -16,6 +17,9 @@ PREFIX = 'student.'
 
 def export_student(checkpoint: str, out: str) -> Dict[str, Any]:
     """Write the student of ``checkpoint`` to ``out`` as ``{'state_dict', 'meta'}``; returns what was written."""
+    if os.path.exists(out) and os.path.exists(checkpoint) and os.path.samefile(out, checkpoint):
+        raise ValueError(f'{out!r} is the checkpoint to export: writing the student there would replace the run\'s '
+                         'checkpoint (its optimizer, teacher and training state). Give another output path')
     loaded = load_checkpoint_file(checkpoint, role='distillation run')
     state_dict = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else None
     if not isinstance(state_dict, dict) or not any(k.startswith(PREFIX) for k in state_dict):
@@ -34,5 +38,7 @@ def export_student(checkpoint: str, out: str) -> Dict[str, Any]:
             'kdplug_version': kdplug.__version__,
         },
     }
-    torch.save(exported, out)
+    partial = f'{out}.partial'
+    torch.save(exported, partial)
+    os.replace(partial, out)  # whole or not at all: an interrupted export leaves no truncated student.pth
     return exported

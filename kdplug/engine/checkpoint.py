@@ -155,3 +155,24 @@ def route_local_checkpoint_loads() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
     allow_mmengine_checkpoints()
     CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
+
+
+def load_checkpoints_strictly(runner: Any, config: str, fix: str) -> None:
+    """Make an mmengine Runner's checkpoint loads strict. mmengine loads non-strictly (right for ``load_from`` when
+    fine-tuning with another head), logging what does not fit: evaluating, or resuming, a checkpoint of another model
+    (another class count, another backbone, a student-only file for a distillation config) would leave those parts as
+    initialised, with the metrics of a random model or a resumed epoch count over fresh weights. ``fix`` ends the
+    message."""
+    load = runner.load_checkpoint
+
+    def load_all(filename: str, map_location: Any = 'cpu', strict: bool = False,
+                 revise_keys: Optional[list] = None) -> Any:  # strict whatever the caller asks
+        try:  # mmengine's default revise_keys: a DDP wrapper's prefix dropped
+            return load(filename, map_location=map_location, strict=True,
+                        revise_keys=[(r'^module.', '')] if revise_keys is None else revise_keys)
+        except RuntimeError as err:
+            if 'do not match exactly' not in str(err):  # mmengine's words for a model / state dict mismatch
+                raise
+            raise SystemExit(f'the checkpoint {filename} does not fit the model of {config}: {str(err).strip()}\n'
+                             f'{fix}') from None
+    runner.load_checkpoint = load_all

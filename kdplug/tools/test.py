@@ -12,35 +12,12 @@ import argparse
 import json
 import os
 import os.path as osp
-from typing import Any, Optional
 
 from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
-from kdplug.engine.checkpoint import route_local_checkpoint_loads, unreadable_reason
-
-
-def load_strictly(runner: Runner, config: str) -> None:
-    """Make the runner's load of the checkpoint to evaluate strict. mmengine loads it non-strictly (right for
-    ``load_from`` in training: fine-tuning with another head), logging what does not fit: evaluated, a checkpoint of
-    another model (another class count, another backbone) would leave those parts as initialised, and the metrics
-    printed would be a random model's."""
-    load = runner.load_checkpoint
-
-    def load_all(filename: str, map_location: Any = 'cpu', strict: bool = False,
-                 revise_keys: Optional[list] = None) -> Any:  # strict whatever the caller asks
-        try:  # mmengine's default revise_keys: a DDP wrapper's prefix dropped
-            return load(filename, map_location=map_location, strict=True,
-                        revise_keys=[(r'^module.', '')] if revise_keys is None else revise_keys)
-        except RuntimeError as err:
-            if 'do not match exactly' not in str(err):  # mmengine's words for a model / state dict mismatch
-                raise
-            raise SystemExit(f'test.py: the checkpoint {filename} does not fit the model of {config}: '
-                             f'{str(err).strip()}\nEvaluate it with the config of the run that wrote it (a student '
-                             'exported by tools/export_student.py: the student\'s own config, e.g. configs/students/)'
-                             ) from None
-    runner.load_checkpoint = load_all
+from kdplug.engine.checkpoint import load_checkpoints_strictly, route_local_checkpoint_loads, unreadable_reason
 
 
 def main(argv=None) -> None:
@@ -70,7 +47,8 @@ def main(argv=None) -> None:
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     runner = Runner.from_cfg(cfg)
-    load_strictly(runner, args.config)
+    load_checkpoints_strictly(runner, args.config, 'Evaluate it with the config of the run that wrote it (a student '
+                              'exported by tools/export_student.py: the student\'s own config, e.g. configs/students/)')
     if args.out is not None:
         # one more metric of the test evaluator: gathered from every rank, written once by rank 0
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=osp.abspath(args.out)))

@@ -10,13 +10,14 @@ import copy
 import glob
 import os
 import os.path as osp
+import re
 from typing import Optional, Tuple
 
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
 from kdplug.engine.allocator import keep_freed_memory
-from kdplug.engine.checkpoint import route_local_checkpoint_loads, unreadable_reason
+from kdplug.engine.checkpoint import load_checkpoints_strictly, route_local_checkpoint_loads, unreadable_reason
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,24 +44,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+#: The names mmengine's CheckpointHook gives a run's checkpoints (``epoch_3.pth``, ``iter_2000.pth``).
+RUN_CHECKPOINT = re.compile(r'(epoch|iter)_\d+\.pth')
+
+
 def resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
     """The newest intact checkpoint of ``work_dir`` and a sentence saying where it came from (None: nothing).
 
     ``last_checkpoint`` names it unless a crash left that file empty or pointing at a truncated checkpoint; then
-    the newest ``*.pth`` of the work dir that is complete is taken instead.
+    the newest ``epoch_<n>.pth`` / ``iter_<n>.pth`` of the work dir that is complete is taken instead.
     """
     pointer = osp.join(work_dir, 'last_checkpoint')
     named = open(pointer).read().strip() if osp.isfile(pointer) else ''
     if named and unreadable_reason(named) is None:
         return named, f'resuming from {named} (last_checkpoint of {work_dir})'
-    candidates = sorted(glob.glob(osp.join(work_dir, '*.pth')), key=osp.getmtime, reverse=True)
+    # a run's own checkpoints only: a best_*.pth holds no optimizer or scheduler state, an exported student no run
+    candidates = sorted((path for path in glob.glob(osp.join(work_dir, '*.pth'))
+                         if RUN_CHECKPOINT.fullmatch(osp.basename(path))), key=osp.getmtime, reverse=True)
     intact = next((path for path in candidates if unreadable_reason(path) is None), None)
     problem = (f'last_checkpoint names {named}, which {unreadable_reason(named)}' if named else
                'last_checkpoint is empty' if osp.isfile(pointer) else 'there is no last_checkpoint')
     if intact is not None:
         return intact, f'{problem}; resuming from the newest intact checkpoint instead: {intact}'
-    return None, (f'nothing to resume in {work_dir} ({problem}, and no complete *.pth): training starts from '
-                  'scratch')
+    return None, (f'nothing to resume in {work_dir} ({problem}, and no complete epoch_<n>.pth or iter_<n>.pth): '
+                  'training starts from scratch')
 
 
 #: The dataloader defaults of mmpretrain's own tools/train.py (batches stacked in the workers, pinned memory,
@@ -101,8 +108,15 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         else:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    if args.resume == 'auto':
-        checkpoint, note = resumable_checkpoint(cfg.work_dir)
+    if args.auto_scale_lr:
+        cfg.setdefault('auto_scale_lr', {})['enable'] = True
+    # the options first: the work dir a resume looks in, and val_dataloader.* options before --no-validate drops it
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if args.resume == 'auto' or (args.resume is None and cfg.get('resume') is True and not cfg.get('load_from')):
+        checkpoint, note = resumable_checkpoint(cfg.work_dir)  # resume=True without a path in the config: the same
         print(f'--resume: {note}', flush=True)
         cfg.resume, cfg.load_from = checkpoint is not None, checkpoint
     elif args.resume is not None:
@@ -111,12 +125,6 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
             raise SystemExit(f'--resume {args.resume}: the checkpoint {reason}. Give another checkpoint, or '
                              '--resume alone to take the newest intact one of the work dir')
         cfg.resume, cfg.load_from = True, args.resume
-    if args.no_validate:
-        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-    if args.auto_scale_lr:
-        cfg.setdefault('auto_scale_lr', {})['enable'] = True
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     load_from = cfg.get('load_from')
     reason = unreadable_reason(load_from) if isinstance(load_from, str) and '://' not in load_from else None
     if reason is not None:  # before the model and the data are built
@@ -132,6 +140,9 @@ def main(argv=None) -> None:
     allocator = 'malloc left as it is (--default-malloc)' if args.default_malloc else keep_freed_memory()
     cfg = merge_args(Config.fromfile(args.config), args)
     runner = Runner.from_cfg(cfg)
+    if cfg.get('resume'):  # a resumed run continues this config's model: every weight must fit
+        load_checkpoints_strictly(runner, args.config, 'Resume from a checkpoint of a run of this config, or start '
+                                  'from its weights with load_from=CHECKPOINT (not strict: e.g. another head)')
     runner.logger.info(allocator)
     runner.train()
 
