@@ -18,6 +18,7 @@ from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
 from kdplug.engine.checkpoint import load_checkpoints_strictly, route_local_checkpoint_loads, unreadable_reason
+from kdplug.tools.train import check_data
 
 
 def main(argv=None) -> None:
@@ -46,6 +47,7 @@ def main(argv=None) -> None:
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    check_data(cfg, ['test_dataloader'])
     runner = Runner.from_cfg(cfg)
     load_checkpoints_strictly(runner, args.config, 'Evaluate it with the config of the run that wrote it (a student '
                               'exported by tools/export_student.py: the student\'s own config, e.g. configs/students/)')
