@@ -259,6 +259,28 @@ def test_a_source_that_does_not_exist_is_an_error(tmp_path, dataset):
         prepare_data.prepare_cifar10(tmp_path / 'root', missing)
 
 
+def test_a_source_that_is_not_an_archive_or_a_root_that_is_a_file_is_named(tmp_path):
+    """A bogus or cut-short --source, or a --root that is a file: tarfile's / lzma's / the OS's bare tracebacks."""
+    bogus = tmp_path / 'cifar10_jpg.tar.xz'
+    bogus.write_bytes(b'not an archive at all')
+    with pytest.raises(SystemExit, match=r'an archive could not be read \(ReadError.*is damaged \(cut short\?\) or not '
+                                         r'the archive this dataset needs; give the right file as --source'):
+        prepare_data.main(['cifar10', '--root', str(tmp_path / 'root'), '--source', str(bogus)])
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode='w:xz') as tar:
+        data = bytes(5000)
+        info = tarfile.TarInfo('train/cat/0000.jpg')
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    cut = tmp_path / 'cut.tar.xz'
+    cut.write_bytes(archive.getvalue()[:len(archive.getvalue()) // 2])
+    with pytest.raises(SystemExit, match=r'an archive could not be read \((EOFError|LZMAError|ReadError)'):
+        prepare_data.main(['cifar10', '--root', str(tmp_path / 'root2'), '--source', str(cut)])
+    (tmp_path / 'afile').write_text('')
+    with pytest.raises(SystemExit, match='--root must be a folder'):
+        prepare_data.main(['cifar10', '--root', str(tmp_path / 'afile'), '--source', str(bogus)])
+
+
 def test_tiny_imagenet_source_zip_is_used_not_downloaded(tmp_path, monkeypatch):
     archive = write_zip(tmp_path / 'tiny-imagenet-200.zip', tiny_files())
     monkeypatch.setattr(prepare_data, 'TINY_IMAGENET_MD5', md5(archive), raising=False)

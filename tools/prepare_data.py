@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import lzma
 import os
 import pickle
 import random
@@ -685,6 +686,14 @@ def main(argv: list[str] | None = None) -> None:
         prepare[args.dataset](args.root or REPO / 'data' / default_root, args.source)
     except (PrepareError, FileNotFoundError) as exc:  # the user's to fix: a message, not a traceback
         raise SystemExit(f'prepare_data.py {args.dataset}: error: {exc}') from exc
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, lzma.LZMAError) as exc:  # downloads are md5-checked
+        said = (str(exc).splitlines() or [''])[0].rstrip(':')  # tarfile lists every method it tried
+        raise SystemExit(f'prepare_data.py {args.dataset}: error: an archive could not be read ({type(exc).__name__}: '
+                         f'{said}): {args.source or "the download"} is damaged (cut short?) or not the archive this '
+                         'dataset needs; give the right file as --source (see --help)') from exc
+    except (NotADirectoryError, FileExistsError) as exc:
+        raise SystemExit(f'prepare_data.py {args.dataset}: error: {exc}: --root must be a folder, or a path where '
+                         'one can be made') from exc
 
 
 if __name__ == '__main__':
