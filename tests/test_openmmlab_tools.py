@@ -243,6 +243,23 @@ def test_curves_of_several_runs_to_png(two_runs, tmp_path):
     assert result.returncode == 2 and '--legend has 1 names for 2 runs' in result.stderr
 
 
+def test_out_must_be_an_image_file_and_is_checked_before_the_runs_are_read(two_runs, tmp_path):
+    """Without a suffix matplotlib wrote curves.png while the tool said "written to curves"; another suffix or a
+    parent that is a file ended in tracebacks."""
+    (tmp_path / 'afile').write_text('')
+    (tmp_path / 'adir').mkdir()
+    for out, said in ((tmp_path / 'curves', 'give an image file name ending in one of .png'),
+                      (tmp_path / 'curves.xyz', 'give an image file name'),
+                      (tmp_path / 'afile' / 'c.png', 'afile is a file'),
+                      (tmp_path / 'adir.png', None)):
+        if said is None:
+            (tmp_path / 'adir.png').mkdir()
+            said = 'adir.png is a folder'
+        result = subprocess.run([sys.executable, str(TOOLS / 'analyze_logs.py'), str(two_runs['kd']), '--out',
+                                 str(out)], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and said in result.stderr and 'Traceback' not in result.stderr, result.stderr
+
+
 # --- TensorBoard through mmengine's visualizer ---------------------------------------------------------------------
 
 def test_tensorboard_backend_writes_events_beside_scalars_json(cifar10_root, teacher_checkpoint, tmp_path, one_thread):

@@ -143,6 +143,10 @@ def best_last_table(runs: Mapping[str, Records], metric: str = 'accuracy/top1', 
     return '\n'.join(lines)
 
 
+#: The files --out can write (matplotlib's formats that a person opens as an image or a document).
+IMAGE_SUFFIXES = ('.png', '.pdf', '.svg', '.jpg', '.jpeg')
+
+
 def plot_curves(runs: Mapping[str, Records], keys: Sequence[str] = DEFAULT_KEYS, out: PathLike = 'curves.png',
                 title: Optional[str] = None) -> Path:
     """One panel per key, every run that logged it as one curve (validation points marked), written to ``out``
@@ -207,6 +211,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.out is None and not args.table:
         parser.error('nothing to do: give --out PNG, --table, or both')
+    if args.out is not None:  # before the runs are read: matplotlib would add .png itself, or fail on the suffix
+        if args.out.suffix.lower() not in IMAGE_SUFFIXES:
+            parser.error(f'--out {args.out}: give an image file name ending in one of {", ".join(IMAGE_SUFFIXES)} '
+                         '(e.g. curves.png)')
+        clash = next((p for p in (args.out, *args.out.parents) if p.exists() and (p == args.out) == p.is_dir()),
+                     None)
+        if clash is not None:
+            parser.error(f'--out {args.out}: {clash} is a {"folder" if clash.is_dir() else "file"}')
     if args.legend is not None and len(args.legend) != len(args.runs):
         parser.error(f'--legend has {len(args.legend)} names for {len(args.runs)} runs')
     names = args.legend or [run_name(run) for run in args.runs]

@@ -16,6 +16,16 @@ def unwrap(model):
     return model.module if is_model_wrapper(model) else model
 
 
+
+def scalar_step(runner, epoch_done: bool = False) -> int:
+    """The step mmengine logs validation metrics at, for kdplug's own scalars to be drawn beside them
+    (tools/analyze_logs.py): in an epoch-based run the epoch (``epoch_done``: the one that just ended, whose
+    validation follows), else the iteration."""
+    from mmengine.runner import EpochBasedTrainLoop
+    if isinstance(runner.train_loop, EpochBasedTrainLoop):
+        return runner.epoch + int(epoch_done)
+    return runner.iter
+
 class LossWarmupHook(Hook):
     """Ramp distillation losses in: scale = min(epoch / warmup_epochs, 1), counting epochs from 1 (DKD's warm-up,
     Zhao et al. 2022: 20 epochs on CIFAR-100, 1 on ImageNet). With ``by_epoch=False`` the ramp is per iteration.
@@ -105,7 +115,7 @@ class CTKDCurriculumHook(Hook):
             if last is not None:
                 scalars[f'ctkd/{name}/temperature'] = float(last)
         runner.logger.info('CTKD: ' + '  '.join(f'{key}: {value:.4f}' for key, value in scalars.items()))
-        runner.visualizer.add_scalars(scalars, step=runner.iter)
+        runner.visualizer.add_scalars(scalars, step=scalar_step(runner, epoch_done=True))
 
 
 class TeacherDataCheckHook(Hook):
@@ -166,7 +176,7 @@ class TeacherEvalHook(Hook):
         runner.logger.info(f'teacher (evaluated once before training): {text}')
         runner.message_hub.update_info('teacher_metrics', metrics)
         runner.visualizer.add_scalars({f'teacher/{key}': value for key, value in metrics.items()
-                                       if isinstance(value, (int, float))}, step=runner.iter)
+                                       if isinstance(value, (int, float))}, step=scalar_step(runner))
 
 
 class EMATeacherHook(Hook):
