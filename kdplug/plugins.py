@@ -277,5 +277,10 @@ def format_plugins() -> str:
     return '\n'.join(lines)
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """``kdplug-list-plugins`` / tools/list_plugins.py: the table of :func:`format_plugins` (``--help`` says so,
+    an unknown argument is an error)."""
+    import argparse
+    argparse.ArgumentParser(description='Print every kdplug plugin (builtin and third-party), its distribution and '
+                            'version, and what it contributed.').parse_args(argv)
     print(format_plugins())

@@ -199,6 +199,10 @@ def test_list_plugins_tool_shows_contributions(python):
     assert result.returncode == 0, result.stderr
     assert 'kdplug.losses.plugin  [kdplug' in result.stdout
     assert 'kdplug_losses: KDLoss, DKDLoss, NKDLoss, NormKDLoss, MultiTempKDLoss' in result.stdout
+    for argv, code, said in ((['--help'], 0, 'Print every kdplug plugin'), (['--bogus'], 2, 'unrecognized')):
+        result = subprocess.run([sys.executable, str(REPO / 'tools' / 'list_plugins.py'), *argv], capture_output=True,
+                                text=True, cwd=REPO)
+        assert result.returncode == code and said in result.stdout + result.stderr, argv
 
 
 @pytest.fixture

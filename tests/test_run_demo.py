@@ -119,3 +119,17 @@ def test_demo_validates_after_every_epoch_and_its_students_read_the_cached_teach
     demo.main(['--epochs', '3', '--work-dir', str(tmp_path / 'online'), '--online-teacher'])
     assert not [call for call in calls if call[0] == 'cache_teacher.py']
     assert not any('model.teacher.type=CachedTeacher' in options for _, _, options, _ in calls)
+
+
+@pytest.mark.parametrize('argv,said', [
+    (['--seeds', '0', '0'], '--seeds 0 0: give each seed once'),
+    (['--teacher-checkpoint', 'nope.pth'], '--teacher-checkpoint nope.pth is not a file'),
+    (['--epochs', '1'], '--epochs must be at least 2'),
+])
+def test_arguments_the_demo_cannot_run_with_are_refused_before_anything_runs(demo, argv, said, capsys, monkeypatch):
+    """A missing teacher checkpoint was found only at the first distilled student, after the student alone had
+    trained; a repeated seed wrote both runs into one work dir."""
+    monkeypatch.setattr(demo.subprocess, 'run', lambda *args, **kwargs: pytest.fail('something ran'))
+    with pytest.raises(SystemExit):
+        demo.main(argv)
+    assert said in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
     python tools/list_plugins.py
 """
-from kdplug.plugins import format_plugins
+from kdplug.plugins import main
 
 if __name__ == '__main__':
-    print(format_plugins())
+    main()

@@ -143,8 +143,10 @@ def phase(step: int, steps: int, name: str, epochs: int, config: Path, work_dir:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--epochs', type=int, default=4)
-    parser.add_argument('--work-dir', type=Path, default=REPO / 'work_dirs' / 'demo')
+    parser.add_argument('--epochs', type=int, default=4,
+                        help='epochs of every run, teacher and students (default 4: one warm-up, then cosine)')
+    parser.add_argument('--work-dir', type=Path, default=REPO / 'work_dirs' / 'demo',
+                        help='where the runs, the teacher cache and results.md go (default work_dirs/demo)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0],
                         help='train every student once per seed (the teacher once, seed 0); the table gives '
                              'the mean and the sample std over the seeds of the best and the last top-1')
@@ -155,6 +157,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error('--epochs must be at least 2: one warm-up epoch, then the cosine decay')
+    if len(set(args.seeds)) != len(args.seeds):  # one work dir per seed: a repeat would overwrite its run
+        parser.error(f'--seeds {" ".join(map(str, args.seeds))}: give each seed once')
+    if args.teacher_checkpoint is not None and not args.teacher_checkpoint.is_file():  # before any training
+        parser.error(f'--teacher-checkpoint {args.teacher_checkpoint} is not a file: give the .pth of a trained '
+                     'teacher (work_dirs/demo/teacher_resnet20/epoch_4.pth after a first run), or leave it out')
     caches = 0 if args.online_teacher else len(args.seeds)
     steps = 1 + (args.teacher_checkpoint is None) + caches + len(STUDENTS) * len(args.seeds)
     print(f'[1/{steps}] CIFAR-10: tools/prepare_data.py cifar10', flush=True)
