@@ -16,7 +16,6 @@ def unwrap(model):
     return model.module if is_model_wrapper(model) else model
 
 
-
 def scalar_step(runner, epoch_done: bool = False) -> int:
     """The step mmengine logs validation metrics at, for kdplug's own scalars to be drawn beside them
     (tools/analyze_logs.py): in an epoch-based run the epoch (``epoch_done``: the one that just ended, whose
@@ -25,6 +24,7 @@ def scalar_step(runner, epoch_done: bool = False) -> int:
     if isinstance(runner.train_loop, EpochBasedTrainLoop):
         return runner.epoch + int(epoch_done)
     return runner.iter
+
 
 class LossWarmupHook(Hook):
     """Ramp distillation losses in: scale = min(epoch / warmup_epochs, 1), counting epochs from 1 (DKD's warm-up,
