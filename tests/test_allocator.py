@@ -68,6 +68,7 @@ def test_the_train_tool_applies_it_unless_told_not_to(monkeypatch):
     called = []
     monkeypatch.setattr(tool, 'keep_freed_memory', lambda: called.append(True) or 'applied')
     monkeypatch.setattr(tool, 'Runner', FakeRunner)
+    monkeypatch.setattr(tool, 'check_data', lambda cfg: None)  # no data here: nothing is trained
     tool.main(['configs/demo/student_resnet8_4e_cifar10-10k.py', '--default-malloc'])
     assert called == [] and FakeRunner.messages == ['malloc left as it is (--default-malloc)']
     tool.main(['configs/demo/student_resnet8_4e_cifar10-10k.py'])

@@ -253,6 +253,38 @@ def test_model_builds_without_the_codewords_file_and_training_names_the_tool(cif
         model.loss(torch.randn(2, 3, 32, 32), samples)
 
 
+def test_codewords_of_another_teacher_or_class_count_and_a_changing_teacher_are_refused(
+        cifar10_root, tmp_path, teacher_checkpoint, codewords):
+    """The file records its teacher's sha256: a retrained teacher of the same architecture passed the channel check
+    and trained on another teacher's assignments. Sub-classes of 20 classes against a file of 10 took the "fewer
+    codewords" padding (a warning) and trained on wrong targets. An EMA teacher has no fixed checkpoint to fit from."""
+    from mmengine.registry import DefaultScope, MODELS
+    from mmpretrain.structures import DataSample
+
+    from runner_helpers import save_teacher
+    from kdplug.letkd.loss import LetKDLoss
+    samples = [DataSample().set_gt_label(i) for i in range(2)]
+    path, _ = codewords
+    retrained = save_teacher(tmp_path / 'retrained.pth', seed=1)
+    cfg = letkd_config(cifar10_root, tmp_path, retrained, path)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg.model).train()
+        with pytest.raises(ValueError, match=r'fitted from another teacher checkpoint .*teacher.pth.* than this '
+                                             r"run's .*retrained.pth.*Fit them again"):
+            model.loss(torch.randn(2, 3, 32, 32), samples)
+        ema = letkd_config(cifar10_root, tmp_path, teacher_checkpoint, path).model
+        ema.teacher = dict(type='EMATeacher', xi=0.99)
+        with pytest.raises(ValueError, match=r"codewords fitted once from a fixed teacher's checkpoint.*EMA.*"
+                                             r"CheckpointTeacher"):
+            MODELS.build(ema)
+    loss = LetKDLoss('layer2', level='intermediate', codewords=str(path))
+    layer = torch.nn.Module()
+    layer.assignment_logits = torch.randn(1, 160, 16, 16)  # a layer of 20 classes x 8 sub-classes
+    with pytest.raises(ValueError, match=r'fitted for 10 classes x 8 sub-classes = 80 assignments, the student layer '
+                                         r'predicts 160: fitted on another dataset'):
+        loss(layer, torch.randn(1, 32, 16, 16), torch.tensor([15]))
+
+
 def test_loss_reports_the_mean_entropy_of_both_assignments():
     """Hand-computed: two codewords (0, 0) and (1, 0); a teacher position at (0, 0) has squared distances (0, 1),
     p_T = (e, 1) / (e + 1); one at (0.5, 0) is equidistant, p_T uniform. The student's logits (0, 0) and (log 3, 0)

@@ -131,6 +131,19 @@ def load_checkpoint_file(path: str, role: str = 'teacher', map_location: Any = '
                            'not a torch checkpoint, or it is damaged') from err
 
 
+def checkpoint_identity(checkpoint: str) -> str:
+    """What a file made from a teacher records of it (a teacher cache, letKD's codewords): the sha256 of a local
+    checkpoint, which a copy or a move keeps and a retrained teacher does not; a URL stands for itself."""
+    import hashlib
+    if not os.path.isfile(checkpoint):
+        return checkpoint
+    digest = hashlib.sha256()
+    with open(checkpoint, 'rb') as file:
+        for block in iter(lambda: file.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_weights(path: str, role: str = 'teacher') -> Dict[str, torch.Tensor]:
     """The state dict of a checkpoint file or URL (``checkpoint['state_dict']`` for mmengine checkpoints)."""
     checkpoint = load_checkpoint_file(path, role)

@@ -21,7 +21,7 @@ def scalar_step(runner, epoch_done: bool = False) -> int:
     (tools/analyze_logs.py): in an epoch-based run the epoch (``epoch_done``: the one that just ended, whose
     validation follows), else the iteration."""
     from mmengine.runner import EpochBasedTrainLoop
-    if isinstance(runner.train_loop, EpochBasedTrainLoop):
+    if isinstance(getattr(runner, 'train_loop', None), EpochBasedTrainLoop):
         return runner.epoch + int(epoch_done)
     return runner.iter
 

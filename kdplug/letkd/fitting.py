@@ -29,6 +29,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from kdplug.engine.checkpoint import checkpoint_identity
+
 from . import codewords
 from .codewords import Log
 from .io import new_codewords_file
@@ -247,6 +249,7 @@ def fit_codewords(cfg, out: Optional[str] = None, device: Optional[str] = None, 
         say(f'{spec["name"]}: fitted in {time.time() - start:.1f} s')
         files.setdefault(spec['path'], new_codewords_file(meta={
             'config': str(cfg.filename) if cfg.filename else '', 'teacher_checkpoint': str(teacher_checkpoint(cfg)),
+            'teacher_identity': checkpoint_identity(str(teacher_checkpoint(cfg))),  # its sha256: a run compares it
             'seed': seed, 'augment': augment, 'created': time.strftime('%Y-%m-%d %H:%M:%S')}))
         files[spec['path']]['sections'][spec['module']] = section
     if out:

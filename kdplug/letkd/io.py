@@ -10,7 +10,10 @@ BMVC 2023, arXiv:2309.02843): the teacher's codewords that ``tools/fit_codewords
                              'num_images'},
                   'layer2': {'level': 'intermediate', 'lda_weight': (m, D), 'lda_bias': (m,), 'prototypes': (C*K, m),
                              'valid': (C*K,) bool, 'scores': (C*K, C*K), 'subclasses': K, ...}},
-     'meta': {'config', 'teacher_checkpoint', 'seed', 'augment', 'created'}}
+     'meta': {'config', 'teacher_checkpoint', 'teacher_identity', 'seed', 'augment', 'created'}}
+
+``teacher_identity`` is the sha256 of the teacher checkpoint (a URL stands for itself): a run whose teacher is
+another checkpoint is refused, as codewords of another teacher's features assign nothing meaningful.
 
 Sections are keyed by the student module's position; :data:`SECTION_TENSORS` names the tensors of each level.
 """

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdplug.engine.checkpoint import checkpoint_identity
 from kdplug.losses.functional import kl_rows, reduce_per_sample
 
 from .codewords import assign_subclasses, squared_distances
@@ -112,6 +113,18 @@ class LetKDLoss(nn.Module):
         self._buffer_names: Optional[Tuple[str, ...]] = None  # the codewords' buffers, once loaded
         self.subclasses = 0
         self._padding_warned = False
+        self.teacher_checkpoint: Optional[str] = None  # the run's teacher (check_teacher), compared with the file's
+
+    def check_teacher(self, source: nn.Module) -> None:
+        """Called by the distiller at build with its teacher source: the codewords are fitted once from a fixed
+        teacher's features (its checkpoint), so a teacher that changes (an EMA of the student) cannot use them; the
+        checkpoint is compared with the file's when the codewords are read."""
+        checkpoint = getattr(source, 'checkpoint', None)
+        if not isinstance(checkpoint, str):
+            raise ValueError(f'LetKDLoss({self.student_module!r}) distils through codewords fitted once from a fixed '
+                             f'teacher\'s checkpoint (python {FIT_TOOL} CONFIG), and {source.description} has none: '
+                             "use teacher=dict(type='CheckpointTeacher', model=..., checkpoint=...)")
+        self.teacher_checkpoint = checkpoint
 
     # -- the codewords, training-only, non-persistent buffers ---------------------------------------------------
     @property
@@ -128,6 +141,12 @@ class LetKDLoss(nn.Module):
         where = source if isinstance(source, str) else 'the given codewords'
         loaded = load_codewords_file(source) if isinstance(source, str) else source
         section = codewords_section(loaded, self.student_module, self.level, where)
+        fitted_from = (loaded.get('meta') or {}).get('teacher_identity')
+        if fitted_from and self.teacher_checkpoint and checkpoint_identity(self.teacher_checkpoint) != fitted_from:
+            raise ValueError(f'{where}: the codewords were fitted from another teacher checkpoint '
+                             f'({loaded["meta"].get("teacher_checkpoint")!r}, sha256 {fitted_from[:12]}...) than this '
+                             f'run\'s ({self.teacher_checkpoint!r}): they assign another teacher\'s features. Fit '
+                             f'them again with python {FIT_TOOL} CONFIG')
         names = SECTION_TENSORS[self.level]
         for name in names:
             self.register_buffer(f'cw_{name}', section[name].clone(), persistent=False)
@@ -179,6 +198,12 @@ class LetKDLoss(nn.Module):
             p_t = self.teacher_assignment(teacher_feature, tuple(logits.shape[-2:]), target)
         student_rows = rows(logits)
         k_student, k_teacher = student_rows.shape[1], p_t.shape[1]
+        if self.level == 'intermediate' and k_teacher != k_student:  # C classes x K sub-classes: no capping here
+            raise ValueError(f'LetKDLoss({self.student_module!r}): the codewords were fitted for '
+                             f'{k_teacher // self.subclasses} classes x {self.subclasses} sub-classes = {k_teacher} '
+                             f'assignments, the student layer predicts {k_student}: fitted on another dataset (or '
+                             f'class count)? Fit them again with python {FIT_TOOL} CONFIG, or set the layer\'s '
+                             f'num_codewords to {k_teacher}')
         if k_teacher > k_student:
             raise ValueError(f'LetKDLoss({self.student_module!r}): the codewords give {k_teacher} assignments but the '
                              f'student layer predicts {k_student}: set its num_codewords to {k_teacher}')

@@ -55,15 +55,6 @@ def view_vector(view: Mapping[str, Sequence], layout: Sequence[Tuple[str, int]])
     return out
 
 
-def sha256(path: str, chunk: int = 1 << 20) -> str:
-    import hashlib
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class TeacherCacheStore:
     """A store folder (see the module docstring), opened for reading or being written."""
 

@@ -20,16 +20,16 @@ another seed / sampler / batch size / workers). It never falls back to a teacher
 on the teacher's features, are refused at build (:func:`check_cacheable`).
 """
 import inspect
-import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from kdplug.engine.checkpoint import checkpoint_identity
 from kdplug.tasks.base import StudentOutput, Task
 
 from .base import DEVICE_READ_INTERVAL, TeacherSource
-from .cache_store import TeacherCacheError, TeacherCacheStore, as_json, sha256
+from .cache_store import TeacherCacheError, TeacherCacheStore, as_json
 
 
 #: Where a data preprocessor keeps whether it swaps the channels: mmpretrain's ClsDataPreprocessor as ``to_rgb``,
@@ -44,11 +44,6 @@ def preprocess_summary(data_preprocessor: nn.Module) -> Dict[str, Any]:
         return None if tensor is None else [round(float(v), 4) for v in tensor.flatten()]
     return {'mean': values('mean'), 'std': values('std'),
             'to_rgb': any(bool(getattr(data_preprocessor, name, False)) for name in CHANNEL_FLAGS)}
-
-
-def checkpoint_identity(checkpoint: str) -> str:
-    """sha256 of a local checkpoint; a URL stands for itself."""
-    return sha256(checkpoint) if os.path.isfile(checkpoint) else checkpoint
 
 
 def made_from(task: Task, model_cfg: dict, checkpoint: str, data_preprocessor: nn.Module) -> Dict[str, Any]:

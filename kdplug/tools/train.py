@@ -122,10 +122,10 @@ def missing_data(dataset: Mapping, scope: Optional[str]) -> Optional[str]:
     return None
 
 
-def check_data(cfg: Config, loaders: Sequence[str] = ('train_dataloader', 'val_dataloader', 'test_dataloader')
-               ) -> None:
+def check_data(cfg: Config, loaders: Sequence[str] = ('train_dataloader', 'val_dataloader')) -> None:
     """Name a dataset folder or list that is not there before the models are built (the dataset's own error came
-    after them, as a bare FileNotFoundError), with the ways to get it."""
+    after them, as a bare FileNotFoundError), with the ways to get it. Training reads the training and validation
+    data (``--no-validate``: the training data), tools/test.py the test data."""
     for loader in loaders:
         dataset = (cfg.get(loader) or {}).get('dataset')
         while isinstance(dataset, Mapping):  # wrappers (RepeatDataset, ClassBalancedDataset) hold theirs inside
