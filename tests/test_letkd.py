@@ -285,6 +285,24 @@ def test_codewords_of_another_teacher_or_class_count_and_a_changing_teacher_are_
         loss(layer, torch.randn(1, 32, 16, 16), torch.tensor([15]))
 
 
+def test_fit_codewords_refuses_arguments_it_cannot_use_before_fitting(tmp_path, capsys, codewords):
+    """--out a folder failed after the whole fit; counts of 0 failed deep in the fit (or were ignored); a codewords
+    file cut short says to fit it again (it said how an mmengine run names its checkpoints)."""
+    from kdplug.letkd.io import load_codewords_file
+    from kdplug.tools.fit_codewords import parse_args
+    for argv, said in ((['--out', str(tmp_path)], 'is a folder: give the codewords file to write'),
+                       (['--max-vectors', '0'], '--max-vectors: 0 is not a positive integer'),
+                       (['--max-images', '-5'], '--max-images: -5 is not a positive integer'),
+                       (['--batch-size', '0'], '--batch-size: 0 is not a positive integer')):
+        with pytest.raises(SystemExit):
+            parse_args([str(LETKD_CONFIG), *argv])
+        assert said in capsys.readouterr().err, argv
+    data = codewords[0].read_bytes()
+    (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
+    with pytest.raises(RuntimeError, match=r'cut.pth.*truncated.*Fit them again: python tools/fit_codewords.py'):
+        load_codewords_file(str(tmp_path / 'cut.pth'))
+
+
 def test_loss_reports_the_mean_entropy_of_both_assignments():
     """Hand-computed: two codewords (0, 0) and (1, 0); a teacher position at (0, 0) has squared distances (0, 1),
     p_T = (e, 1) / (e + 1); one at (0.5, 0) is equidistant, p_T uniform. The student's logits (0, 0) and (log 3, 0)

@@ -327,8 +327,13 @@ def test_views_are_checked_at_build_and_at_the_first_batch(tmp_path, cifar10_roo
     # a two-view pipeline for losses that take one
     model = distiller(tmp_path, dict(kd=dict(type='KDLoss')))
     data = model.data_preprocessor(two_view_batch(cifar10_root), training=True)
-    with pytest.raises(ValueError, match=r'gives 2 views of every image \(a MultiView transform\), but the losses'):
+    with pytest.raises(ValueError, match=r'gives 2 views of every image \(a MultiView transform\), but the losses'
+                                         r'.*take 1: remove the MultiView transform'):
         model(**data, mode='loss')
+    # three views for MLKD(views=2): the fix is two views, not the loss it already has
+    model = distiller(tmp_path, dict(mlkd=dict(type='MLKDLoss', views=2)))
+    with pytest.raises(ValueError, match=r'gives 3 views .* take 2: give MultiView 2 views \(num_views=\[1, 1\]'):
+        model.check_views(3)
 
 
 def test_classification_preprocessor_and_batch_augments_are_refused_with_two_views(tmp_path, cifar10_root):

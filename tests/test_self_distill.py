@@ -153,3 +153,12 @@ def test_ema_teacher_refuses_to_train_without_its_hook(cifar10_root, tmp_path):
     cfg.custom_hooks = []
     with pytest.raises(RuntimeError, match='EMATeacherHook'):
         make_runner(cfg).train()
+
+
+@pytest.mark.parametrize('xi,said', [('fast', "xi must be a number, got 'fast'"), (1.0, r'must lie in \[0, 1\)'),
+                                     (float('nan'), 'xi must be a finite number')])
+def test_the_ema_decay_is_validated_at_build(xi, said):
+    """A string gave Python's "'<=' not supported between float and str"."""
+    from kdplug.registry import TEACHERS
+    with pytest.raises(ValueError, match=said):
+        TEACHERS.build(dict(type='EMATeacher', xi=xi))

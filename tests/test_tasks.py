@@ -310,10 +310,22 @@ def test_a_task_that_weighs_rows_refuses_losses_without_weight():
 
 @pytest.mark.parametrize('position', ['out', 'layer3'])
 def test_the_weak_head_refuses_the_stage_the_students_own_head_reads(position):
+    """The suggested stages are stages, not the stem's single layers (it suggested bn1)."""
     from kdplug.registry import MODELS
-    with pytest.raises(ValueError, match=f"weak head reads '{position}', the last stage.*layer2"):
+    with pytest.raises(ValueError, match=f"weak head reads '{position}', the last stage.*e.g. layer1, layer2$"):
         MODELS.build(dict(type='Distiller', task='ClassificationTask', student=classifier_cfg(),
                           teacher=dict(type='WeakHeadTeacher', position=position),
+                          losses=dict(uskd=dict(type='USKDLoss'))))
+
+
+@pytest.mark.parametrize('in_channels', [128, 0, '32'])
+def test_the_weak_head_refuses_in_channels_its_stage_does_not_give(in_channels):
+    """A wrong in_channels built, then failed at the first step with torch's "mat1 and mat2 shapes cannot be
+    multiplied"."""
+    from kdplug.registry import MODELS
+    with pytest.raises(ValueError, match=f"in_channels={in_channels!r}, but the student's 'layer2' gives 32 channels"):
+        MODELS.build(dict(type='Distiller', task='ClassificationTask', student=classifier_cfg(),
+                          teacher=dict(type='WeakHeadTeacher', position='layer2', in_channels=in_channels),
                           losses=dict(uskd=dict(type='USKDLoss'))))
 
 

@@ -209,9 +209,10 @@ class Distiller(BaseModel):
                 'transforms=[weak_pipeline, strong_pipeline]) before PackInputs in the training pipeline, with '
                 "data_preprocessor=dict(type='mmpretrain.SelfSupDataPreprocessor', ...), as "
                 'configs/_base_/datasets/*_multiview.py do')
+        fix = (f'give MultiView {self.num_views} views (num_views=[1, 1] with two pipelines)' if self.num_views > 1
+               else 'remove the MultiView transform, or use losses that take the views (MLKDLoss(views=2))')
         raise ValueError(f'the training pipeline gives {views} views of every image (a MultiView transform), but the '
-                         f'losses {names} take {self.num_views}: remove the MultiView transform, or use losses that '
-                         'take the views (MLKDLoss(views=2))')
+                         f'losses {names} take {self.num_views}: {fix}')
 
     def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor],
                        weight: Optional[Tensor] = None, scale: float = 1.0, key: str = '') -> Dict[str, Tensor]:

@@ -96,10 +96,13 @@ def unreadable_reason(path: str) -> Optional[str]:
     return None
 
 
-def load_checkpoint_file(path: str, role: str = 'teacher', map_location: Any = 'cpu') -> Any:
+def load_checkpoint_file(path: str, role: str = 'teacher', map_location: Any = 'cpu',
+                         remedy: str = 'Give the path of a complete .pth file (an mmengine run writes epoch_<n>.pth '
+                                       'into its work dir)') -> Any:
     """A checkpoint file or URL, loaded with ``weights_only=True`` (mmengine's own types allowed, nothing callable).
 
-    ``role`` names the file in errors ('teacher', 'distillation run', 'letKD codewords'...).
+    ``role`` names the file in errors ('teacher', 'distillation run', 'letKD codewords'...), ``remedy`` says what
+    to do about an incomplete one (a file of another tool is made again with that tool).
     """
     allow_mmengine_checkpoints()
     if path.startswith(('http://', 'https://')):
@@ -111,8 +114,7 @@ def load_checkpoint_file(path: str, role: str = 'teacher', map_location: Any = '
             f'e.g. configs/teachers/), then set model.teacher.checkpoint to the .pth it wrote, or give a URL'
             if role == 'teacher' else f'{role} checkpoint {path!r} does not exist: check the path')
     if reason is not None:
-        raise RuntimeError(f'{role} checkpoint {path!r} {reason}. Give the path of a complete .pth file '
-                           '(an mmengine run writes epoch_<n>.pth into its work dir)')
+        raise RuntimeError(f'{role} checkpoint {path!r} {reason}. {remedy}')
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

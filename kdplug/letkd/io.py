@@ -55,7 +55,8 @@ def load_codewords_file(path: str) -> Dict:
             f'the letKD codewords file {path!r} does not exist. Fit it first, with the trained teacher: '
             f'python {FIT_TOOL} CONFIG (writes the file the config names; --device cuda on a GPU)')
     from kdplug.engine.checkpoint import load_checkpoint_file
-    loaded = load_checkpoint_file(path, role='letKD codewords')
+    loaded = load_checkpoint_file(path, role='letKD codewords',
+                                  remedy=f'Fit them again: python {FIT_TOOL} CONFIG')
     found = loaded.get('format') if isinstance(loaded, dict) else None
     if isinstance(found, str) and found.startswith(f'{FORMAT_NAME}/') and found != CODEWORDS_FORMAT:
         raise ValueError(f'{path!r} is a letKD codewords file of format {found!r}; this kdplug reads '

@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from kdplug.losses.functional import check_hyperparameter
 from kdplug.tasks.base import Task
 
 from .base import ModelTeacher
@@ -27,10 +28,11 @@ class EMATeacher(ModelTeacher):
 
     def __init__(self, xi: float = 0.99) -> None:
         super().__init__()
-        if not 0.0 <= xi < 1.0:
+        xi = check_hyperparameter('xi', xi)  # a number, finite and >= 0
+        if not xi < 1.0:
             raise ValueError(f'xi is the EMA decay and must lie in [0, 1), got {xi} '
                              '(Kong et al., CVPR 2022, use 0.9 to 0.99)')
-        self.xi = float(xi)
+        self.xi = xi
         self.ema: Optional[nn.Module] = None
         self.register_buffer('started', torch.tensor(False))
         self.hook_attached = False

@@ -18,6 +18,7 @@ minutes; on CPU use ``--max-images`` / ``--max-vectors`` for small runs.
 Also ``kdplug-fit-codewords`` and ``python -m kdplug.tools.fit_codewords`` from an installed kdplug.
 """
 import argparse
+import os
 from typing import Dict, Mapping
 
 
@@ -31,17 +32,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config', help='a letKD distillation config (kdplug.Distiller with LetKDLoss losses)')
     parser.add_argument('--out', help='the codewords file to write (default: the codewords path of the config)')
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
-    parser.add_argument('--max-images', type=int, default=None, help='use at most N training images (random)')
-    parser.add_argument('--max-vectors', type=int, default=1_000_000,
+    parser.add_argument('--max-images', type=positive, default=None, help='use at most N training images (random)')
+    parser.add_argument('--max-vectors', type=positive, default=1_000_000,
                         help='keep at most N feature vectors (spatial positions) per stage for the fit')
-    parser.add_argument('--batch-size', type=int, default=None, help='batch size of the teacher (default: config)')
+    parser.add_argument('--batch-size', type=positive, default=None,
+                        help='batch size of the teacher (default: config)')
     parser.add_argument('--workers', type=int, default=None, help='dataloader workers (default: config)')
-    parser.add_argument('--iters', type=int, default=30, help='k-means iterations at most')
+    parser.add_argument('--iters', type=positive, default=30, help='k-means iterations at most')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--augment', action='store_true', help='use the training pipeline (random augmentation)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. model.teacher.checkpoint=teacher.pth')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.out is not None and os.path.isdir(args.out):  # before the fit, not after it
+        parser.error(f'--out {args.out} is a folder: give the codewords file to write, e.g. {args.out}/codewords.pth')
+    return args
+
+
+def positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{text} is not a positive integer')
+    return value
 
 
 def write_files(files: Mapping[str, Mapping]) -> None:
