@@ -68,7 +68,8 @@ class PluginRegistry(Registry):
                 signature.bind(*args, **cfg, **kwargs)
         except TypeError as err:
             raise TypeError(f'{obj_type}({", ".join(cfg)}): {err}. Check the keys of its config against '
-                            f'{obj_cls.__module__}.{obj_cls.__qualname__}') from err
+                            f'{obj_cls.__module__}.{obj_cls.__qualname__} (a key of the same dict in a _base_ config '
+                            'stays unless the dict says _delete_=True, e.g. to put another type in its place)') from err
         return obj_cls(*args, **cfg, **kwargs)
 
     def all_names(self) -> list:

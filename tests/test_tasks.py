@@ -354,3 +354,27 @@ def test_a_loss_taking_keywords_takes_row_weights():
     is."""
     from kdplug.distillers.distiller import takes_weight
     assert takes_weight(KeywordsLoss()) and not takes_weight(RowsOnlyLoss())
+
+
+def test_the_distiller_logs_its_losses_and_names_an_option_given_to_a_loss_it_does_not_have(capsys):
+    """--cfg-options model.losses.kdd.temperature=2 (a typo of kd) gave "a model config must be a dict with a type
+    key"; a loss inherited from a _base_ config trains beside the config's own (mmengine merges dicts): the build
+    log lists every loss."""
+    from mmengine.logging import MMLogger
+    from kdplug.registry import MODELS
+    example = classification_example()
+    cfg = dict(type='Distiller', task=example['task'], student=example['student'], teacher=dict(type='EMATeacher'),
+               losses=dict(kd=dict(type='KDLoss'), normkd=dict(type='NormKDLoss')))
+    logged = []
+    logger = MMLogger.get_current_instance()
+    original = logger.log
+    logger.log = lambda level, message, *args, **kwargs: logged.append(message)  # print_log's call
+    try:
+        MODELS.build(cfg)
+    finally:
+        logger.log = original
+    assert any('losses kd: KDLoss(Temperature(4.0)' in m and '; normkd: NormKDLoss(' in m and '_delete_=True' in m
+               for m in logged), logged
+    cfg['losses']['kdd'] = dict(temperature=2)
+    with pytest.raises(ValueError, match=r"losses.kdd = \{'temperature': 2\} has no type \(did you mean losses.kd\?\)"):
+        MODELS.build(cfg)

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from torch import Tensor, nn
 
@@ -77,6 +78,13 @@ class Distiller(BaseModel):
                              'model=..., checkpoint=...), dict(type="EMATeacher", xi=0.99) or '
                              'dict(type="WeakHeadTeacher", position="layer3"); registered: '
                              f'{", ".join(sorted(TEACHERS.all_names()))}')
+        for name, cfg in losses.items():  # an option given to a loss the config does not have adds a loss of no type
+            if not isinstance(cfg, Mapping) or 'type' not in cfg:
+                close = difflib.get_close_matches(name, [n for n in losses if n != name], n=1)
+                raise ValueError(f'losses.{name} = {cfg!r} has no type'
+                                 + (f' (did you mean losses.{close[0]}?)' if close else '')
+                                 + f': the losses of this config are {sorted(n for n in losses if n != name)}; a new '
+                                 f'one needs its type, e.g. losses.{name}.type=KDLoss')
         self.losses = nn.ModuleDict({name: MODELS.build(cfg) for name, cfg in losses.items()})
         self.loss_scales: Dict[str, float] = {name: 1.0 for name in self.losses}
         self.module_losses: Tuple[str, ...] = tuple(n for n, loss in self.losses.items() if is_module_loss(loss))
@@ -93,6 +101,15 @@ class Distiller(BaseModel):
         self._nonfinite_teacher_rows: Optional[Tensor] = None  # a device-side count: no host sync per step
         self._teacher_checks = 0
         self._distill_steps = 0
+        print_log(self.summary(), logger='current')
+
+    def summary(self) -> str:
+        """What this distiller trains with, logged at build: a config whose ``_base_`` has losses keeps them
+        beside its own (mmengine merges dicts) unless it says ``losses=dict(_delete_=True, ...)``."""
+        losses = '; '.join(f'{name}: {type(loss).__name__}({loss.extra_repr()})' for name, loss in self.losses.items())
+        return (f'kdplug.Distiller: task {type(self.task).__name__}, teacher {type(self.teacher).__name__}, losses '
+                f'{losses} (a loss of a _base_ config stays beside the config\'s own unless its losses say '
+                '_delete_=True)')
 
     # -- checks at build time -----------------------------------------------------------------------------------
     def _check_views(self) -> int:
