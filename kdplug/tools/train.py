@@ -8,7 +8,6 @@ The flags are OpenMMLab's (mmpretrain / mmdet tools/train.py).
 import argparse
 import copy
 import glob
-import inspect
 import os
 import os.path as osp
 import re
@@ -96,15 +95,12 @@ def set_dataloader_defaults(cfg: Config, args: argparse.Namespace) -> None:
 def downloads_itself(dataset: Mapping, scope: Optional[str]) -> bool:
     """Whether a dataset fetches its own files when they are missing (mmpretrain's CIFAR10 / CIFAR100 / MNIST:
     ``download=True``)."""
-    from mmengine.registry import DATASETS, DefaultScope
-    try:
-        with DefaultScope.overwrite_default_scope(scope), DATASETS.switch_scope_and_registry(None) as registry:
-            cls = registry.get(dataset.get('type')) if isinstance(dataset.get('type'), str) else dataset.get('type')
-    except (KeyError, ImportError):
-        return False
-    parameters = inspect.signature(cls.__init__).parameters if inspect.isclass(cls) else {}
-    return 'download' in parameters and bool(dataset.get('download', parameters['download'].default
-                                                          if 'download' in parameters else False))
+    from mmengine.registry import DefaultScope
+
+    from kdplug.teachers.cached import dataset_defaults
+    with DefaultScope.overwrite_default_scope(scope):
+        defaults = dataset_defaults(dataset.get('type'))
+    return 'download' in defaults and bool(dataset.get('download', defaults['download']))
 
 
 def missing_data(dataset: Mapping, scope: Optional[str]) -> Optional[str]:
