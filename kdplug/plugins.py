@@ -135,14 +135,50 @@ def _hook_result_error(info: PluginInfo, hook_name: str, result: object) -> Plug
         f'not a list of classes. Return a list, e.g. `return [{example}]` (a tuple works too; return [] for none)')
 
 
+def _fixes(info: PluginInfo) -> str:
+    """How a user gets past a broken third-party plugin."""
+    return (f'Fix or reinstall that package, uninstall it (pip uninstall {info.distribution}), block it with '
+            f'{BLOCK_ENV}={info.name}, or turn off third-party plugins with {DISABLE_AUTOLOAD_ENV}=1')
+
+
 def _register(pm: pluggy.PluginManager, module: object, info: PluginInfo) -> None:
+    earlier = pm.get_plugin(info.name)
+    if earlier is not None:  # pluggy's own message lists every plugin registered so far and names neither owner
+        first = _infos.get(info.name)
+        raise PluginError(
+            f'two distributions declare the kdplug plugin (entry point) {info.name!r} in group "{GROUP}": '
+            f'{first.distribution if first else "?"} ({first.module if first else "?"}) and {info.distribution} '
+            f'({info.module}). Uninstall one of them, or rename the entry point in one package '
+            f'({BLOCK_ENV}={info.name} would block both)')
+    if pm.is_registered(module):
+        other = pm.get_name(module)
+        raise PluginError(
+            f'the entry points {other!r} and {info.name!r} of {info.distribution} both name {info.module}: a plugin '
+            f'module is registered once; keep one entry point in the package\'s [project.entry-points."{GROUP}"]')
     try:
         pm.register(module, name=info.name)
-    except ValueError as err:
-        raise PluginError(f'plugin {info.name!r} ({info.distribution}) is registered twice: {err}. Two '
-                          f'distributions declare the entry point {info.name!r} in group "{GROUP}"; uninstall '
-                          f'one, or block it with {BLOCK_ENV}={info.name}') from err
+    except pluggy.PluginValidationError as err:  # a hook whose arguments the hookspec does not have
+        raise PluginError(f'kdplug plugin {info.name!r} ({info.distribution}, {info.module}): {err}. A hook takes '
+                          'the arguments of its spec in kdplug/hookspecs.py (every kdplug hook takes none): '
+                          f'`def kdplug_losses(): return [MyLoss]`. {_fixes(info)}') from err
+    if not pm.get_hookcallers(module):
+        raise PluginError(_contributes_nothing(module, info))
     _infos[info.name] = info
+
+
+def _contributes_nothing(module: object, info: PluginInfo) -> str:
+    """Why a registered plugin has no hook: undecorated hook functions, or an entry point that names an object."""
+    undecorated = sorted(name for name in dir(module)
+                         if name.startswith('kdplug_') and callable(getattr(module, name)))
+    if undecorated:
+        why = (f'its functions {", ".join(undecorated)} are not marked as hooks: decorate each with @hookimpl '
+               '(`from kdplug import hookimpl`)')
+    elif ':' in info.module:
+        why = (f'its entry point names the object {info.module}, not a module: name the module that holds the '
+               f'@hookimpl functions ({info.module.split(":")[0]})')
+    else:
+        why = 'it has no @hookimpl function (`from kdplug import hookimpl`; kdplug/hookspecs.py lists the hooks)'
+    return f'kdplug plugin {info.name!r} ({info.distribution}, {info.module}) contributes nothing: {why}'
 
 
 def _load_builtins(pm: pluggy.PluginManager, blocked: set) -> None:
@@ -159,21 +195,17 @@ def _load_entry_points(pm: pluggy.PluginManager, blocked: set, eps: Sequence[Ent
         if ep.name in blocked:
             continue
         dist_name, version = _entry_point_dist(ep)
+        info = PluginInfo(ep.name, dist_name, version, ep.value)
         try:
             module = ep.load()
         except SystemExit as err:  # sys.exit() at import would otherwise end the process without a word
-            raise PluginError(
-                f'kdplug plugin {ep.name!r} from the distribution {dist_name} {version} called sys.exit '
-                f'(exit code {err.code!r}) while kdplug imported it ({ep.value}). Uninstall it '
-                f'(pip uninstall {dist_name}), block it with {BLOCK_ENV}={ep.name}, or turn off third-party '
-                f'plugins with {DISABLE_AUTOLOAD_ENV}=1') from err
+            raise PluginError(f'kdplug plugin {ep.name!r} from the distribution {dist_name} {version} called '
+                              f'sys.exit (exit code {err.code!r}) while kdplug imported it ({ep.value}). '
+                              f'{_fixes(info)}') from err
         except Exception as err:  # any import error of a third-party package must name the package
-            raise PluginError(
-                f'kdplug plugin {ep.name!r} from the distribution {dist_name} {version} failed to import '
-                f'({ep.value}): {type(err).__name__}: {err}. Fix or reinstall that package, uninstall it '
-                f'(pip uninstall {dist_name}), block it with {BLOCK_ENV}={ep.name}, or turn off third-party '
-                f'plugins with {DISABLE_AUTOLOAD_ENV}=1') from err
-        _register(pm, module, PluginInfo(ep.name, dist_name, version, ep.value))
+            raise PluginError(f'kdplug plugin {ep.name!r} from the distribution {dist_name} {version} failed to '
+                              f'import ({ep.value}): {type(err).__name__}: {err}. {_fixes(info)}') from err
+        _register(pm, module, info)
 
 
 def _check_hook_names(pm: pluggy.PluginManager) -> None:
@@ -196,13 +228,11 @@ def _collect_contributions(pm: pluggy.PluginManager) -> None:
             try:
                 contributed = impl.function()
             except SystemExit as err:  # as at import: a plugin must not end the process silently
-                raise PluginError(
-                    f'kdplug plugin {info.name!r} ({info.distribution}): its hook {hook_name}() called sys.exit '
-                    f'(exit code {err.code!r}). Uninstall or fix that package, block it with '
-                    f'{BLOCK_ENV}={info.name}, or turn off third-party plugins with {DISABLE_AUTOLOAD_ENV}=1') from err
+                raise PluginError(f'kdplug plugin {info.name!r} ({info.distribution} {info.version}): its hook '
+                                  f'{hook_name}() called sys.exit (exit code {err.code!r}). {_fixes(info)}') from err
             except Exception as err:
-                raise PluginError(f'kdplug plugin {info.name!r} ({info.distribution}): its hook {hook_name}() '
-                                  f'raised {type(err).__name__}: {err}') from err
+                raise PluginError(f'kdplug plugin {info.name!r} ({info.distribution} {info.version}): its hook '
+                                  f'{hook_name}() raised {type(err).__name__}: {err}. {_fixes(info)}') from err
             if contributed is None:  # pluggy's convention: None is no result
                 contributed = []
             # a bare class fails with a TypeError, a str or dict iterates its characters or keys: take a list or
@@ -266,21 +296,43 @@ def forget_plugins() -> None:
         _manager = None
 
 
+def skipped_plugins() -> Dict[str, str]:
+    """Installed plugins (entry-point name -> why) that this process does not load: blocked or autoload off."""
+    skipped = {}
+    blocked, autoload_off = blocked_plugins(), _env_flag(DISABLE_AUTOLOAD_ENV)
+    for ep in _plugin_entry_points():
+        if ep.name in blocked:
+            skipped[ep.name] = f'{BLOCK_ENV} names it'
+        elif autoload_off:
+            skipped[ep.name] = f'{DISABLE_AUTOLOAD_ENV} is set'
+    return skipped
+
+
 def format_plugins() -> str:
-    """A table of every plugin: name, distribution, version and what it contributed."""
+    """A table of every plugin: name, distribution, version and what it contributed; then the installed ones that
+    are not loaded, and why."""
     lines = []
     for info in plugin_infos():
         lines.append(f'{info.name}  [{info.distribution} {info.version}]  ({info.module})')
         for hook_name, names in info.contributions.items():
             if names:
                 lines.append(f'    {hook_name}: {", ".join(names)}')
+    lines.extend(f'{name}  skipped: {why}' for name, why in skipped_plugins().items())
     return '\n'.join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """``kdplug-list-plugins`` / tools/list_plugins.py: the table of :func:`format_plugins` (``--help`` says so,
-    an unknown argument is an error)."""
+    an unknown argument is an error). The plugins are registered as a run registers them, so a name clash between
+    two plugins is reported here too; a plugin error is printed as its message, exit status 1."""
     import argparse
+    import sys
+
+    from .registry import register_plugins
     argparse.ArgumentParser(description='Print every kdplug plugin (builtin and third-party), its distribution and '
                             'version, and what it contributed.').parse_args(argv)
+    try:
+        register_plugins()
+    except PluginError as err:
+        sys.exit(f'kdplug-list-plugins: {err}')
     print(format_plugins())

@@ -55,10 +55,13 @@ class PluginRegistry(Registry):
             names = sorted(self.all_names())
             close = difflib.get_close_matches(obj_type.split('.')[-1], names, n=3)
             hint = f' Did you mean {" or ".join(repr(c) for c in close)}?' if close else ''
+            from .plugins import skipped_plugins
+            skipped = ''.join(f' The installed plugin {name!r} is not loaded: {why}.'
+                              for name, why in skipped_plugins().items())
             raise UnknownTypeError(
-                f'{obj_type!r} is not in the kdplug::{self.name} registry.{hint} Registered: {", ".join(names)}. '
-                'A component of a third-party plugin appears once its package is installed (entry-point group '
-                '"kdplug"); run tools/list_plugins.py to see what each plugin contributed.')
+                f'{obj_type!r} is not in the kdplug::{self.name} registry.{hint} Registered: {", ".join(names)}.'
+                f'{skipped} A component of a third-party plugin appears once its package is installed (entry-point '
+                'group "kdplug"); run tools/list_plugins.py to see what each plugin contributed.')
         try:  # only a config that does not fit the signature is a config error; the constructor's own pass through
             signature = inspect.signature(obj_cls)
         except ValueError:  # no signature to check (a builtin): let the call tell

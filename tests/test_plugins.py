@@ -1,4 +1,5 @@
 """The plugin system: entry points + pluggy hooks + mmengine registries, with clear errors."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,14 +12,16 @@ from conftest import REPO
 BUILD_KD = "from kdplug.registry import MODELS; print(type(MODELS.build(dict(type='KDLoss'))).__name__)"
 
 
-def fake_distribution(root: Path, name: str, module_code: str, entry_point: str = None) -> Path:
-    """A distribution on sys.path (dist-info + module) that declares a plugin in the entry-point group kdplug."""
+def fake_distribution(root: Path, name: str, module_code: str, entry_point: str = None,
+                      entry_points: str = None) -> Path:
+    """A distribution on sys.path (dist-info + module) that declares a plugin in the entry-point group kdplug:
+    ``entry_point = <name>_plugin``, or the lines ``entry_points`` of its [kdplug] section."""
     module = f'{name}_plugin'
     (root / f'{module}.py').write_text(textwrap.dedent(module_code))
     info = root / f'{name}-1.0.dist-info'
     info.mkdir()
     (info / 'METADATA').write_text(f'Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n')
-    (info / 'entry_points.txt').write_text(f'[kdplug]\n{entry_point or name} = {module}\n')
+    (info / 'entry_points.txt').write_text(f'[kdplug]\n{entry_points or f"{entry_point or name} = {module}"}\n')
     return root
 
 
@@ -153,7 +156,7 @@ def test_hook_returning_something_else_than_a_list_names_the_plugin_and_the_fix(
         from kdplug import hookimpl
         @hookimpl
         def kdplug_losses():
-            sys.exit(3)''', "plugin 'quitter' (quitter): its hook kdplug_losses() called sys.exit (exit code 3)"),
+            sys.exit(3)''', "plugin 'quitter' (quitter 1.0): its hook kdplug_losses() called sys.exit (exit code 3)"),
 ])
 def test_plugin_calling_sys_exit_is_an_error_not_a_silent_exit(python, tmp_path, code, message):
     fake_distribution(tmp_path, 'quitter', code)
@@ -191,6 +194,72 @@ def test_misspelled_hook_is_an_error_at_load(python, tmp_path):
     result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
     assert "kdplug plugin 'typo' (typo)" in result.stderr
     assert 'kdplug_loss' in result.stderr and 'kdplug_losses' in result.stderr
+
+
+ONE_LOSS = '''
+    from torch import nn
+    from kdplug import hookimpl
+    class {name}Loss(nn.Module):
+        pass
+    @hookimpl
+    def kdplug_losses():
+        return [{name}Loss]'''
+
+
+@pytest.mark.parametrize('code, entry_points, message', [
+    # pluggy registered both silently: the plugin was listed with no contributions, its loss "not installed"
+    ('def kdplug_losses():\n    return []', None,
+     "kdplug plugin 'nohook' (nohook, nohook_plugin) contributes nothing: its functions kdplug_losses are not marked "
+     'as hooks: decorate each with @hookimpl'),
+    (ONE_LOSS.format(name='My'), 'nohook = nohook_plugin:kdplug_losses',
+     "kdplug plugin 'nohook' (nohook, nohook_plugin:kdplug_losses) contributes nothing: its entry point names the "
+     "object nohook_plugin:kdplug_losses, not a module: name the "
+     'module that holds the @hookimpl functions (nohook_plugin)'),
+    # pluggy's own PluginValidationError, which named neither the distribution nor a fix
+    ('from kdplug import hookimpl\n@hookimpl\ndef kdplug_losses(config):\n    return []', None,
+     "kdplug plugin 'nohook' (nohook, nohook_plugin): Plugin 'nohook' for hook 'kdplug_losses'"),
+])
+def test_a_plugin_without_usable_hooks_is_an_error_naming_it(python, tmp_path, code, entry_points, message):
+    fake_distribution(tmp_path, 'nohook', code, entry_points=entry_points)
+    result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
+    assert result.returncode != 0 and f'PluginError: {message}' in result.stderr, result.stderr
+    if 'config' in code:
+        assert 'every kdplug hook takes none' in result.stderr and 'KDPLUG_BLOCK_PLUGINS=nohook' in result.stderr
+
+
+def test_one_entry_point_name_in_two_distributions_names_both(python, tmp_path):
+    fake_distribution(tmp_path, 'first', ONE_LOSS.format(name='First'), entry_point='shared')
+    fake_distribution(tmp_path, 'second', ONE_LOSS.format(name='Second'), entry_point='shared')
+    result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
+    assert "two distributions declare the kdplug plugin (entry point) 'shared' in group \"kdplug\": " in result.stderr
+    assert 'first (first_plugin)' in result.stderr and 'second (second_plugin)' in result.stderr, result.stderr
+
+
+def test_two_entry_points_of_one_module_are_named(python, tmp_path):
+    fake_distribution(tmp_path, 'twice', ONE_LOSS.format(name='Twice'),
+                      entry_points='twice = twice_plugin\ntwice_more = twice_plugin')
+    result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
+    assert "the entry points 'twice' and 'twice_more' of twice both name twice_plugin" in result.stderr, result.stderr
+
+
+def test_list_plugins_reports_a_clash_and_the_plugins_it_skips(tmp_path):
+    """It listed both classes of a name clash, exit status 0, while every run refused them."""
+    fake_distribution(tmp_path, 'clashing', ONE_LOSS.format(name='KD'))
+    tool = [sys.executable, str(REPO / 'tools' / 'list_plugins.py')]
+    env = {**os.environ, 'PYTHONPATH': str(tmp_path)}
+    result = subprocess.run(tool, capture_output=True, text=True, cwd=REPO, env=env)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+    assert "kdplug-list-plugins: name clash in the kdplug::model registry: 'KDLoss' from plugin 'clashing'" in \
+        result.stderr
+    for switch, why in (('KDPLUG_BLOCK_PLUGINS', 'KDPLUG_BLOCK_PLUGINS names it'),
+                        ('KDPLUG_DISABLE_PLUGIN_AUTOLOAD', 'KDPLUG_DISABLE_PLUGIN_AUTOLOAD is set')):
+        result = subprocess.run(tool, capture_output=True, text=True, cwd=REPO, env={**env, switch: 'clashing'})
+        assert result.returncode == 0 and f'clashing  skipped: {why}' in result.stdout, result.stderr
+    # and a lookup that fails says the plugin is installed but skipped, not "appears once installed"
+    lookup = subprocess.run([sys.executable, '-c', "from kdplug.registry import MODELS; MODELS.get('x'); "
+                             "MODELS.build(dict(type='NoSuchLoss'))"], capture_output=True, text=True,
+                            env={**env, 'KDPLUG_BLOCK_PLUGINS': 'clashing'})
+    assert "The installed plugin 'clashing' is not loaded: KDPLUG_BLOCK_PLUGINS names it." in lookup.stderr
 
 
 def test_list_plugins_tool_shows_contributions(python):
