@@ -152,6 +152,21 @@ def test_mixup_labels_value_and_gradient_match_the_reference(n, c, seed, same):
     check_against_reference(s, w, mixup_labels(n, c, seed, same), loss_weight=2.0)
 
 
+@pytest.mark.parametrize('lead', [20.0, 40.0, 90.0])
+def test_labels_holding_nearly_all_the_mass_keep_the_non_target_term_exact(lead):
+    """The non-target softmax is a softmax over the kept logits even where the labels hold all but e^-lead of the
+    mass: at lead 20 and 40, 1 - p(labels) is lost to float32 rounding (0 at 40), at 90 the kept p_k are below
+    float32's smallest numbers. Hard and mixup labels; the labels' logits raised by ``lead``."""
+    n, c = 8, 10
+    s, w = inputs(n, c, 21)
+    gt = mixup_labels(n, c, 22)
+    with torch.no_grad():
+        s += lead * (gt > 0)
+    check_against_reference(s, w, gt)
+    s.grad = w.grad = None
+    check_against_reference(s, w, gt.argmax(1))
+
+
 def test_soft_labels_keep_both_mixed_classes():
     """Both mixed classes leave the non-target set and enter the target term with their own weights."""
     s, w = inputs(4, 6, 6)
