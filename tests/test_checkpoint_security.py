@@ -223,3 +223,20 @@ def test_test_py_refuses_a_checkpoint_of_another_model_instead_of_scoring_a_rand
                                          r'.*student_resnet8.*size mismatch for head.fc.weight.*configs/students/'):
         test_main([str(STUDENT_CONFIG), other, *options])
     test_main([str(STUDENT_CONFIG), save_teacher(tmp_path / 'resnet8_10.pth', backbone='ResNet8'), *options])
+
+
+def test_a_checkpoint_url_that_cannot_be_downloaded_names_the_file_and_the_fix(monkeypatch):
+    """The detection configs' teachers are URLs: offline, urllib's bare URLError named neither the file nor what to
+    set instead."""
+    import urllib.error
+
+    from kdplug.engine.checkpoint import load_checkpoint_file
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError('[Errno -2] Name or service not known')
+    monkeypatch.setattr(torch.hub, 'load_state_dict_from_url', offline)
+    url = 'https://download.openmmlab.com/mmdetection/v2.0/faster_rcnn/r101.pth'
+    with pytest.raises(RuntimeError, match=r"teacher checkpoint 'https://download.openmmlab.com/.*r101.pth' could not "
+                                           r"be downloaded \(URLError: .*Name or service not known.*\). Download it "
+                                           r"where the network is reachable and set model.teacher.checkpoint"):
+        load_checkpoint_file(url, role='teacher')

@@ -474,7 +474,7 @@ def test_weighted_background_policies_need_losses_that_take_row_weights(tmp_path
 
     cfg = distiller_cfg(small(), small(), str(tmp_path / 'unused.pth'), dict(mse=dict(type=Unweighted)),
                         background='exclude')
-    with pytest.raises(ValueError, match=r"the losses \['mse'\] take no row weights"):
+    with pytest.raises(ValueError, match=r"the losses \['mse'\] \(Unweighted\) take no row weights"):
         MODELS.build(cfg)
 
 

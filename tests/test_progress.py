@@ -125,6 +125,17 @@ def test_teacher_evaluation_logs_progress_every_interval_batches():
         TeacherEvalHook(interval=0)
 
 
+def test_a_teacher_evaluation_without_metrics_is_a_warning_not_an_empty_line():
+    """mmdet's evaluator gives {} when the teacher detects nothing: the log said "teacher (...): " and nothing."""
+    from kdplug.engine.hooks import TeacherEvalHook
+    runner = fake_runner(3)
+    runner.val_loop.evaluator.evaluate = lambda size: {}
+    TeacherEvalHook(interval=10).before_train(runner)
+    assert runner.logger.lines[-1].startswith('teacher (evaluated once before training): the evaluator gave no '
+                                              'metrics (mmdet: no detection above test_cfg.rcnn.score_thr')
+    assert 'untrained or of another model' in runner.logger.lines[-1]
+
+
 def stand_in_train(tmp_path: Path, body: str) -> Path:
     """A script run in tools/train.py's place: argv is CONFIG --work-dir DIR [--cfg-options ...]."""
     script = tmp_path / 'stand_in_train.py'

@@ -6,6 +6,7 @@ at named positions; the distiller's losses over the rows are finite and reach th
 logits aligned with the rows. A task or source registered without an example here fails the test that lists them.
 """
 import copy
+from dataclasses import replace
 from typing import Callable, Dict
 
 import pytest
@@ -191,6 +192,45 @@ def test_cascade_stages_are_weighted_by_the_stage_weights(tmp_path):
     assert {'student.s0.loss_cls', 'student.s2.loss_bbox', 'student.loss_rpn_cls'} <= set(losses)
 
 
+def test_a_stage_of_weight_zero_is_neither_scored_nor_counted(tmp_path):
+    """stage_weights=[0, 0, 1]: distill.num_rois counted the RoIs of all three stages (3072 for 1024 distilled) and
+    the teacher scored the two stages that teach nothing."""
+    from kdplug.registry import MODELS
+    example = detection_example(cascade=True)
+    _, teacher = build(example)
+    torch.save({'state_dict': teacher.state_dict()}, tmp_path / 'teacher.pth')
+    distiller = MODELS.build(dict(
+        type='Distiller', task=dict(type='TwoStageDetectionTask', stage_weights=[0.0, 0.0, 1.0]),
+        student=example['student'],
+        teacher=dict(type='CheckpointTeacher', model=example['student'], checkpoint=str(tmp_path / 'teacher.pth')),
+        losses=dict(kd=dict(type='KDLoss', temperature=1.0))))
+    scored, rows = [], []
+    forward = distiller.teacher.model.roi_head._bbox_forward
+    distiller.teacher.model.roi_head._bbox_forward = lambda stage, *args: scored.append(stage) or forward(stage, *args)
+    kd = distiller.losses['kd']
+    original = kd.forward
+    kd.forward = lambda s, t, target=None, weight=None: rows.append(len(s)) or original(s, t, target, weight)
+    losses = distiller.loss(example['inputs'], example['data_samples'])
+    assert [key for key in losses if key.startswith('distill.s')] == ['distill.s2.loss_kd'] and scored == [2]
+    assert losses['distill.num_rois'].item() == rows[0] > 0  # background='include': every row of stage 2
+    from kdplug.registry import TASKS
+    with pytest.raises(ValueError, match='one of them at least > 0'):
+        TASKS.build(dict(type='TwoStageDetectionTask', stage_weights=[0.0, 0.0, 0.0]))
+
+
+def test_a_box_head_whose_logits_are_not_one_softmax_is_refused():
+    """mmdet's LVIS heads (SeesawLoss): 82 columns for 80 classes, 80 class logits and 2 objectness logits, were
+    distilled as one 82-way softmax with background RoIs labelled 80: the objectness-positive column."""
+    require_detection_stack()
+    from kdplug.registry import TASKS
+    task = TASKS.build(dict(type='TwoStageDetectionTask'))
+    cfg = faster_rcnn_cfg()
+    cfg['roi_head']['bbox_head'].update(loss_cls=dict(type='SeesawLoss', num_classes=NUM_CLASSES, loss_weight=1.0))
+    with pytest.raises(ValueError, match=r"box head classifies with SeesawLoss, whose logits are not one softmax over "
+                                         r"the classes and background.*loss_cls=dict\(type='CrossEntropyLoss'"):
+        task.build_model(task.model_config(cfg), 'student')
+
+
 def test_stage_weights_must_match_the_stages():
     example = detection_example(cascade=False)
     from kdplug.registry import TASKS
@@ -262,6 +302,9 @@ def test_a_teacher_source_gives_logits_for_the_rows_of_the_student(source, tmp_p
     (lambda logits: logits, r"EMATeacher.teach returned a list: a teacher source returns \(logits, features\)"),
     (lambda logits: ([], {}), r"EMATeacher.teach gave 0 groups of logits for the student's 1 group\(s\) of rows"),
     (lambda logits: (logits[0], {}), r'EMATeacher.teach gave a Tensor of logits .* one \(N, C\) tensor per group'),
+    # half the rows: the loss said "must both be (N, C) with the same number of classes", naming neither
+    (lambda logits: ([logits[0][:2]], {}), r"EMATeacher.teach gave \(2, 3\) logits for group 0 of the student's "
+                                           r"rows, whose logits are \(4, 3\): one teacher row per student row"),
 ])
 def test_a_teacher_source_answering_outside_the_contract_is_named(answer, error):
     """A plugin's source that returns only its logits, or fewer groups than the student's rows (zip would have left
@@ -275,6 +318,97 @@ def test_a_teacher_source_answering_outside_the_contract_is_named(answer, error)
     distiller.teacher.teach = lambda *args, **kwargs: answer(teach(*args, **kwargs)[0])
     with pytest.raises((TypeError, ValueError), match=error):
         distiller.loss(example['inputs'], example['data_samples'])
+
+
+def ema_distiller(losses: dict = None, task: dict = None):
+    """A classification distiller with an EMA teacher, ready for a step on :func:`classification_example`."""
+    from kdplug.registry import MODELS
+    example = classification_example()
+    distiller = MODELS.build(dict(type='Distiller', task=task or example['task'], student=example['student'],
+                                  teacher=SOURCES['EMATeacher'](None), losses=losses or dict(kd=dict(type='KDLoss'))))
+    distiller.teacher.hook_attached = True
+    return distiller, example
+
+
+@pytest.mark.parametrize('change,error', [
+    (lambda out: out.rows[0], r'ClassificationTask.student_forward returned LogitRows: a task returns a '
+                              r'kdplug.tasks.base.StudentOutput whose rows are a list of LogitRows'),
+    (lambda out: replace(out, rows=out.rows[0]), 'returned a StudentOutput whose rows are a LogitRows'),
+    # mmengine sums every key with "loss": 15001 was added to the total, or the real distill.loss_kd replaced
+    (lambda out: replace(out, diagnostics={'lossy_rows': torch.tensor(15000.0)}),
+     r"gave the diagnostics \['lossy_rows'\]: mmengine adds every logged key that contains \"loss\""),
+    (lambda out: replace(out, diagnostics={'loss_kd': torch.tensor(0.0)}), r"diagnostics \['loss_kd'\]"),
+])
+def test_a_task_answering_outside_the_contract_is_named(change, error):
+    distiller, example = ema_distiller()
+    forward = distiller.task.student_forward
+    distiller.task.student_forward = lambda *args, **kwargs: change(forward(*args, **kwargs))
+    with pytest.raises((TypeError, ValueError), match=error):
+        distiller.loss(example['inputs'], example['data_samples'])
+
+
+def test_row_weights_from_a_task_that_says_it_weighs_none_are_not_dropped_silently(test_losses):
+    """A task that gives row weights but leaves weighs_rows False: a loss without weight= learnt from the rows
+    the task left out, without a word."""
+    distiller, example = ema_distiller(losses=dict(plain=dict(type='RowsOnlyLoss')))
+    forward = distiller.task.student_forward
+
+    def weighed(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        return replace(out, rows=[replace(out.rows[0], weight=torch.tensor([1.0, 0.0, 1.0, 1.0]))])
+    distiller.task.student_forward = weighed
+    with pytest.raises(ValueError, match=r"gave row weights, but the losses \['plain'\] take none.*Set weighs_rows "
+                                         r"= True on ClassificationTask"):
+        distiller.loss(example['inputs'], example['data_samples'])
+
+
+@pytest.fixture
+def test_losses():
+    """The contract-breaking losses of these tests, registered for the test only (the conformance test runs every
+    registered loss)."""
+    from kdplug.registry import MODELS
+    classes = (RowsOnlyLoss, VectorLoss, NoTargetLoss)
+    for cls in classes:
+        MODELS.register_module(name=cls.__name__, module=cls, force=True)
+    yield
+    for cls in classes:
+        MODELS._module_dict.pop(cls.__name__, None)
+
+
+class VectorLoss(nn.Module):
+    def forward(self, student_logits, teacher_logits, target=None, weight=None):
+        return (student_logits - teacher_logits).pow(2).mean(-1)
+
+
+class NoTargetLoss(nn.Module):
+    def forward(self, student_logits, teacher_logits):
+        return (student_logits - teacher_logits).pow(2).mean()
+
+
+def test_a_loss_outside_the_contract_is_named(test_losses):
+    """A loss returning one value per row trained on mmengine's mean of it; a forward without target, or a model
+    given as a loss, failed at the first step with Python's TypeError."""
+    from kdplug.registry import MODELS
+    distiller, example = ema_distiller(losses=dict(vec=dict(type='VectorLoss')))
+    with pytest.raises(TypeError, match=r'losses.vec \(VectorLoss\) returned \(4,\), not a scalar tensor'):
+        distiller.loss(example['inputs'], example['data_samples'])
+    for name, error in (('NoTargetLoss', r'losses.bad \(NoTargetLoss\) is not a logit loss: its forward\('
+                                         r'student_logits, teacher_logits\) cannot take \(student_logits, '
+                                         r'teacher_logits, target\)'),
+                        ('ResNet8', r'losses.bad \(ResNet8\) is not a logit loss')):
+        with pytest.raises(TypeError, match=error):
+            MODELS.build(dict(type='Distiller', task='ClassificationTask', student=classifier_cfg(),
+                              teacher=SOURCES['EMATeacher'](None), losses=dict(bad=dict(type=name))))
+
+
+def test_a_self_distillation_loss_refuses_a_teacher_s_logits(tmp_path):
+    """USKD's second input is the student's weak head, trained with it: a teacher network's frozen logits took its
+    place without a word."""
+    from kdplug.registry import MODELS
+    with pytest.raises(ValueError, match=r"the losses \['uskd'\] \(USKDLoss\) are self-distillation.*EMATeacher "
+                                         r"gives a teacher's: use teacher=dict\(type='WeakHeadTeacher'"):
+        MODELS.build(dict(type='Distiller', task='ClassificationTask', student=classifier_cfg(),
+                          teacher=SOURCES['EMATeacher'](None), losses=dict(uskd=dict(type='USKDLoss'))))
 
 
 def test_a_missing_checkpoint_names_the_fix():
@@ -300,7 +434,7 @@ def test_a_task_that_weighs_rows_refuses_losses_without_weight():
     require_detection_stack()
     MODELS.register_module(name='RowsOnlyLoss', module=RowsOnlyLoss, force=True)
     try:
-        with pytest.raises(ValueError, match=r"weighs rows.*\['plain'\] take no row weights"):
+        with pytest.raises(ValueError, match=r"weighs rows.*\['plain'\] \(RowsOnlyLoss\) take no row weights"):
             MODELS.build(dict(type='Distiller', task=dict(type='TwoStageDetectionTask', background='exclude'),
                               student=faster_rcnn_cfg(), teacher=dict(type='EMATeacher'),
                               losses=dict(plain=dict(type='RowsOnlyLoss'))))
@@ -378,3 +512,34 @@ def test_the_distiller_logs_its_losses_and_names_an_option_given_to_a_loss_it_do
     cfg['losses']['kdd'] = dict(temperature=2)
     with pytest.raises(ValueError, match=r"losses.kdd = \{'temperature': 2\} has no type \(did you mean losses.kd\?\)"):
         MODELS.build(cfg)
+
+
+def test_a_task_or_source_missing_part_of_the_contract_says_which_part():
+    """A plugin's task without scope got mmengine's "the 'package' argument is required to perform a relative
+    import"; a method left out, a bare NotImplementedError after the first validation."""
+    from kdplug.tasks.base import Task
+    from kdplug.teachers.base import TeacherSource
+
+    class HalfTask(Task):
+        pass
+    with pytest.raises(ValueError, match=r"HalfTask.scope is empty: set it to the OpenMMLab registry scope"):
+        HalfTask().build_model(classifier_cfg(), 'student')
+    with pytest.raises(NotImplementedError, match=r'HalfTask does not implement student_forward\(\).*"Writing a '
+                                                  r'task"'):
+        HalfTask().student_forward(None, None, [])
+
+    class HalfSource(TeacherSource):
+        pass
+    with pytest.raises(NotImplementedError, match=r'HalfSource does not implement teach\(\)'):
+        HalfSource().teach(HalfTask(), None, [], None)
+
+
+def test_a_task_or_teacher_option_given_to_the_distiller_says_where_it_goes():
+    """--cfg-options model.background=exclude: "has no key 'background'" without saying it is the task's option."""
+    from kdplug.registry import MODELS
+    with pytest.raises(TypeError, match=r"has no key 'background', 'checkpoint' \(model.task.background is an option "
+                                        r"of TwoStageDetectionTask\) \(model.teacher.checkpoint is an option of "
+                                        r"CheckpointTeacher\)"):
+        MODELS.build(dict(type='Distiller', task=dict(type='TwoStageDetectionTask'), student={},
+                          teacher=dict(type='CheckpointTeacher', model={}, checkpoint='x'), losses={},
+                          background='exclude', checkpoint='y'))

@@ -37,7 +37,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from torch import Tensor, nn
 
-from kdplug.tasks.base import StudentOutput
+from kdplug.tasks.base import LogitRows, StudentOutput
 from kdplug.teachers.base import DEVICE_READ_INTERVAL
 
 
@@ -49,6 +49,22 @@ def takes_weight(loss: nn.Module) -> bool:
     """Whether a loss's forward takes row weights: a ``weight`` argument, or ``**kwargs`` that can take it."""
     parameters = inspect.signature(loss.forward).parameters.values()
     return any(p.name == 'weight' or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def misplaced_options(keys: Any, **parts: Any) -> str:
+    """`` (model.task.background is an option of TwoStageDetectionTask)`` for each unknown distiller key that is an
+    option of the task's or the teacher source's class (``--cfg-options model.background=exclude``)."""
+    from kdplug.registry import TASKS, TEACHERS
+    registries = {'task': TASKS, 'teacher': TEACHERS}
+    said = []
+    for part, cfg in parts.items():
+        name = cfg if isinstance(cfg, str) else cfg.get('type') if isinstance(cfg, Mapping) else None
+        cls = registries[part].get(name) if isinstance(name, str) else None
+        if cls is None:
+            continue
+        options = inspect.signature(cls).parameters
+        said += [f' (model.{part}.{key} is an option of {cls.__name__})' for key in keys if key in options]
+    return ''.join(said)
 
 
 class Distiller(BaseModel):
@@ -63,6 +79,7 @@ class Distiller(BaseModel):
             close = {key: difflib.get_close_matches(key, self.KEYS, n=1) for key in unknown}
             raise TypeError(f'model=dict(type=\'kdplug.Distiller\') has no key {", ".join(map(repr, unknown))}'
                             + ''.join(f' (did you mean {match[0]!r}?)' for match in close.values() if match)
+                            + misplaced_options(unknown, task=task, teacher=teacher)
                             + f'. Its keys are {", ".join(self.KEYS)}; a loss\'s options go in losses=dict(<name>='
                             'dict(type=..., ...)), a teacher\'s in teacher=dict(type=..., ...)')
         self_task = TASKS.build(dict(type=task) if isinstance(task, str) else task)
@@ -89,12 +106,14 @@ class Distiller(BaseModel):
         self.loss_scales: Dict[str, float] = {name: 1.0 for name in self.losses}
         self.module_losses: Tuple[str, ...] = tuple(n for n, loss in self.losses.items() if is_module_loss(loss))
         self.logit_losses: Tuple[str, ...] = tuple(n for n in self.losses if n not in self.module_losses)
+        self._check_logit_loss_signatures()
         self._takes_weight = {name: takes_weight(self.losses[name]) for name in self.logit_losses}
         self.num_views = self._check_views()
         self._check_weights()
 
         self.student = self.task.build_model(student_cfg, 'student')
         self.teacher = TEACHERS.build(teacher)
+        self._check_self_distillation()
         self.teacher.setup(self.task, self.student, self.data_preprocessor)
         self._check_module_losses()
         self._predict_with_teacher = False
@@ -125,12 +144,40 @@ class Distiller(BaseModel):
                              'ClassificationTask with a MultiView pipeline and logit losses only')
         return num_views
 
+    def _check_logit_loss_signatures(self) -> None:
+        """Every logit loss is called ``loss(student_logits, teacher_logits, target)``: a class that cannot take
+        that (another model registered under a loss's name, a forward without target) is named at build."""
+        for name in self.logit_losses:
+            loss = self.losses[name]
+            try:
+                inspect.signature(loss.forward).bind(None, None, None)
+            except TypeError as err:
+                raise TypeError(
+                    f'losses.{name} ({type(loss).__name__}) is not a logit loss: its forward'
+                    f'{inspect.signature(loss.forward)} cannot take (student_logits, teacher_logits, target) '
+                    f'({err}). A logit loss is forward(student_logits, teacher_logits, target=None, weight=None) '
+                    'returning a scalar (the loss contract, docs/plugins.md); a loss on student-side modules '
+                    'sets student_module (letKD)') from None
+
     def _check_weights(self) -> None:
         unweighted = [name for name, takes in self._takes_weight.items() if not takes]
         if self.task.weighs_rows and unweighted:
             raise ValueError(f'{type(self.task).__name__} weighs rows (e.g. background RoIs, ignored pixels), but '
-                             f'the losses {unweighted} take no row weights: give their forward a weight=None '
-                             'argument (the loss contract, docs/plugins.md), or change the task\'s options')
+                             f'the losses {unweighted} ({", ".join(type(self.losses[n]).__name__ for n in unweighted)})'
+                             ' take no row weights: use losses that do (KDLoss, DKDLoss, NKDLoss... see the '
+                             'README), or change the task\'s options (e.g. background=\'include\'); a loss of your '
+                             'own: give its forward a weight=None argument (the loss contract, docs/plugins.md)')
+
+    def _check_self_distillation(self) -> None:
+        """A loss whose second input is the student's own trained head (USKD's weak head: ``teacher_based =
+        False``) would take a teacher's frozen logits in its place without a word, and train nothing there."""
+        own = [name for name in self.logit_losses if not getattr(self.losses[name], 'teacher_based', True)]
+        if own and self.teacher.external:
+            raise ValueError(
+                f'the losses {own} ({", ".join(type(self.losses[n]).__name__ for n in own)}) are self-distillation: '
+                f'their second input is a head of the student trained with it, not a teacher\'s logits, and '
+                f'{type(self.teacher).__name__} gives a teacher\'s: use teacher=dict(type=\'WeakHeadTeacher\', '
+                "position=...) (configs/uskd/), or a teacher-based loss such as KDLoss")
 
     def _check_module_losses(self) -> None:
         from kdplug.models.student_modules import student_modules
@@ -242,6 +289,11 @@ class Distiller(BaseModel):
             loss = self.losses[name]
             kwargs = {} if weight is None or not self._takes_weight[name] else {'weight': weight}
             value = loss(student_logits, teacher_logits, target, **kwargs)
+            if not isinstance(value, Tensor) or value.dim() != 0:
+                shown = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise TypeError(f'losses.{name} ({type(loss).__name__}) returned {shown}, not a scalar tensor: a '
+                                'logit loss reduces its rows itself (kdplug.losses.functional.reduce_per_sample; '
+                                'the loss contract, docs/plugins.md)')
             if all_finite is not None and not self._takes_weight[name]:
                 value = value * all_finite  # it cannot leave a zeroed row out: the whole batch is left out
             out[f'distill.{key}loss_{name}'] = (self.loss_scales[name] * scale) * value
@@ -263,6 +315,23 @@ class Distiller(BaseModel):
                     out[f'distill.{name}_{key}'] = extra.detach() if isinstance(extra, Tensor) else extra
         return out
 
+    def studied(self, output: Any) -> StudentOutput:
+        """The task's answer, checked as :meth:`taught` checks the teacher source's: a plugin's task that returns
+        something else would fail far from its cause, and a diagnostic named like a loss would change the total."""
+        task = type(self.task).__name__
+        if not isinstance(output, StudentOutput) or not isinstance(output.rows, (list, tuple)) or \
+                not all(isinstance(rows, LogitRows) for rows in output.rows):
+            what = type(output).__name__ if not isinstance(output, StudentOutput) else \
+                f'a StudentOutput whose rows are a {type(output.rows).__name__}'
+            raise TypeError(f'{task}.student_forward returned {what}: a task returns a kdplug.tasks.base.'
+                            'StudentOutput whose rows are a list of LogitRows, one per group of rows (see '
+                            'kdplug.tasks.base.Task.student_forward)')
+        lossy = [key for key in output.diagnostics if 'loss' in key]
+        if lossy:
+            raise ValueError(f'{task}.student_forward gave the diagnostics {lossy}: mmengine adds every logged key '
+                             'that contains "loss" to the loss it trains on; rename them (e.g. num_rois)')
+        return output
+
     def taught(self, result: Any, groups: int) -> Tuple[Optional[List[Tensor]], Dict[str, Tensor]]:
         """A teacher source's answer, checked: a plugin's source that returns something else would otherwise fail
         far from its cause, or, with fewer groups of logits than the student's, leave rows undistilled."""
@@ -273,28 +342,51 @@ class Distiller(BaseModel):
                             'asked for no logits), and a dict of features by position ({} when none were asked for): '
                             'see kdplug.teachers.base.TeacherSource.teach')
         logits, features = result
-        if self.logit_losses and (not isinstance(logits, (list, tuple)) or len(logits) != groups):
+        if self.logit_losses and (not isinstance(logits, (list, tuple)) or len(logits) != len(groups)):
             given = f'{len(logits)} groups' if isinstance(logits, (list, tuple)) else f'a {type(logits).__name__}'
-            raise ValueError(f'{source}.teach gave {given} of logits for the student\'s {groups} group(s) of rows: '
-                             'give a list with one (N, C) tensor per group of student.rows, in their order')
+            raise ValueError(f'{source}.teach gave {given} of logits for the student\'s {len(groups)} group(s) of '
+                             'rows: give a list with one (N, C) tensor per group of student.rows, in their order')
+        for index, (rows, given) in enumerate(zip(groups, logits or ())):
+            wanted = tuple(rows.logits.shape)
+            if not isinstance(given, Tensor) or tuple(given.shape[:1]) != wanted[:1]:
+                shown = tuple(given.shape) if isinstance(given, Tensor) else type(given).__name__
+                raise ValueError(f'{source}.teach gave {shown} logits for group {index} of the student\'s rows, '
+                                 f'whose logits are {wanted}: one teacher row per student row, in their order')
         return logits, features
 
     def loss(self, inputs: Any, data_samples: List) -> Dict[str, Tensor]:
         self._distill_steps += 1
         self.teacher.before_step(self.student)
-        student = self.task.student_forward(self.student, inputs, data_samples, self.teacher.student_positions)
+        student = self.studied(self.task.student_forward(self.student, inputs, data_samples,
+                                                         self.teacher.student_positions))
         self.check_views(student.views)
         teacher_logits, teacher_feats = self.taught(self.teacher.teach(
             self.task, inputs, data_samples, student, self.teacher_stages(), with_logits=bool(self.logit_losses)),
-            len(student.rows))
+            student.rows)
         losses = {f'student.{key}': value for key, value in student.losses.items()}
         if self.logit_losses:
             for rows, logits in zip(student.rows, teacher_logits):
+                if rows.weight is not None:
+                    self.check_row_weights()
                 losses.update(self.distill_losses(rows.logits, logits, rows.target, rows.weight, rows.scale,
                                                   rows.key))
         losses.update(self.module_losses_of(student, teacher_feats))
-        losses.update({f'distill.{key}': value for key, value in student.diagnostics.items()})
+        for key, value in student.diagnostics.items():
+            if f'distill.{key}' in losses:
+                raise ValueError(f'{type(self.task).__name__}.student_forward gave the diagnostic {key!r}, which is '
+                                 f'also the name of a distillation value (distill.{key}): rename it')
+            losses[f'distill.{key}'] = value
         return losses
+
+    def check_row_weights(self) -> None:
+        """Row weights arrived from a task that does not say it weighs rows (``weighs_rows = False``): a loss that
+        takes none would silently learn from the rows the task left out."""
+        unweighted = [name for name, takes in self._takes_weight.items() if not takes]
+        if unweighted:
+            raise ValueError(f'{type(self.task).__name__}.student_forward gave row weights, but the losses '
+                             f'{unweighted} take none: they would learn from the rows the task left out. Set '
+                             f'weighs_rows = True on {type(self.task).__name__} (then such losses are refused at '
+                             'build), and use losses whose forward takes weight=')
 
     # -- mmengine's modes ---------------------------------------------------------------------------------------
     def predict(self, inputs: Any, data_samples: Optional[List] = None) -> List:

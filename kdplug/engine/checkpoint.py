@@ -106,13 +106,20 @@ def load_checkpoint_file(path: str, role: str = 'teacher', map_location: Any = '
     """
     allow_mmengine_checkpoints()
     if path.startswith(('http://', 'https://')):
-        return torch.hub.load_state_dict_from_url(path, map_location=map_location, weights_only=True)
+        try:
+            return torch.hub.load_state_dict_from_url(path, map_location=map_location, weights_only=True)
+        except OSError as err:  # URLError, HTTPError, a failed write: urllib's words name neither file nor role
+            where = 'model.teacher.checkpoint' if role == 'teacher' else 'the path in the config'
+            raise RuntimeError(f'{role} checkpoint {path!r} could not be downloaded ({type(err).__name__}: {err}). '
+                               f'Download it where the network is reachable and set {where} to the local file '
+                               f'(or put it in {torch.hub.get_dir()}/checkpoints)') from err
     reason = unreadable_reason(path)
     if reason == 'does not exist':
         raise FileNotFoundError(
-            f'{role} checkpoint {path!r} does not exist. Train the {role} first (tools/train.py with its config, '
-            f'e.g. configs/teachers/), then set model.teacher.checkpoint to the .pth it wrote, or give a URL'
-            if role == 'teacher' else f'{role} checkpoint {path!r} does not exist: check the path')
+            f'{role} checkpoint {path!r} does not exist. Train the {role} first (tools/train.py with its config: '
+            f'configs/teachers/, configs/detection/teachers/), then set model.teacher.checkpoint to the .pth it '
+            'wrote, or give a URL' if role == 'teacher' else
+            f'{role} checkpoint {path!r} does not exist: check the path')
     if reason is not None:
         raise RuntimeError(f'{role} checkpoint {path!r} {reason}. {remedy}')
     try:

@@ -173,7 +173,13 @@ class TeacherEvalHook(Hook):
         runner.model.train()
         text = '  '.join(f'{key}: {value:.4f}' if isinstance(value, float) else f'{key}: {value}'
                          for key, value in metrics.items())
-        runner.logger.info(f'teacher (evaluated once before training): {text}')
+        if not metrics:  # mmdet gives {} when nothing was detected: a line ending in ": " said nothing
+            runner.logger.warning('teacher (evaluated once before training): the evaluator gave no metrics (mmdet: '
+                                  'no detection above test_cfg.rcnn.score_thr on the whole validation set). The '
+                                  'teacher checkpoint is probably untrained or of another model: evaluate it alone '
+                                  'with tools/test.py')
+        else:
+            runner.logger.info(f'teacher (evaluated once before training): {text}')
         runner.message_hub.update_info('teacher_metrics', metrics)
         runner.visualizer.add_scalars({f'teacher/{key}': value for key, value in metrics.items()
                                        if isinstance(value, (int, float))}, step=scalar_step(runner))

@@ -32,6 +32,12 @@ from torch import Tensor, nn
 OUT = 'out'
 
 
+def not_written(obj: Any, method: str, guide: str) -> str:
+    """The message of a contract method a plugin's class left out."""
+    return (f'{type(obj).__name__} does not implement {method}(), which kdplug calls: write it in the class '
+            f'({type(obj).__module__}), see {guide}')
+
+
 @dataclass
 class LogitRows:
     """One group of rows of logits to distil: a classification batch, or the RoIs of one cascade stage."""
@@ -105,6 +111,9 @@ class Task:
         The config is a ``ConfigDict``: OpenMMLab models read ``train_cfg.rpn``, ``test_cfg.mode``... as attributes."""
         from mmengine.config import ConfigDict
         from mmengine.registry import MODELS, DefaultScope
+        if not self.scope:  # mmengine's own error is about a relative import of '.registry'
+            raise ValueError(f'{type(self).__name__}.scope is empty: set it to the OpenMMLab registry scope its '
+                             "models are built in ('mmpretrain', 'mmdet', 'mmseg'...)")
         with DefaultScope.overwrite_default_scope(self.scope):
             try:
                 return MODELS.build(ConfigDict(cfg))
@@ -156,13 +165,13 @@ class Task:
     def student_forward(self, student: nn.Module, inputs: Any, data_samples: List,
                         positions: Sequence[str] = ()) -> StudentOutput:
         """One training forward of the student: its losses, the rows to distil, its features at ``positions``."""
-        raise NotImplementedError
+        raise NotImplementedError(not_written(self, 'student_forward', 'docs/plugins.md, "Writing a task"'))
 
     def teacher_logits(self, teacher: nn.Module, inputs: Any, data_samples: List,
                        student: StudentOutput) -> List[Tensor]:
         """The teacher's logits for each group of ``student.rows``, same rows in the same order. The caller
         decides about gradients (no_grad for a frozen or EMA teacher)."""
-        raise NotImplementedError
+        raise NotImplementedError(not_written(self, 'teacher_logits', 'docs/plugins.md, "Writing a task"'))
 
     def features(self, model: nn.Module, inputs: Any, positions: Sequence[str]) -> Dict[str, Tensor]:
         """The model's features at ``positions``, from its backbone alone (no head)."""

@@ -90,8 +90,9 @@ class TwoStageDetectionTask(Task):
         self.weighs_rows = self.background != 'include'
         if stage_weights is not None:
             stage_weights = [float(w) for w in stage_weights]
-            if not stage_weights or any(not w >= 0.0 for w in stage_weights):
-                raise ValueError(f'stage_weights={stage_weights!r}: give one weight >= 0 per RoI-head stage')
+            if not stage_weights or any(not w >= 0.0 for w in stage_weights) or not any(stage_weights):
+                raise ValueError(f'stage_weights={stage_weights!r}: give one weight >= 0 per RoI-head stage, one of '
+                                 'them at least > 0 (a stage of weight 0 is not distilled)')
         self.stage_weights = stage_weights
 
     # -- building -----------------------------------------------------------------------------------------------
@@ -104,6 +105,13 @@ class TwoStageDetectionTask(Task):
         if not getattr(head, 'with_bbox', False) or not hasattr(head, 'bbox_loss'):
             raise NotImplementedError(f'the {role}\'s RoI head {type(head).__name__} has no box head computed '
                                       'through bbox_loss: TwoStageDetectionTask distils that box head\'s logits')
+        for stage in range(stages_of(head)):
+            if getattr(box_head(head, stage), 'custom_cls_channels', False):  # SeesawLoss: C + 2 columns
+                raise ValueError(
+                    f'the {role}\'s box head classifies with {type(box_head(head, stage).loss_cls).__name__}, whose '
+                    'logits are not one softmax over the classes and background (SeesawLoss: C class logits and 2 '
+                    'objectness logits): TwoStageDetectionTask distils (N, C + 1) logits, background last. Give '
+                    "both detectors roi_head.bbox_head.loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False)")
         if role == 'student' and self.stage_weights is not None and len(self.stage_weights) != stages_of(head):
             raise ValueError(f'stage_weights has {len(self.stage_weights)} weights, the student\'s RoI head '
                              f'{stages_of(head)} stages: give one weight per stage')
@@ -157,6 +165,10 @@ class TwoStageDetectionTask(Task):
             if not isinstance(results, dict) or 'cls_score' not in results or sampling_results is None:
                 raise NotImplementedError(f'{type(head).__name__}.bbox_loss does not return the RoIs\' cls_score '
                                           'with its sampling results: TwoStageDetectionTask cannot see its RoIs')
+            if results['cls_score'].shape[-1] != num_classes + 1:  # a head whose columns are not C + background
+                raise ValueError(f'{type(head).__name__} gave RoI logits of {results["cls_score"].shape[-1]} columns '
+                                 f'for {num_classes} classes: TwoStageDetectionTask distils one softmax over the '
+                                 'classes and background (C + 1 columns, background last)')
             rois = bbox2roi([res.priors for res in sampling_results])
             records.append(RoIRecord(int(stage), rois, results['cls_score'],
                                      sampled_labels(sampling_results, num_classes)))
@@ -181,6 +193,8 @@ class TwoStageDetectionTask(Task):
         num_classes = self.num_classes(student)
         rows, counted = [], []
         for record in records:
+            if weights[record.stage] == 0:  # a stage of weight 0 is not distilled: not scored, not counted
+                continue
             weight = background_weights(record.labels, num_classes, self.background)
             rows.append(LogitRows(logits=record.cls_score, target=record.labels, weight=weight,
                                   scale=weights[record.stage], key=f's{record.stage}.' if cascade else '',
@@ -188,7 +202,8 @@ class TwoStageDetectionTask(Task):
             # kept on the device (no sync): the RoIs that took part in the distillation losses
             counted.append(record.labels.new_tensor(record.labels.numel()) if weight is None else (weight > 0).sum())
         return StudentOutput(losses=losses, rows=rows, target=None, features=dict(feats),
-                             diagnostics={'num_rois': torch.stack(counted).sum().float()})
+                             diagnostics={'num_rois': torch.stack(counted).sum().float() if counted else
+                                          inputs.new_zeros(())})
 
     def teacher_logits(self, teacher: nn.Module, inputs: Tensor, data_samples: List,
                        student: StudentOutput) -> List[Tensor]:

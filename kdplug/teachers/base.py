@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from kdplug.tasks.base import StudentOutput, Task
+from kdplug.tasks.base import StudentOutput, Task, not_written
 
 
 #: How often (in steps) a check that must read a value off an accelerator reads it: reading waits for the device,
@@ -44,7 +44,10 @@ class TeacherSource(nn.Module):
     student_positions: Tuple[str, ...] = ()
 
     def setup(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
-        """Build what the source needs, once the student exists."""
+        """Build what the source needs, once the student exists: when the distiller is built, before the runner
+        initialises the student's weights (``init_cfg``) and loads ``load_from`` or a resumed checkpoint, so the
+        student's weights are not final here: a source that copies them does so in :meth:`before_step` (the EMA
+        teacher's copy is made at the first step)."""
 
     def check_data(self, dataset: Optional[Mapping[str, Any]], num_images: int) -> None:
         """Called once before training (``kdplug.TeacherDataCheckHook``) with the run's training dataset config and
@@ -63,7 +66,7 @@ class TeacherSource(nn.Module):
               ) -> Tuple[Optional[List[Tensor]], Dict[str, Tensor]]:
         """The teacher's logits for each group of ``student.rows`` (None unless ``with_logits``) and its features
         at ``positions`` (of its backbone)."""
-        raise NotImplementedError
+        raise NotImplementedError(not_written(self, 'teach', 'docs/plugins.md, "Writing a task", its teacher sources'))
 
 
 class ModelTeacher(TeacherSource):
