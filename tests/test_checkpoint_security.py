@@ -240,3 +240,21 @@ def test_a_checkpoint_url_that_cannot_be_downloaded_names_the_file_and_the_fix(m
                                            r"be downloaded \(URLError: .*Name or service not known.*\). Download it "
                                            r"where the network is reachable and set model.teacher.checkpoint"):
         load_checkpoint_file(url, role='teacher')
+
+
+def test_test_py_evaluates_a_distillation_checkpoint_without_its_teacher(cifar10_root, teacher_checkpoint, tmp_path,
+                                                                         one_thread, capsys):
+    """tools/test.py loaded the teacher's checkpoint to evaluate the student: a run's checkpoint copied without its
+    teacher stopped with "Train the teacher first", and the detection configs downloaded an R-101 to test an R-50."""
+    import shutil
+
+    from kdplug.tools.test import main as test_main
+    teacher = tmp_path / 'teacher.pth'
+    shutil.copy(teacher_checkpoint, teacher)
+    cfg = run_config(cifar10_root, tmp_path / 'run', str(teacher), max_iters=2)
+    cfg.custom_hooks = [hook for hook in cfg.get('custom_hooks', []) if 'TeacherEvalHook' not in str(hook.type)]
+    make_runner(cfg).train()
+    teacher.unlink()
+    cfg.dump(str(tmp_path / 'run.py'))
+    test_main([str(tmp_path / 'run.py'), str(tmp_path / 'run' / 'iter_2.pth'), '--work-dir', str(tmp_path / 'test')])
+    assert "'accuracy/top1':" in capsys.readouterr().out

@@ -38,7 +38,7 @@ from mmengine.model import BaseModel
 from torch import Tensor, nn
 
 from kdplug.tasks.base import LogitRows, StudentOutput
-from kdplug.teachers.base import DEVICE_READ_INTERVAL
+from kdplug.teachers.base import DEVICE_READ_INTERVAL, evaluating_student_only
 
 
 def is_module_loss(loss: nn.Module) -> bool:
@@ -114,8 +114,12 @@ class Distiller(BaseModel):
         self.student = self.task.build_model(student_cfg, 'student')
         self.teacher = TEACHERS.build(teacher)
         self._check_self_distillation()
-        self.teacher.setup(self.task, self.student, self.data_preprocessor)
-        self._check_module_losses()
+        self.student_only = evaluating_student_only()
+        if self.student_only:  # tools/test.py: the student's predictions need no teacher checkpoint or store
+            self.teacher.setup_to_evaluate(self.task, self.student, self.data_preprocessor)
+        else:
+            self.teacher.setup(self.task, self.student, self.data_preprocessor)
+            self._check_module_losses()
         self._predict_with_teacher = False
         self._nonfinite_teacher_rows: Optional[Tensor] = None  # a device-side count: no host sync per step
         self._teacher_checks = 0
@@ -126,8 +130,9 @@ class Distiller(BaseModel):
         """What this distiller trains with, logged at build: a config whose ``_base_`` has losses keeps them
         beside its own (mmengine merges dicts) unless it says ``losses=dict(_delete_=True, ...)``."""
         losses = '; '.join(f'{name}: {type(loss).__name__}({loss.extra_repr()})' for name, loss in self.losses.items())
-        return (f'kdplug.Distiller: task {type(self.task).__name__}, teacher {type(self.teacher).__name__}, losses '
-                f'{losses} (a loss of a _base_ config stays beside the config\'s own unless its losses say '
+        unread = ' (not read: the student alone is evaluated)' if self.student_only else ''
+        return (f'kdplug.Distiller: task {type(self.task).__name__}, teacher {type(self.teacher).__name__}{unread}, '
+                f'losses {losses} (a loss of a _base_ config stays beside the config\'s own unless its losses say '
                 '_delete_=True)')
 
     # -- checks at build time -----------------------------------------------------------------------------------
@@ -355,6 +360,9 @@ class Distiller(BaseModel):
         return logits, features
 
     def loss(self, inputs: Any, data_samples: List) -> Dict[str, Tensor]:
+        if self.student_only:
+            raise RuntimeError('this distiller was built to evaluate its student alone (kdplug.teachers.base.'
+                               'evaluating_the_student, tools/test.py): its teacher was not read, so it cannot train')
         self._distill_steps += 1
         self.teacher.before_step(self.student)
         student = self.studied(self.task.student_forward(self.student, inputs, data_samples,

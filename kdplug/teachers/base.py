@@ -18,7 +18,9 @@ Sources:
 :meth:`~kdplug.tasks.base.Task.teacher_logits` without gradient, recording features on the way. A new source is one
 class with ``setup`` and ``teach`` plus one line in a plugin's ``kdplug_teachers`` hook (CachedTeacher is one).
 """
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+import contextvars
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +32,26 @@ from kdplug.tasks.base import StudentOutput, Task, not_written
 #: which a training step otherwise does not (the distiller's count of non-finite teacher rows, the cached teacher's
 #: labels); on the CPU such checks read every step.
 DEVICE_READ_INTERVAL = 50
+
+
+_STUDENT_ONLY = contextvars.ContextVar('kdplug_student_only', default=False)
+
+
+@contextmanager
+def evaluating_the_student() -> Iterator[None]:
+    """Within this context a distiller is built to evaluate its student alone (``tools/test.py``: predictions come
+    from the student): its teacher source is set up with :meth:`TeacherSource.setup_to_evaluate`, which reads no
+    teacher checkpoint or store (a run's checkpoint is tested where its teacher file is not, and a URL teacher is
+    not downloaded to test the student)."""
+    token = _STUDENT_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _STUDENT_ONLY.reset(token)
+
+
+def evaluating_student_only() -> bool:
+    return _STUDENT_ONLY.get()
 
 
 class TeacherSource(nn.Module):
@@ -48,6 +70,14 @@ class TeacherSource(nn.Module):
         initialises the student's weights (``init_cfg``) and loads ``load_from`` or a resumed checkpoint, so the
         student's weights are not final here: a source that copies them does so in :meth:`before_step` (the EMA
         teacher's copy is made at the first step)."""
+
+    def setup_to_evaluate(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
+        """Called instead of :meth:`setup` when the distiller is built to evaluate its student alone
+        (:func:`evaluating_the_student`). The default is :meth:`setup`: a source that is part of the run's
+        checkpoints (the EMA teacher's average, the weak head) builds its modules so that the checkpoint loads;
+        a source that reads files the student's predictions do not need (a teacher checkpoint, a store) reads
+        nothing."""
+        self.setup(task, student, data_preprocessor)
 
     def check_data(self, dataset: Optional[Mapping[str, Any]], num_images: int) -> None:
         """Called once before training (``kdplug.TeacherDataCheckHook``) with the run's training dataset config and

@@ -125,6 +125,9 @@ class CachedTeacher(TeacherSource):
         self.description = f'the cached teacher ({self.store_path})'
         self.store: Optional[TeacherCacheStore] = None
 
+    def setup_to_evaluate(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
+        """Nothing: the store and the teacher checkpoint are not needed to evaluate the student."""
+
     def setup(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
         check_cacheable(task)
         if getattr(data_preprocessor, 'batch_augments', None) is not None:

@@ -81,6 +81,9 @@ class CheckpointTeacher(ModelTeacher):
         load_teacher_weights(model, self.checkpoint)
         object.__setattr__(self, '_model', freeze(model))  # outside the module tree (see the module docstring)
 
+    def setup_to_evaluate(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
+        """Nothing: the network is outside the run's checkpoints and the student's predictions do not use it."""
+
     @property
     def model(self) -> Optional[nn.Module]:
         return self._model

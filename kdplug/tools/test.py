@@ -1,5 +1,6 @@
-"""Evaluate a checkpoint with a config: a kdplug distillation run's checkpoint (the student is evaluated) or a
-plain mmpretrain / mmdet one.
+"""Evaluate a checkpoint with a config: a kdplug distillation run's checkpoint (its student is evaluated; the
+teacher's checkpoint or cache store is not read: kdplug.teachers.base.evaluating_the_student) or a plain mmpretrain
+/ mmdet one.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--cfg-options k=v ...]
 
@@ -18,6 +19,7 @@ from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
 from kdplug.engine.checkpoint import load_checkpoints_strictly, route_local_checkpoint_loads, unreadable_reason
+from kdplug.teachers.base import evaluating_the_student
 from kdplug.tools.train import check_data
 
 
@@ -48,7 +50,8 @@ def main(argv=None) -> None:
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     check_data(cfg, ['test_dataloader'])
-    runner = Runner.from_cfg(cfg)
+    with evaluating_the_student():  # no teacher checkpoint or store is read: the student alone is evaluated
+        runner = Runner.from_cfg(cfg)
     load_checkpoints_strictly(runner, args.config, 'Evaluate it with the config of the run that wrote it (a student '
                               'exported by tools/export_student.py: the student\'s own config, e.g. configs/students/)')
     if args.out is not None:
