@@ -258,3 +258,38 @@ def test_test_py_evaluates_a_distillation_checkpoint_without_its_teacher(cifar10
     cfg.dump(str(tmp_path / 'run.py'))
     test_main([str(tmp_path / 'run.py'), str(tmp_path / 'run' / 'iter_2.pth'), '--work-dir', str(tmp_path / 'test')])
     assert "'accuracy/top1':" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('scope, hook, switch, folder', [
+    ('mmpretrain', 'VisualizationHook', 'enable', 'out_dir'),
+    ('mmdet', 'DetVisualizationHook', 'draw', 'test_out_dir'),
+    ('mmseg', 'SegVisualizationHook', 'draw', None),  # mmseg draws into the visualizer's save_dir
+])
+def test_show_dir_turns_on_each_library_s_visualization_hook(scope, hook, switch, folder):
+    """mmpretrain's, mmdet's and mmseg's tools/test.py --show-dir, each with its hook's own switch and folder."""
+    from mmengine.config import Config
+
+    from kdplug.tools.test import draw_predictions
+    cfg = Config(dict(default_scope=scope, default_hooks=dict(visualization=dict(type=hook)),
+                      visualizer=dict(type='Visualizer')))
+    draw_predictions(cfg, 'vis', show=False, wait_time=2.0, interval=1, error=pytest.fail)
+    drawn = cfg.default_hooks.visualization
+    assert drawn[switch] is True and drawn.interval == 1 and 'show' not in drawn
+    assert (drawn[folder] if folder else cfg.visualizer.save_dir) == 'vis'
+
+
+def test_show_dir_draws_the_test_predictions(cifar10_root, tmp_path, one_thread, capsys):
+    """Every test image is drawn; where two share a file name (class folders of 0000.jpg ...: mmpretrain's hook
+    names drawings after the file name alone) the tool says that drawings were replaced."""
+    from runner_helpers import save_teacher
+
+    from kdplug.tools.test import main as test_main
+    checkpoint = save_teacher(tmp_path / 'resnet8.pth', backbone='ResNet8')
+    options = ['--work-dir', str(tmp_path / 'test'), '--cfg-options', *data_options(cifar10_root)]
+    test_main([str(STUDENT_CONFIG), checkpoint, '--show-dir', str(tmp_path / 'all'), *options])
+    assert len(list((tmp_path / 'all').glob('*.png'))) == 4  # 40 images, 10 folders of 0000.jpg ... 0003.jpg
+    assert f'warning: 40 test samples were drawn into 4 files of {tmp_path / "all"}' in capsys.readouterr().err
+    # one image per file name: every drawing kept, no warning
+    test_main([str(STUDENT_CONFIG), checkpoint, '--show-dir', str(tmp_path / 'unique'), *options,
+               'test_dataloader.dataset.indices=[0, 1, 2, 3]'])
+    assert len(list((tmp_path / 'unique').glob('*.png'))) == 4 and 'warning' not in capsys.readouterr().err

@@ -2,17 +2,26 @@
 teacher's checkpoint or cache store is not read: kdplug.teachers.base.evaluating_the_student) or a plain mmpretrain
 / mmdet one.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--cfg-options k=v ...]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show-dir DIR] [--show]
+                         [--cfg-options k=v ...]
 
 ``--out`` also writes every test sample's prediction to a pickle: a list of dicts (for a classifier: pred_score,
 pred_label, gt_label, img_path...), through mmengine's ``DumpResults`` as mmpretrain's own ``tools/test.py --out``
 does, so its analysis tools read the file; the metrics go beside it (``results.metrics.json``). The metrics are
 also printed and written to ``<work_dir>/<timestamp>/<timestamp>.json``.
+
+``--show-dir DIR`` / ``--show`` draw the predictions as the library's own ``tools/test.py`` does, through the
+config's ``default_hooks.visualization`` (mmpretrain's ``VisualizationHook``, mmdet's ``DetVisualizationHook``,
+mmseg's ``SegVisualizationHook``): every ``--interval``-th test sample (default every one), written to DIR (mmdet:
+``<work_dir>/<timestamp>/DIR``, as mmdet's own tool; mmseg: the visualizer's save_dir) or shown in a window.
 """
 import argparse
+import inspect
 import json
 import os
 import os.path as osp
+import sys
+from typing import Callable, Optional
 
 from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
@@ -23,6 +32,51 @@ from kdplug.teachers.base import evaluating_the_student
 from kdplug.tools.train import check_data
 
 
+def draw_predictions(cfg: Config, show_dir: Optional[str], show: bool, wait_time: float, interval: int,
+                     error: Callable[[str], None]) -> None:
+    """Turn on the config's visualization hook as its library's own test tool does. The libraries spell the switch
+    and the folder differently (mmpretrain: ``enable``, ``out_dir``; mmdet: ``draw``, ``test_out_dir``; mmseg:
+    ``draw`` and the visualizer's ``save_dir``): the hook's constructor says which it takes."""
+    from mmengine.registry import HOOKS
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if not hook or 'type' not in hook:
+        error('--show / --show-dir draw through default_hooks.visualization, which this config does not have: add '
+              "default_hooks=dict(visualization=dict(type='VisualizationHook')) (mmpretrain; mmdet: "
+              "'DetVisualizationHook', mmseg: 'SegVisualizationHook')")
+    name = hook['type'] if not isinstance(hook['type'], str) or '.' in hook['type'] or not cfg.get('default_scope') \
+        else f'{cfg.default_scope}.{hook["type"]}'
+    hook_class = HOOKS.get(name) if isinstance(name, str) else name
+    if hook_class is None:
+        error(f'default_hooks.visualization: {name!r} is not a registered hook (check default_scope)')
+    options = inspect.signature(hook_class).parameters
+    switch = next((key for key in ('enable', 'draw') if key in options), None)
+    if switch is None:
+        error(f'{hook_class.__name__} has neither enable= nor draw=: kdplug cannot turn it on')
+    hook[switch] = True
+    hook['interval'] = interval
+    if show:
+        hook['show'] = True
+        hook['wait_time'] = wait_time
+    if show_dir:
+        folder = next((key for key in ('out_dir', 'test_out_dir') if key in options), None)
+        if folder is not None:
+            hook[folder] = show_dir
+        else:  # mmseg's hook draws into the visualizer's save_dir
+            cfg.visualizer['save_dir'] = show_dir
+
+
+def check_drawn(show_dir: str, before: set, samples: int, interval: int) -> None:
+    """mmpretrain's hook names each drawing after its image's file name alone: test images that share names across
+    class folders (``airplane/0000.jpg``, ``bird/0000.jpg``) overwrite each other's drawings. Say so."""
+    drawn = {path for path in os.listdir(show_dir)} - before if osp.isdir(show_dir) else set()
+    expected = -(-samples // interval)
+    if len(drawn) < expected:
+        print(f'warning: {expected} test samples were drawn into {len(drawn)} files of {show_dir}: the hook names '
+              'each drawing after its image\'s file name, and test images in different folders share names, so '
+              'later drawings replaced earlier ones. The metrics are not affected; to keep every drawing, give the '
+              'test images unique file names', file=sys.stderr)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description='Evaluate a checkpoint')
     parser.add_argument('config')
@@ -30,6 +84,10 @@ def main(argv=None) -> None:
     parser.add_argument('--work-dir')
     parser.add_argument('--out', help='also write the predictions of every test sample to this .pkl file, and the '
                         'metrics beside it (<out>.metrics.json)')
+    parser.add_argument('--show-dir', help='draw the predictions of the test samples into this folder')
+    parser.add_argument('--show', action='store_true', help='show the drawn predictions in a window')
+    parser.add_argument('--wait-time', type=float, default=2.0, help='seconds each window is shown (--show)')
+    parser.add_argument('--interval', type=int, default=1, help='draw every N-th test sample (--show, --show-dir)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -49,6 +107,8 @@ def main(argv=None) -> None:
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        draw_predictions(cfg, args.show_dir, args.show, args.wait_time, args.interval, parser.error)
     check_data(cfg, ['test_dataloader'])
     with evaluating_the_student():  # no teacher checkpoint or store is read: the student alone is evaluated
         runner = Runner.from_cfg(cfg)
@@ -57,8 +117,11 @@ def main(argv=None) -> None:
     if args.out is not None:
         # one more metric of the test evaluator: gathered from every rank, written once by rank 0
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=osp.abspath(args.out)))
+    drawn_before = set(os.listdir(args.show_dir)) if args.show_dir and osp.isdir(args.show_dir) else set()
     metrics = runner.test()
     print(metrics)
+    if args.show_dir and cfg.default_hooks.visualization.get('out_dir') == args.show_dir and runner.rank == 0:
+        check_drawn(args.show_dir, drawn_before, len(runner.test_dataloader.dataset), args.interval)
     if args.out is not None and runner.rank == 0:
         with open(f'{osp.splitext(args.out)[0]}.metrics.json', 'w') as file:
             json.dump({key: float(value) if isinstance(value, (int, float)) else str(value)
