@@ -10,6 +10,9 @@ The expected values are written here from the sources, not read from the configs
   files.
 * NKD: the authors' yzd-v/cls_KD configs/distillers/cifar100/res34_distill_res18_cifar.py (T 3, gamma 3.5) and
   configs/distillers/imagenet/res34_distill_res18_img.py (T 1, gamma 1.5), CE weight 1.
+* DKD + logit standardization: the authors' sunshangquan/logit-standardization-KD (commit f6e5aa5), the DKD log of
+  each pair linked from their README (named dkd,<teacher>,<student>,<base T>,<w_kd>[,<DKD beta>]) read through their
+  tools/train.py lines 115-118 (alpha = 1 x w_kd, beta = DKD beta x w_kd; mdistiller's beta 8 for resnet32x4).
 * Evaluation: the papers report the best top-1 over all epochs, so every classification config validates after
   every epoch.
 """
@@ -30,6 +33,13 @@ DKD_NORMKD = {
     'wrn40_2_wrn40_1': (3.0, 6.0, 2.0),  # wrn40_2_wrn_40_1.yaml
 }
 DKD_NORMKD_IMAGENET = (1.0, 1.0, 0.5)  # configs/imagenet/r34_r18/dkd_normkd.yaml
+# pair: (alpha, beta, base temperature) of the authors' DKD + LS log of the pair
+DKD_LS = {
+    'resnet32x4_resnet8x4': (9.0, 72.0, 2.0),  # dkd,resnet32x4,resnet8x4,2,9.txt
+    'resnet56_resnet20': (18.0, 36.0, 3.0),  # dkd,resnet56,resnet20,3,18,2.0.txt
+    'wrn40_2_wrn16_2': (12.0, 24.0, 2.0),  # dkd,wrn_40_2,wrn_16_2,2,12,2.0.txt
+    'wrn40_2_wrn40_1': (12.0, 24.0, 2.0),  # dkd,wrn_40_2,wrn_40_1,2,12,2.0.txt
+}
 
 
 def load(path: Path) -> Config:
@@ -72,6 +82,18 @@ def test_dkd_normkd_cifar_and_tiny_imagenet_take_the_authors_values_of_their_pai
     assert dkd.get('temperature') is None and dkd.get('logit_norm') is None
     assert dkd.get('loss_weight', 1.0) == 1.0
     assert ce_weight(cfg) == 1.0
+    assert warmup_epochs(cfg, 'dkd') == 20
+
+
+@pytest.mark.parametrize('path', configs_of('dkd-ls', imagenet=False), ids=rel)
+def test_dkd_ls_takes_the_values_of_the_authors_run_of_its_pair(path):
+    """Not DKD's per-pair values times 9: three of the four pairs ran with other weights and temperatures."""
+    cfg = load(path)
+    alpha, beta, temperature = DKD_LS[pair_of(path, 'dkd-ls')]
+    dkd = cfg.model.losses.dkd
+    assert (dkd.type, dkd.alpha, dkd.beta, dkd.temperature, dkd.logit_norm) == \
+        ('DKDLoss', alpha, beta, temperature, 'zscore')
+    assert dkd.get('loss_weight', 1.0) == 1.0 and ce_weight(cfg) == 1.0
     assert warmup_epochs(cfg, 'dkd') == 20
 
 
