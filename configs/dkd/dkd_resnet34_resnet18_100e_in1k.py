@@ -5,7 +5,6 @@
 _base_ = ['../_base_/models/resnet34_resnet18_in1k.py', '../_base_/datasets/imagenet_bs32_replay.py',
           '../_base_/schedules/imagenet_100e_bs512.py', '../_base_/distill_runtime.py']
 train_dataloader = dict(batch_size=128)  # per GPU
-optim_wrapper = dict(optimizer=dict(nesterov=False))
 model = dict(
     losses=dict(dkd=dict(type='DKDLoss', alpha=1.0, beta=0.5, temperature=1.0)),
 )

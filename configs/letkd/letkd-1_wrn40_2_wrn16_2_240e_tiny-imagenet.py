@@ -6,6 +6,7 @@
 #    (writes `codewords`); 3. python tools/train.py <this config>. See docs/letkd.md.
 _base_ = ['../_base_/models/wrn40_2_wrn16_2_tiny-imagenet.py', '../_base_/datasets/tiny_imagenet_folder.py',
           '../_base_/schedules/cifar_240e.py', '../_base_/distill_runtime.py']
+optim_wrapper = dict(optimizer=dict(nesterov=True))  # letKD's supplement, section 2.2: Nesterov 0.9
 codewords = 'work_dirs/letkd-1_wrn40_2_wrn16_2_240e_tiny-imagenet/codewords.pth'
 model = dict(
     student=dict(backbone=dict(

@@ -7,6 +7,7 @@
 #    (writes `codewords`); 3. python tools/train.py <this config>. See docs/letkd.md.
 _base_ = ['../_base_/models/resnet56_resnet20_tiny-imagenet.py', '../_base_/datasets/tiny_imagenet_folder.py',
           '../_base_/schedules/cifar_30e.py', '../_base_/distill_runtime.py']
+optim_wrapper = dict(optimizer=dict(nesterov=True))  # letKD's supplement, section 2.2: Nesterov 0.9
 codewords = 'work_dirs/letkd-2_resnet56_resnet20_30e_tiny-imagenet/codewords.pth'
 model = dict(
     teacher=dict(checkpoint='work_dirs/resnet56_30e_tiny-imagenet/epoch_30.pth'),

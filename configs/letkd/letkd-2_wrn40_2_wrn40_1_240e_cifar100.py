@@ -7,6 +7,7 @@
 #    (writes `codewords`); 3. python tools/train.py <this config>. See docs/letkd.md.
 _base_ = ['../_base_/models/wrn40_2_wrn40_1_cifar100.py', '../_base_/datasets/cifar100.py',
           '../_base_/schedules/cifar_240e.py', '../_base_/distill_runtime.py']
+optim_wrapper = dict(optimizer=dict(nesterov=True))  # letKD's supplement, section 2.2: Nesterov 0.9
 codewords = 'work_dirs/letkd-2_wrn40_2_wrn40_1_240e_cifar100/codewords.pth'
 model = dict(
     student=dict(backbone=dict(
