@@ -190,3 +190,16 @@ def test_every_classification_config_validates_after_every_epoch():
 @pytest.mark.parametrize('schedule', ['cifar_240e.py', 'cifar_30e.py', 'cifar_short.py', 'imagenet_100e_bs512.py'])
 def test_the_base_schedules_validate_after_every_epoch(schedule):
     assert load(CONFIGS / '_base_' / 'schedules' / schedule).train_cfg.val_interval == 1
+
+
+@pytest.mark.parametrize('method, temperature, logit_norm, w_kd, w_ce', [
+    ('kd', 1.0, None, 0.5, 0.5),  # megvii-research/mdistiller configs/imagenet/r34_r18/kd.yaml
+    ('kd-ls', 2.0, 'zscore', 9.0, 1.0),  # the LS authors' command: their kd.yaml (CE 1) --base-temp 2 --kd-weight 9
+])
+def test_kd_and_kd_ls_imagenet_take_the_authors_values_and_recipe(method, temperature, logit_norm, w_kd, w_ce):
+    (path,) = configs_of(method, imagenet=True)
+    cfg = load(path)
+    kd = cfg.model.losses.kd
+    assert (kd.type, kd.temperature, kd.get('logit_norm'), kd.loss_weight) == ('KDLoss', temperature, logit_norm, w_kd)
+    assert ce_weight(cfg) == w_ce
+    imagenet_recipe(cfg)
