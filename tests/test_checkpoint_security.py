@@ -293,3 +293,12 @@ def test_show_dir_draws_the_test_predictions(cifar10_root, tmp_path, one_thread,
     test_main([str(STUDENT_CONFIG), checkpoint, '--show-dir', str(tmp_path / 'unique'), *options,
                'test_dataloader.dataset.indices=[0, 1, 2, 3]'])
     assert len(list((tmp_path / 'unique').glob('*.png'))) == 4 and 'warning' not in capsys.readouterr().err
+
+
+def test_metrics_of_every_library_are_written_as_json_numbers():
+    """mmseg's metrics are numpy float32: --out wrote {"mIoU": "16.94"}."""
+    import numpy as np
+
+    from kdplug.tools.test import json_metrics
+    assert json_metrics({'mIoU': np.float32(16.94), 'accuracy/top1': 71.5, 'n': 3, 'classes': ('a', 'b')}) == \
+        {'mIoU': pytest.approx(16.94), 'accuracy/top1': 71.5, 'n': 3.0, 'classes': "('a', 'b')"}

@@ -543,3 +543,24 @@ def test_a_task_or_teacher_option_given_to_the_distiller_says_where_it_goes():
         MODELS.build(dict(type='Distiller', task=dict(type='TwoStageDetectionTask'), student={},
                           teacher=dict(type='CheckpointTeacher', model={}, checkpoint='x'), losses={},
                           background='exclude', checkpoint='y'))
+
+
+@pytest.mark.parametrize('library, preprocessor, flag', [
+    ('mmpretrain.models', 'ClsDataPreprocessor', 'to_rgb'),
+    ('mmdet.models', 'DetDataPreprocessor', 'bgr_to_rgb'),
+    ('mmseg.models', 'SegDataPreProcessor', 'bgr_to_rgb'),
+])
+def test_a_teacher_fed_the_other_channel_order_is_refused_whatever_the_library(library, preprocessor, flag):
+    """The check read mmengine's private _channel_conversion: mmpretrain keeps the flag as to_rgb and mmseg as
+    channel_conversion, so a BGR teacher for an RGB student passed for both."""
+    from kdplug.tasks.base import Task
+    if library != 'mmpretrain.models':
+        require_detection_stack()  # mmcv's ops: mmdet and mmseg import them
+    cls = getattr(pytest.importorskip(library), preprocessor)
+    ours = cls(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], **{flag: True})
+    teacher = nn.Module()
+    teacher.data_preprocessor = cls(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], **{flag: False})
+    with pytest.raises(ValueError, match='the teacher was configured with another image preprocessing'):
+        Task.check_same_preprocessing(ours, teacher, 'teacher')
+    teacher.data_preprocessor = cls(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], **{flag: True})
+    Task.check_same_preprocessing(ours, teacher, 'teacher')

@@ -170,8 +170,9 @@ class Distiller(BaseModel):
             raise ValueError(f'{type(self.task).__name__} weighs rows (e.g. background RoIs, ignored pixels), but '
                              f'the losses {unweighted} ({", ".join(type(self.losses[n]).__name__ for n in unweighted)})'
                              ' take no row weights: use losses that do (KDLoss, DKDLoss, NKDLoss... see the '
-                             'README), or change the task\'s options (e.g. background=\'include\'); a loss of your '
-                             'own: give its forward a weight=None argument (the loss contract, docs/plugins.md)')
+                             'README), or the task\'s options that weigh no rows (TwoStageDetectionTask: '
+                             'background=\'include\'); a loss of your own: give its forward a weight=None argument '
+                             '(the loss contract, docs/plugins.md)')
 
     def _check_self_distillation(self) -> None:
         """A loss whose second input is the student's own trained head (USKD's weak head: ``teacher_based =

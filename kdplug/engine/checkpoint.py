@@ -117,8 +117,8 @@ def load_checkpoint_file(path: str, role: str = 'teacher', map_location: Any = '
     if reason == 'does not exist':
         raise FileNotFoundError(
             f'{role} checkpoint {path!r} does not exist. Train the {role} first (tools/train.py with its config: '
-            f'configs/teachers/, configs/detection/teachers/), then set model.teacher.checkpoint to the .pth it '
-            'wrote, or give a URL' if role == 'teacher' else
+            f'configs/teachers/, configs/detection/teachers/, or a plugin\'s), then set model.teacher.checkpoint to '
+            'the .pth it wrote, or give a URL' if role == 'teacher' else
             f'{role} checkpoint {path!r} does not exist: check the path')
     if reason is not None:
         raise RuntimeError(f'{role} checkpoint {path!r} {reason}. {remedy}')

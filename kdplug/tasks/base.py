@@ -31,6 +31,15 @@ from torch import Tensor, nn
 #: The position of a backbone's (last) output.
 OUT = 'out'
 
+#: Where a data preprocessor keeps whether it swaps the channels: mmpretrain's ClsDataPreprocessor as ``to_rgb``,
+#: mmengine's ImgDataPreprocessor (mmdet's) as ``_channel_conversion``, mmseg's as ``channel_conversion``.
+CHANNEL_FLAGS = ('to_rgb', '_channel_conversion', 'channel_conversion')
+
+
+def swaps_channels(preprocessor: nn.Module) -> bool:
+    """Whether a data preprocessor turns the loaded BGR images into RGB (whichever library's it is)."""
+    return any(bool(getattr(preprocessor, name, False)) for name in CHANNEL_FLAGS)
+
 
 def not_written(obj: Any, method: str, guide: str) -> str:
     """The message of a contract method a plugin's class left out."""
@@ -122,8 +131,9 @@ class Task:
                     raise
                 said = str(err.args[0]).split('. ')[0]  # "X is not in the mmdet::model registry" (then a URL)
                 raise ValueError(f'the {role} cannot be built: {said}. {type(self).__name__} builds its models '
-                                 f'in the {self.scope!r} scope: give the {role} a model of that library (a classifier '
-                                 'cannot teach a detector), or the task of its own library') from err
+                                 f'in the {self.scope!r} scope: give the {role} a model of that library (a model of '
+                                 'another task, e.g. a classifier, cannot teach it), or the task of its own '
+                                 'library') from err
 
     def num_classes(self, model: nn.Module) -> Optional[int]:
         """The classes the model predicts (None: unknown)."""
@@ -152,7 +162,7 @@ class Task:
             return (bool(getattr(module, '_enable_normalize', False)),
                     None if mean is None else [round(v, 4) for v in mean.flatten().tolist()],
                     None if std is None else [round(v, 4) for v in std.flatten().tolist()],
-                    bool(getattr(module, '_channel_conversion', False)))
+                    swaps_channels(module))
 
         ours, theirs = summary(preprocessor), summary(own)
         if ours != theirs:

@@ -26,15 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from kdplug.engine.checkpoint import checkpoint_identity
-from kdplug.tasks.base import StudentOutput, Task
+from kdplug.tasks.base import StudentOutput, Task, swaps_channels
 
 from .base import DEVICE_READ_INTERVAL, TeacherSource
 from .cache_store import TeacherCacheError, TeacherCacheStore, as_json
-
-
-#: Where a data preprocessor keeps whether it swaps the channels: mmpretrain's ClsDataPreprocessor as ``to_rgb``,
-#: mmengine's ImgDataPreprocessor (mmdet's) as ``_channel_conversion``, mmseg's as ``channel_conversion``.
-CHANNEL_FLAGS = ('to_rgb', '_channel_conversion', 'channel_conversion')
 
 
 def preprocess_summary(data_preprocessor: nn.Module) -> Dict[str, Any]:
@@ -43,7 +38,7 @@ def preprocess_summary(data_preprocessor: nn.Module) -> Dict[str, Any]:
         tensor = getattr(data_preprocessor, name, None)
         return None if tensor is None else [round(float(v), 4) for v in tensor.flatten()]
     return {'mean': values('mean'), 'std': values('std'),
-            'to_rgb': any(bool(getattr(data_preprocessor, name, False)) for name in CHANNEL_FLAGS)}
+            'to_rgb': swaps_channels(data_preprocessor)}
 
 
 def made_from(task: Task, model_cfg: dict, checkpoint: str, data_preprocessor: nn.Module) -> Dict[str, Any]:

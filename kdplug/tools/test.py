@@ -18,6 +18,7 @@ mmseg's ``SegVisualizationHook``): every ``--interval``-th test sample (default 
 import argparse
 import inspect
 import json
+import numbers
 import os
 import os.path as osp
 import sys
@@ -77,6 +78,11 @@ def check_drawn(show_dir: str, before: set, samples: int, interval: int) -> None
               'test images unique file names', file=sys.stderr)
 
 
+def json_metrics(metrics: dict) -> dict:
+    """Numbers as JSON numbers (mmseg's metrics are numpy float32: numbers.Real, not float), anything else as text."""
+    return {key: float(value) if isinstance(value, numbers.Real) else str(value) for key, value in metrics.items()}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description='Evaluate a checkpoint')
     parser.add_argument('config')
@@ -124,8 +130,7 @@ def main(argv=None) -> None:
         check_drawn(args.show_dir, drawn_before, len(runner.test_dataloader.dataset), args.interval)
     if args.out is not None and runner.rank == 0:
         with open(f'{osp.splitext(args.out)[0]}.metrics.json', 'w') as file:
-            json.dump({key: float(value) if isinstance(value, (int, float)) else str(value)
-                       for key, value in metrics.items()}, file, indent=1)
+            json.dump(json_metrics(metrics), file, indent=1)
 
 
 if __name__ == '__main__':
