@@ -564,3 +564,52 @@ def test_a_teacher_fed_the_other_channel_order_is_refused_whatever_the_library(l
         Task.check_same_preprocessing(ours, teacher, 'teacher')
     teacher.data_preprocessor = cls(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], **{flag: True})
     Task.check_same_preprocessing(ours, teacher, 'teacher')
+
+
+def test_a_checkpoint_teacher_trained_on_other_classes_is_refused(tmp_path, caplog):
+    """Same count, other classes (a Cityscapes teacher for a COCO-stuff run) or the same classes in another order:
+    the class count let both teach wrong columns without a word. Names that differ in a few places warn."""
+    from kdplug.teachers.checkpoint import compare_classes
+    run = ('airplane', 'automobile', 'bird', 'cat')
+    assert compare_classes(run, run, 't.pth') is None
+    with pytest.raises(ValueError, match=r"trained on the same classes in another order \(class 0: 'automobile' in "
+                                         r"the teacher, 'airplane' here; class 1: 'airplane' in the teacher, "
+                                         r"'automobile' here\)"):
+        compare_classes(('automobile', 'airplane', 'bird', 'cat'), run, 't.pth')
+    with pytest.raises(ValueError, match=r"trained on the classes of another dataset \(class 0: 'road'"):
+        compare_classes(('road', 'sidewalk', 'building', 'cat'), run, 't.pth')
+    assert compare_classes(('aeroplane', 'automobile', 'bird', 'cat'), run, 't.pth') == (
+        "the teacher checkpoint 't.pth' names 1 of its classes otherwise than the run's dataset (class 0: 'aeroplane' "
+        "in the teacher, 'airplane' here): if they are other classes, the teacher teaches wrong ones")
+
+
+def test_the_classes_a_checkpoint_records_reach_the_teacher_source(tmp_path):
+    from kdplug.registry import MODELS
+    example = classification_example()
+    student = MODELS.build(dict(type='Distiller', task=example['task'], student=example['student'],
+                                teacher=SOURCES['EMATeacher'](None), losses=dict(kd=dict(type='KDLoss')))).student
+    classes = tuple(f'class{k}' for k in range(NUM_CLASSES))
+    torch.save({'state_dict': student.state_dict(), 'meta': {'dataset_meta': {'classes': classes}}},
+               tmp_path / 'teacher.pth')
+    distiller = MODELS.build(dict(type='Distiller', task=example['task'], student=example['student'],
+                                  teacher=dict(type='CheckpointTeacher', model=example['student'],
+                                               checkpoint=str(tmp_path / 'teacher.pth')),
+                                  losses=dict(kd=dict(type='KDLoss'))))
+    assert distiller.teacher.classes == classes
+    distiller.teacher.check_classes(classes)
+    with pytest.raises(ValueError, match='the same classes in another order'):
+        distiller.teacher.check_classes(classes[::-1])
+
+
+def test_the_data_check_hook_shows_the_teacher_source_the_run_s_classes():
+    import types
+
+    from kdplug.engine.hooks import TeacherDataCheckHook
+    seen = []
+    source = types.SimpleNamespace(check_data=lambda dataset, num_images: seen.append(num_images),
+                                   check_classes=seen.append)
+    dataset = type('Data', (list,), {'metainfo': {'classes': ['cat', 'dog']}})([0, 1, 2])  # 3 images
+    runner = types.SimpleNamespace(model=types.SimpleNamespace(teacher=source), cfg={'train_dataloader': {}},
+                                   train_dataloader=types.SimpleNamespace(dataset=dataset))
+    TeacherDataCheckHook().before_train(runner)
+    assert seen == [3, ('cat', 'dog')]

@@ -14,7 +14,7 @@ import os
 import pickle
 import warnings
 import zipfile
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -155,12 +155,26 @@ def checkpoint_identity(checkpoint: str) -> str:
 
 def load_weights(path: str, role: str = 'teacher') -> Dict[str, torch.Tensor]:
     """The state dict of a checkpoint file or URL (``checkpoint['state_dict']`` for mmengine checkpoints)."""
+    return load_weights_and_classes(path, role)[0]
+
+
+def load_weights_and_classes(path: str, role: str = 'teacher') -> Tuple[Dict[str, torch.Tensor],
+                                                                         Optional[Tuple[str, ...]]]:
+    """The state dict of a checkpoint and the class names it was trained on, where its meta records them (an
+    mmengine run's ``meta.dataset_meta.classes``, mmdet 2.x's ``meta.CLASSES``; else None)."""
     checkpoint = load_checkpoint_file(path, role)
+    classes = None
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get('meta'), dict):
+        meta = checkpoint['meta']
+        dataset_meta = meta.get('dataset_meta') if isinstance(meta.get('dataset_meta'), dict) else {}
+        found = dataset_meta.get('classes', meta.get('CLASSES'))
+        if isinstance(found, (list, tuple)) and found and all(isinstance(name, str) for name in found):
+            classes = tuple(found)
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get('state_dict'), dict):
         checkpoint = checkpoint['state_dict']
     if not isinstance(checkpoint, dict):
         raise RuntimeError(f'{role} checkpoint {path!r} holds a {type(checkpoint).__name__}, not a state dict')
-    return checkpoint
+    return checkpoint, classes
 
 
 def load_local_checkpoint(filename: str, map_location: Any = 'cpu') -> Any:

@@ -119,9 +119,10 @@ class CTKDCurriculumHook(Hook):
 
 
 class TeacherDataCheckHook(Hook):
-    """Before training, show the teacher source the run's training data (its dataset config and length): the cached
-    teacher refuses a store made with another pipeline or number of images before the first step
-    (:meth:`kdplug.teachers.base.TeacherSource.check_data`). In ``default_hooks`` of
+    """Before training, show the teacher source the run's training data (its dataset config and length, and its
+    class names): the cached teacher refuses a store made with another pipeline or number of images before the first
+    step (:meth:`kdplug.teachers.base.TeacherSource.check_data`), a checkpoint teacher trained on other classes is
+    refused (:meth:`~kdplug.teachers.base.TeacherSource.check_classes`). In ``default_hooks`` of
     configs/_base_/distill_runtime.py, where a config's own ``custom_hooks`` do not replace it."""
 
     priority = 'HIGH'
@@ -132,6 +133,9 @@ class TeacherDataCheckHook(Hook):
             return
         dataset = (runner.cfg.get('train_dataloader') or {}).get('dataset')
         source.check_data(dataset, len(runner.train_dataloader.dataset))
+        classes = (getattr(runner.train_dataloader.dataset, 'metainfo', None) or {}).get('classes')
+        if classes:
+            source.check_classes(tuple(classes))
 
 
 class TeacherEvalHook(Hook):

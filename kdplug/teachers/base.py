@@ -83,6 +83,11 @@ class TeacherSource(nn.Module):
         """Called once before training (``kdplug.TeacherDataCheckHook``) with the run's training dataset config and
         its length: a source whose logits depend on the data (the cached teacher) refuses data it cannot serve."""
 
+    def check_classes(self, classes: Sequence[str]) -> None:
+        """Called once before training (``kdplug.TeacherDataCheckHook``) with the class names of the run's training
+        dataset: a source whose teacher was trained on named classes (a checkpoint's meta) refuses other ones, or
+        the same ones in another order, which the class count alone lets through."""
+
     def before_step(self, student: nn.Module) -> None:
         """Called at the start of every training step (the EMA teacher starts as a copy of the student)."""
 

@@ -10,12 +10,13 @@ the optimizer, not in DDP's gradient sync), not in ``state_dict()`` (checkpoints
 loading, its config is checked against the student (same classes, same input normalisation: the task's
 ``check_pair``); the checkpoint is loaded strictly, refused when it holds NaN / inf, then frozen in eval mode.
 """
-from typing import Dict, Optional
+import logging
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from kdplug.engine.checkpoint import load_weights
+from kdplug.engine.checkpoint import load_weights_and_classes
 from kdplug.tasks.base import Task
 
 from .base import ModelTeacher
@@ -29,9 +30,11 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
-def load_teacher_weights(teacher: nn.Module, path: str) -> None:
-    """Load ``path`` into ``teacher`` strictly; a clear error when the checkpoint does not fit the config."""
-    state_dict: Dict[str, torch.Tensor] = load_weights(path, role='teacher')
+def load_teacher_weights(teacher: nn.Module, path: str) -> Optional[Tuple[str, ...]]:
+    """Load ``path`` into ``teacher`` strictly; a clear error when the checkpoint does not fit the config. Returns
+    the class names the checkpoint records (None where its meta has none)."""
+    state_dict: Dict[str, torch.Tensor]
+    state_dict, classes = load_weights_and_classes(path, role='teacher')
     if state_dict and all(key.startswith('student.') for key in state_dict):
         raise RuntimeError(f'teacher checkpoint {path!r} is a distillation run\'s checkpoint (keys "student.*"): '
                            'export the student first with tools/export_student.py, then use that file')
@@ -56,6 +59,29 @@ def load_teacher_weights(teacher: nn.Module, path: str) -> None:
             'diverged or the file is damaged, and such a teacher would teach NaN. Use an earlier checkpoint of the '
             'teacher run, or retrain it with a lower learning rate')
     teacher.load_state_dict(state_dict, strict=True)
+    return classes
+
+
+def compare_classes(teacher_classes: Sequence[str], run_classes: Sequence[str], checkpoint: str) -> Optional[str]:
+    """A ValueError when the teacher was trained on other classes than the run's, or on the same ones in another
+    order (column k of both heads must be the same class); a warning (returned) when only some names differ, which
+    may be the same classes spelled otherwise; None when they agree. Same counts only (the task checks counts)."""
+    teacher_classes, run_classes = tuple(teacher_classes), tuple(run_classes)
+    if teacher_classes == run_classes or len(teacher_classes) != len(run_classes):
+        return None
+    differ = [(k, t, r) for k, (t, r) in enumerate(zip(teacher_classes, run_classes)) if t != r]
+    shown = '; '.join(f'class {k}: {t!r} in the teacher, {r!r} here' for k, t, r in differ[:3]) + \
+        (f' (+{len(differ) - 3} more)' if len(differ) > 3 else '')
+    if sorted(teacher_classes) == sorted(run_classes) or \
+            len(set(teacher_classes) & set(run_classes)) < len(run_classes) / 2:
+        why = 'the same classes in another order' if sorted(teacher_classes) == sorted(run_classes) else \
+            'the classes of another dataset'
+        raise ValueError(f'the teacher checkpoint {checkpoint!r} was trained on {why} ({shown}): logit '
+                         'distillation pairs column k of the teacher with column k of the student, so it would teach '
+                         'wrong classes. Use a teacher trained on this dataset; if these are the same classes under '
+                         'other names, set the checkpoint\'s meta.dataset_meta.classes to this run\'s')
+    return (f'the teacher checkpoint {checkpoint!r} names {len(differ)} of its classes otherwise than the run\'s '
+            f'dataset ({shown}): if they are other classes, the teacher teaches wrong ones')
 
 
 class CheckpointTeacher(ModelTeacher):
@@ -69,6 +95,7 @@ class CheckpointTeacher(ModelTeacher):
                              'checkpoint=PATH_OR_URL)')
         self.model_cfg, self.checkpoint = dict(model), str(checkpoint)
         self.description = f'the teacher ({self.checkpoint})'
+        self.classes: Optional[Tuple[str, ...]] = None  # as its checkpoint records them
         object.__setattr__(self, '_model', None)
 
     def setup(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
@@ -78,11 +105,17 @@ class CheckpointTeacher(ModelTeacher):
         with torch.random.fork_rng(devices=[]):
             model = task.build_model(task.model_config(self.model_cfg), 'teacher')
         task.check_pair(student, model, data_preprocessor)
-        load_teacher_weights(model, self.checkpoint)
+        self.classes = load_teacher_weights(model, self.checkpoint)
         object.__setattr__(self, '_model', freeze(model))  # outside the module tree (see the module docstring)
 
     def setup_to_evaluate(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
         """Nothing: the network is outside the run's checkpoints and the student's predictions do not use it."""
+
+    def check_classes(self, classes: Sequence[str]) -> None:
+        warning = None if self.classes is None else compare_classes(self.classes, classes, self.checkpoint)
+        if warning:
+            from mmengine.logging import print_log
+            print_log(warning, logger='current', level=logging.WARNING)
 
     @property
     def model(self) -> Optional[nn.Module]:
