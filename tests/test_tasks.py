@@ -613,3 +613,14 @@ def test_the_data_check_hook_shows_the_teacher_source_the_run_s_classes():
                                    train_dataloader=types.SimpleNamespace(dataset=dataset))
     TeacherDataCheckHook().before_train(runner)
     assert seen == [3, ('cat', 'dog')]
+
+
+def test_a_loss_comparing_rows_is_refused_where_rows_are_not_images():
+    """MLKD's batch and class levels build N x N matrices over the batch's rows: on a segmentor's 16k pixel rows,
+    gigabytes, and on RoIs terms the paper does not define."""
+    from kdplug.registry import MODELS
+    require_detection_stack()
+    with pytest.raises(ValueError, match=r"the losses \['mlkd'\] \(MLKDLoss\) compare the rows of a batch with each "
+                                         r"other .* the rows of TwoStageDetectionTask are not images"):
+        MODELS.build(dict(type='Distiller', task=dict(type='TwoStageDetectionTask'), student=faster_rcnn_cfg(),
+                          teacher=dict(type='EMATeacher'), losses=dict(mlkd=dict(type='MLKDLoss'))))

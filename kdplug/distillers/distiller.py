@@ -110,6 +110,7 @@ class Distiller(BaseModel):
         self._takes_weight = {name: takes_weight(self.losses[name]) for name in self.logit_losses}
         self.num_views = self._check_views()
         self._check_weights()
+        self._check_row_comparisons()
 
         self.student = self.task.build_model(student_cfg, 'student')
         self.teacher = TEACHERS.build(teacher)
@@ -173,6 +174,18 @@ class Distiller(BaseModel):
                              'README), or the task\'s options that weigh no rows (TwoStageDetectionTask: '
                              'background=\'include\'); a loss of your own: give its forward a weight=None argument '
                              '(the loss contract, docs/plugins.md)')
+
+    def _check_row_comparisons(self) -> None:
+        """A loss whose terms compare rows with each other (MLKD's batch and class levels) is defined on a batch of
+        images; on RoIs or pixels its Gram matrices grow with the square of the rows (16k pixels: gigabytes)."""
+        comparing = [name for name in self.logit_losses if getattr(self.losses[name], 'compares_rows', False)]
+        if comparing and not self.task.image_rows:
+            raise ValueError(
+                f'the losses {comparing} ({", ".join(type(self.losses[n]).__name__ for n in comparing)}) compare the '
+                f'rows of a batch with each other (MLKD\'s batch- and class-level terms: N x N matrices over the '
+                f'images of a batch), and the rows of {type(self.task).__name__} are not images (RoIs, pixels): '
+                'the terms would mean something else and their memory grows with the square of the rows. Use a '
+                'per-row loss (KDLoss, DKDLoss, NKDLoss, NormKDLoss...)')
 
     def _check_self_distillation(self) -> None:
         """A loss whose second input is the student's own trained head (USKD's weak head: ``teacher_based =

@@ -268,6 +268,10 @@ class MLKDLoss(LogitLoss):
     docstring).
     """
 
+    #: Its batch- and class-level terms compare the rows of a batch with each other (N x N Grams): the rows must be
+    #: the batch's images; the distiller refuses it for tasks whose rows are RoIs or pixels (memory N^2, other terms).
+    compares_rows = True
+
     def __init__(self, temperature: float = 4.0, views: int = 1, faithful: bool = True,
                  logit_norm: Optional[str] = None, loss_weight: float = 1.0) -> None:
         super().__init__(loss_weight=loss_weight, logit_norm=logit_norm)
