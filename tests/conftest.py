@@ -25,6 +25,15 @@ def require_detection_stack(module_level: bool = False) -> None:
         pytest.skip(f'{NEEDS_DETECTION} ({error})', allow_module_level=module_level)
 
 
+def pip_install_to(target: Path, package: Path) -> dict:
+    """Install ``package`` into the folder ``target`` (``pip install --target``), not into this environment: a test
+    must not replace, then uninstall, a copy the user installed. Returns the env that puts it first on the path of
+    a fresh interpreter (:func:`run_python`); in this process, put ``target`` on sys.path."""
+    subprocess.run([sys.executable, '-m', 'pip', '--disable-pip-version-check', '-q', 'install', '--no-deps',
+                    '--no-build-isolation', '--no-index', '--target', str(target), str(package)], check=True)
+    return {'PYTHONPATH': str(target)}
+
+
 def run_python(code: str, env: dict = None, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run code in a fresh interpreter of this environment (import-time and plugin-discovery behaviour)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith('KDPLUG_')}

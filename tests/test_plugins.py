@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, pip_install_to
 
 BUILD_KD = "from kdplug.registry import MODELS; print(type(MODELS.build(dict(type='KDLoss'))).__name__)"
 
@@ -275,12 +275,9 @@ def test_list_plugins_tool_shows_contributions(python):
 
 
 @pytest.fixture
-def installed_example_plugin():
-    pip = [sys.executable, '-m', 'pip', '--disable-pip-version-check', '-q']
-    package = REPO / 'examples' / 'kdplug-example-plugin'
-    subprocess.run(pip + ['install', '--no-deps', '--no-build-isolation', '--no-index', str(package)], check=True)
-    yield
-    subprocess.run(pip + ['uninstall', '-y', 'kdplug-example-plugin'], check=True)
+def installed_example_plugin(tmp_path):
+    """pip-installed into a folder of its own (a copy the user installed stays as it was), first on PYTHONPATH."""
+    return pip_install_to(tmp_path / 'site', REPO / 'examples' / 'kdplug-example-plugin')
 
 
 def test_third_party_plugin_loss_builds_by_name_after_pip_install(python, installed_example_plugin, tmp_path):
@@ -296,7 +293,7 @@ def test_third_party_plugin_loss_builds_by_name_after_pip_install(python, instal
         loss = MODELS.build(cfg.losses.rkd)
         x = torch.randn(4, 10)
         print(type(loss).__module__, float(loss(x, x)), type(ROOT.build(dict(type='kdplug.ReverseKDLoss'))).__name__)
-        print(format_plugins())'''))
+        print(format_plugins())'''), env=installed_example_plugin)
     assert result.returncode == 0, result.stderr
     first, *table = result.stdout.splitlines()
     assert first == 'kdplug_example.reverse_kd 0.0 ReverseKDLoss'

@@ -15,7 +15,6 @@ student's) with a wider head, saved to a checkpoint and loaded by ``CheckpointTe
 import importlib
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -23,7 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import REPO, TEST_DATA
+from conftest import REPO, TEST_DATA, pip_install_to
 
 PACKAGE = REPO / 'examples' / 'kdplug-segmentation-plugin'
 DISTRIBUTION = 'kdplug-segmentation-plugin'
@@ -58,12 +57,17 @@ require_segmentation_stack()
 
 
 @pytest.fixture(scope='module')
-def installed_segmentation_plugin():
-    pip = [sys.executable, '-m', 'pip', '--disable-pip-version-check', '-q']
-    subprocess.run(pip + ['install', '--no-deps', '--no-build-isolation', '--no-index', str(PACKAGE)], check=True)
+def installed_segmentation_plugin(tmp_path_factory):
+    """pip-installed into a folder of its own (a copy the user installed stays as it was): first on PYTHONPATH for
+    a fresh interpreter, first on sys.path here while this module runs."""
+    target = tmp_path_factory.mktemp('segmentation_plugin')
+    env = pip_install_to(target, PACKAGE)
+    sys.path.insert(0, str(target))
     importlib.invalidate_caches()
-    yield
-    subprocess.run(pip + ['uninstall', '-y', DISTRIBUTION], check=True)
+    yield env
+    sys.path.remove(str(target))
+    for name in [name for name in sys.modules if name.split('.')[0] == 'kdplug_segmentation']:
+        del sys.modules[name]
 
 
 def test_task_is_found_through_its_entry_point(python, installed_segmentation_plugin):
@@ -77,7 +81,7 @@ def test_task_is_found_through_its_entry_point(python, installed_segmentation_pl
         print('SemanticSegmentationTask' in TASKS.all_names())
         info = next(i for i in plugin_infos() if i.name == 'segmentation')
         print(info.distribution, info.version, info.module, info.contributions['kdplug_tasks'])
-        print(format_plugins())'''))
+        print(format_plugins())'''), env=installed_segmentation_plugin)
     assert result.returncode == 0, result.stderr
     first, lazy, listed, info, *table = result.stdout.splitlines()
     assert first == 'kdplug_segmentation.task SemanticSegmentationTask 255 logits True'
