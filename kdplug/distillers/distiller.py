@@ -30,7 +30,7 @@ Prediction and export use the student only (``predicting_with_teacher()`` evalua
 import difflib
 import inspect
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -351,9 +351,10 @@ class Distiller(BaseModel):
                              'that contains "loss" to the loss it trains on; rename them (e.g. num_rois)')
         return output
 
-    def taught(self, result: Any, groups: int) -> Tuple[Optional[List[Tensor]], Dict[str, Tensor]]:
-        """A teacher source's answer, checked: a plugin's source that returns something else would otherwise fail
-        far from its cause, or, with fewer groups of logits than the student's, leave rows undistilled."""
+    def taught(self, result: Any, groups: Sequence[LogitRows]) -> Tuple[Optional[List[Tensor]], Dict[str, Tensor]]:
+        """A teacher source's answer for the student's ``groups`` of rows, checked: a plugin's source that returns
+        something else would otherwise fail far from its cause, or, with fewer groups of logits or rows than the
+        student's, leave rows undistilled."""
         source = type(self.teacher).__name__
         if not (isinstance(result, tuple) and len(result) == 2):
             raise TypeError(f'{source}.teach returned a {type(result).__name__}: a teacher source returns (logits, '
