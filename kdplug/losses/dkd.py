@@ -13,7 +13,9 @@ Tables 2-5): both terms use the per-sample NormKD temperatures. Needs hard label
 T = 4 (CIFAR-100 resnet32x4 -> resnet8x4).
 
 Computed exactly (the non-target softmax drops the target column; log(1 - p_y) is a log-sum-exp), where the
-published code subtracts 1000 from the target logit and takes log of a clamped probability.
+published code (mdistiller ``mdistiller/distillers/DKD.py`` line 15, and its copies) subtracts 1000 from the target
+logit and takes ``torch.log`` of the probabilities: in float32 a confident student's p = 0 gives log 0 and an
+infinite loss (target logit 120 ahead at T = 1), where kdplug's equals their code run in float64.
 """
 from typing import Optional, Tuple
 
