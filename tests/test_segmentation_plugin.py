@@ -247,3 +247,17 @@ def test_rows_at_label_resolution(distill_setup, coco128_batch, one_thread):
     assert torch.equal(rows.weight, (labels != IGNORE).float())   # exactly the ignored pixels, padding included
     assert (rows.weight == 0).sum() == 4 * SIZE[0] * (SIZE[1] - RESIZED[0]) + BAND * RESIZED[0]
     assert all(torch.isfinite(losses[key]) for key in ('distill.loss_kd', 'distill.loss_dkd'))
+
+
+def test_a_mask_of_another_size_than_its_image_is_named(installed_segmentation_plugin):
+    """A wrong mask file stopped in mmseg's loss with "stack expects each tensor to be equal size", naming none."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    from kdplug_segmentation.task import SemanticSegmentationTask
+    sample = SegDataSample(metainfo=dict(seg_map_path='ann/0025.png', img_path='img/0025.jpg'))
+    sample.gt_sem_seg = PixelData(data=torch.zeros(1, 68, 96, dtype=torch.long))
+    with pytest.raises(ValueError, match=r'the label map ann/0025.png is \(68, 96\) after the pipeline and its image '
+                                         r'img/0025.jpg \(128, 176\): each mask must have its image\'s size'):
+        SemanticSegmentationTask.check_label_sizes(torch.zeros(1, 3, 128, 176), [sample])
+    sample.gt_sem_seg = PixelData(data=torch.zeros(1, 128, 176, dtype=torch.long))
+    SemanticSegmentationTask.check_label_sizes(torch.zeros(1, 3, 128, 176), [sample])

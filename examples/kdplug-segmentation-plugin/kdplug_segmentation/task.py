@@ -168,8 +168,21 @@ class SemanticSegmentationTask(Task):
     def ignored_label(self, segmentor: nn.Module) -> Optional[int]:
         return self.ignore_index if self.ignore_index is not None else decode_head(segmentor).ignore_index
 
+    @staticmethod
+    def check_label_sizes(inputs: Tensor, data_samples: List) -> None:
+        """A mask of another size than its image (a wrong file, a pipeline that resized only one of them) failed in
+        mmseg's loss with a bare "stack expects each tensor to be equal size": name the file."""
+        for sample in data_samples:
+            if tuple(sample.gt_sem_seg.data.shape[-2:]) != tuple(inputs.shape[-2:]):
+                raise ValueError(f'the label map {sample.metainfo.get("seg_map_path", "?")} is '
+                                 f'{tuple(sample.gt_sem_seg.data.shape[-2:])} after the pipeline and its image '
+                                 f'{sample.metainfo.get("img_path", "?")} {tuple(inputs.shape[-2:])}: each mask must '
+                                 'have its image\'s size (check the file, and that every resize and crop of the '
+                                 'pipeline comes after LoadAnnotations)')
+
     def student_forward(self, student: nn.Module, inputs: Tensor, data_samples: List,
                         positions: Sequence[str] = ()) -> StudentOutput:
+        self.check_label_sizes(inputs, data_samples)
         with self.recording(student, positions) as feats, self.recording_logits(student) as records:
             losses = student.loss(inputs, data_samples)
         head = decode_head(student)
