@@ -120,3 +120,14 @@ def test_missing_data_is_named_with_the_way_to_get_it_before_anything_is_built(c
     cifar100 = Config.fromfile(str(REPO / 'configs' / 'kd' / 'kd_resnet56_resnet20_240e_cifar100.py'))
     cifar100.train_dataloader.dataset.data_root = str(tmp_path / 'nowhere')
     check_data(cifar100)
+
+
+def test_an_exported_student_predicts_with_mmpretrain_s_inferencer(cifar10_root, tmp_path, one_thread):
+    """export_student's docstring: ImageClassificationInferencer(student_config, 'student.pth'). The inferencer loads
+    the image itself and drops only transforms named LoadImageFromFile: kdplug.CachedLoadImageFromFile stayed in the
+    CIFAR-10 configs' test pipeline and failed with KeyError: 'img_path'."""
+    from mmpretrain.apis import ImageClassificationInferencer
+    checkpoint = save_teacher(tmp_path / 'student.pth', backbone='ResNet8')
+    image = next((cifar10_root / 'test').rglob('*.jpg'))
+    (result,) = ImageClassificationInferencer(str(STUDENT_CONFIG), checkpoint, device='cpu')(str(image))
+    assert 0 <= result['pred_label'] < 10 and len(result['pred_scores']) == 10

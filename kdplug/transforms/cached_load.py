@@ -30,7 +30,14 @@ class CachedLoadImageFromFile(LoadImageFromFile):
         self._cache: Dict[str, np.ndarray] = {}
 
     def transform(self, results: dict) -> Optional[dict]:
-        path = results['img_path']
+        path = results.get('img_path')
+        if path is None and 'img' in results:
+            # an image given as an array (mmpretrain's ImageClassificationInferencer loads it itself and drops only
+            # transforms named LoadImageFromFile from the pipeline): already loaded, nothing to read or cache
+            return results
+        if path is None:
+            raise KeyError('CachedLoadImageFromFile needs results["img_path"] (a dataset\'s sample) or an already '
+                           'loaded results["img"]')
         img = self._cache.get(path)
         if img is None:
             try:
