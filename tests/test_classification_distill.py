@@ -275,3 +275,19 @@ def test_teacher_from_a_url_is_downloaded_with_weights_only(tmp_path, teacher_ch
     assert calls == [(url, {'map_location': 'cpu', 'weights_only': True})]
     expected = torch.load(teacher_checkpoint, weights_only=True)['state_dict']
     assert all(torch.equal(model.teacher_model.state_dict()[k], v) for k, v in expected.items())
+
+
+def test_a_teacher_trained_on_the_classes_in_another_order_is_refused_before_training(cifar10_root, teacher_checkpoint,
+                                                                                       tmp_path, one_thread):
+    """The CIFAR-10 configs read a list file, so their datasets (and so their checkpoints) knew no class names and a
+    teacher whose labels were permuted taught without a word; now the config names them and the run compares."""
+    from runner_helpers import make_runner, run_config
+    checkpoint = torch.load(teacher_checkpoint, weights_only=False)
+    classes = ('dog', 'airplane', 'automobile', 'bird', 'cat', 'deer', 'frog', 'horse', 'ship', 'truck')
+    checkpoint.setdefault('meta', {})['dataset_meta'] = {'classes': classes}
+    torch.save(checkpoint, tmp_path / 'permuted.pth')
+    runner = make_runner(run_config(cifar10_root, tmp_path / 'run', str(tmp_path / 'permuted.pth'), max_iters=1))
+    with pytest.raises(ValueError, match=r"trained on the same classes in another order \(class 0: 'dog' in the "
+                                         r"teacher, 'airplane' here"):
+        runner.train()
+    assert not list((tmp_path / 'run').glob('iter_*.pth'))

@@ -220,9 +220,13 @@ def test_a_config_no_store_can_serve_is_refused_before_anything_is_scored(tmp_pa
     cfg.model.teacher.checkpoint = teacher_checkpoint
     cfg.train_dataloader.dataset.update(data_root=str(cifar10_root), ann_file='', indices=IMAGES)
     cfg.dump(str(tmp_path / 'letkd.py'))
-    with pytest.raises(SystemExit, match=r"letkd.py cannot train from a teacher cache: the losses \['letkd_"
-                                         r".*teacher network's features.*CheckpointTeacher"):
+    refused = r"letkd.py cannot train from a teacher cache: the losses \['letkd_.*teacher network's features"
+    with pytest.raises(SystemExit, match=refused + r".*CheckpointTeacher"):
         main([str(tmp_path / 'letkd.py'), '--out', str(tmp_path / 'store'), '--device', 'cpu'])
+    # before the teacher is read: it asked for a trained teacher first, then refused the config
+    with pytest.raises(SystemExit, match=refused):
+        main([str(tmp_path / 'letkd.py'), '--out', str(tmp_path / 'store'), '--device', 'cpu', '--cfg-options',
+              f'model.teacher.checkpoint={tmp_path / "not_trained_yet.pth"}'])
     assert not (tmp_path / 'store').exists()
     with pytest.raises(TeacherCacheError, match=r"TwoStageDetectionTask distils rows that the student picks.*RoIs"):
         CachedTeacher(store=str(tmp_path / 'store'), model={}, checkpoint='teacher.pth').setup(
@@ -499,8 +503,12 @@ def test_the_printed_train_command_carries_the_job_s_options_and_seed_through_to
     assert parsed.cfg_options == {'train_dataloader.batch_size': 32, 'model.teacher.checkpoint': 'runs/t.pth',
                                   'randomness.seed': 3, 'model.teacher.type': 'CachedTeacher',
                                   'model.teacher.store': 'work_dirs/store'}
-    reads = Setup.train_command(SimpleNamespace(reads_store=True, out='x'), parse_args(['cached.py']))
+    reads = Setup.train_command(SimpleNamespace(reads_store=True, out='x', config_store='x'), parse_args(['cached.py']))
     assert reads == 'python tools/train.py cached.py'
+    # a CachedTeacher config whose store went elsewhere (--out): the line read the config's own store
+    elsewhere = Setup.train_command(SimpleNamespace(reads_store=True, out='mine', config_store='x'),
+                                    parse_args(['cached.py']))
+    assert elsewhere == 'python tools/train.py cached.py --cfg-options model.teacher.store=mine'
 
 
 def test_labels_on_an_accelerator_are_read_at_the_first_step_and_every_interval_on_the_cpu_every_step():

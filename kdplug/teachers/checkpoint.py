@@ -112,9 +112,13 @@ class CheckpointTeacher(ModelTeacher):
         """Nothing: the network is outside the run's checkpoints and the student's predictions do not use it."""
 
     def check_classes(self, classes: Sequence[str]) -> None:
-        warning = None if self.classes is None else compare_classes(self.classes, classes, self.checkpoint)
+        from mmengine.logging import print_log
+        if self.classes is None:  # a converted or hand-saved checkpoint: its head's size was checked, nothing more
+            print_log(f'the teacher checkpoint {self.checkpoint!r} records no class names: only its number of classes '
+                      'was compared with the student\'s', logger='current')
+            return
+        warning = compare_classes(self.classes, classes, self.checkpoint)
         if warning:
-            from mmengine.logging import print_log
             print_log(warning, logger='current', level=logging.WARNING)
 
     @property

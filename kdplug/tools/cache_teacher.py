@@ -44,7 +44,8 @@ from kdplug.engine.checkpoint import allow_mmengine_checkpoints
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
-    parser.add_argument('--out', help='the store folder (default: <work_dir>/teacher_cache)')
+    parser.add_argument('--out', help='the store folder (default: the store of a CachedTeacher config, else '
+                        '<work_dir>/teacher_cache)')
     parser.add_argument('--mode', choices=['views', 'epochs'], default='views',
                         help='views: every discrete view of each image (pad-and-crop x flip); epochs: the views a run '
                              'with the config\'s seed, sampler and workers draws in --epochs epochs')
@@ -119,6 +120,7 @@ class Setup:
         from kdplug.registry import MODELS
         from kdplug.teachers.cache_store import TeacherCacheError
         from kdplug.teachers.cached import check_cacheable, made_from
+        from kdplug.teachers.base import evaluating_the_student
         from kdplug.teachers.checkpoint import CheckpointTeacher
         cfg = Config.fromfile(args.config)
         if args.cfg_options:
@@ -131,16 +133,19 @@ class Setup:
             store = teacher_cfg['store']
             cfg.model.teacher = dict(type='CheckpointTeacher', model=teacher_cfg['model'],
                                      checkpoint=teacher_cfg['checkpoint'])
+        self.config_store = store
         if cfg.get('data_preprocessor') is not None:  # as mmengine's Runner gives the model the run's preprocessor
             cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
-        distiller = MODELS.build(cfg.model)
+        with evaluating_the_student():  # the teacher's checkpoint is read below, once the config can be cached
+            distiller = MODELS.build(cfg.model)
         if not isinstance(distiller.teacher, CheckpointTeacher):
             raise SystemExit(f'cache_teacher.py: the config\'s teacher is {distiller.teacher.description}: give '
                              "teacher=dict(type='CheckpointTeacher' (or 'CachedTeacher'), model=..., checkpoint=...)")
-        try:  # before scoring anything: a store that no student of this config could read
+        try:  # before anything is loaded or scored: a store that no student of this config could read
             check_cacheable(distiller.task, distiller.module_losses)
         except TeacherCacheError as err:
             raise SystemExit(f'cache_teacher.py: {args.config} cannot train from a teacher cache: {err}') from None
+        distiller.teacher.setup(distiller.task, distiller.student, distiller.data_preprocessor)
         self.device = torch.device(args.device)
         self.cfg, self.task = cfg, distiller.task
         self.teacher = distiller.teacher_model.to(self.device).eval()
@@ -177,6 +182,8 @@ class Setup:
             options['randomness.seed'] = args.seed
         if not self.reads_store:
             options.update({'model.teacher.type': 'CachedTeacher', 'model.teacher.store': self.out})
+        elif self.out != self.config_store:  # --out elsewhere than the CachedTeacher's own store
+            options['model.teacher.store'] = self.out
         command = f'python tools/train.py {shlex.quote(args.config)}'
         if options:
             command += ' --cfg-options ' + ' '.join(shlex.quote(f'{key}={value}') for key, value in options.items())

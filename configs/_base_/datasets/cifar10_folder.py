@@ -2,6 +2,9 @@
 # cifar10 writes this layout from the official archive).
 dataset_type = 'CustomDataset'
 data_root = 'data/cifar10'
+# the class names (the folders' alphabetical order, CIFAR-10's label order): with a list file (ann_file) the dataset
+# knows no names otherwise, and the checkpoints of a run record them (a teacher trained on other classes is refused)
+metainfo = dict(classes=('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'))
 
 data_preprocessor = dict(
     num_classes=10,
@@ -37,7 +40,8 @@ train_dataloader = dict(
     persistent_workers=True,
     pin_memory=True,
     collate_fn=dict(type='default_collate'),
-    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train', pipeline=train_pipeline),
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train', metainfo=metainfo,
+                 pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True),
 )
 val_dataloader = dict(
@@ -46,7 +50,8 @@ val_dataloader = dict(
     persistent_workers=True,
     pin_memory=True,
     collate_fn=dict(type='default_collate'),
-    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='test', pipeline=test_pipeline),
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='test', metainfo=metainfo,
+                 pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),
 )
 val_evaluator = dict(type='Accuracy', topk=(1, ))
