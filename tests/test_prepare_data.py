@@ -458,3 +458,16 @@ def test_a_coco_image_that_does_not_decode_at_its_size_is_refused(tmp_path, monk
     with pytest.raises(prepare_data.IncompleteDataError, match='000000000025.jpg .*not a whole 640x426 JPEG'):
         prepare_data.prepare_coco128(tmp_path / 'coco128')
     assert not (tmp_path / 'coco128' / 'train2017').exists()  # nothing half-made is left in place
+
+
+@pytest.mark.parametrize('dataset', ['cifar10', 'coco128', 'tiny-imagenet'])
+def test_no_network_is_an_error_that_says_how_to_give_the_archive(tmp_path, monkeypatch, dataset):
+    """Offline, urllib's URLError traceback named neither the dataset nor --source."""
+    import urllib.error
+
+    def unreachable(url, filename=None, *args, **kwargs):
+        raise urllib.error.URLError('[Errno -2] Name or service not known')
+    monkeypatch.setattr(prepare_data.urllib.request, 'urlretrieve', unreachable)
+    with pytest.raises(SystemExit, match=rf'prepare_data.py {dataset}: error: the download failed \(\[Errno -2\] Name '
+                                         r'or service not known\).*give it with --source FILE'):
+        prepare_data.main([dataset, '--root', str(tmp_path / 'root')])

@@ -187,3 +187,14 @@ def test_a_training_run_prints_one_line_with_time_top1_and_log(demo, tmp_path, c
 
 def test_durations_read_as_minutes_and_seconds(demo):
     assert [demo.duration(s) for s in (0.4, 59.6, 133, 3725)] == ['0s', '1m00s', '2m13s', '62m05s']
+
+
+def test_a_teacher_without_a_network_says_why_it_is_not_evaluated():
+    """With a cache store the hook returned without a word, where the docs promise the teacher's accuracy first."""
+    from kdplug.engine.hooks import TeacherEvalHook
+    runner = fake_runner(3)
+    runner.model = types.SimpleNamespace(teacher_model=None,
+                                         teacher=types.SimpleNamespace(description='the cached teacher (store)'))
+    TeacherEvalHook(interval=10).before_train(runner)
+    assert runner.logger.lines == ['TeacherEvalHook: the cached teacher (store) is not a network to evaluate (a cache '
+                                   'store: evaluate the checkpoint it was made from with tools/test.py)']

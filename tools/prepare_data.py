@@ -37,6 +37,7 @@ import shutil
 import stat
 import sys
 import tarfile
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -678,7 +679,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('dataset', choices=['cifar10', 'coco128', 'tiny-imagenet'])
     parser.add_argument('--root', type=Path, default=None, help='default: data/<dataset> in the repository')
     parser.add_argument('--source', type=Path, default=None,
-                        help='a tarball of the folder layout (tiny-imagenet: a folder of *.tar.gz parts or the zip)')
+                        help='a copy you already have instead of the download: the official archive, or a tarball '
+                        'of the folder layout (tiny-imagenet: a folder of *.tar.gz parts or the zip)')
     args = parser.parse_args(argv)
     prepare = {'cifar10': prepare_cifar10, 'coco128': prepare_coco128, 'tiny-imagenet': prepare_tiny_imagenet}
     default_root = {'tiny-imagenet': 'tiny-imagenet-200'}.get(args.dataset, args.dataset)
@@ -694,6 +696,10 @@ def main(argv: list[str] | None = None) -> None:
     except (NotADirectoryError, FileExistsError) as exc:
         raise SystemExit(f'prepare_data.py {args.dataset}: error: {exc}: --root must be a folder, or a path where '
                          'one can be made') from exc
+    except urllib.error.URLError as exc:  # no network: urllib's traceback named neither the dataset nor a way round
+        raise SystemExit(f'prepare_data.py {args.dataset}: error: the download failed ({exc.reason}). Download the '
+                         'archive on a machine that can reach it (the URL printed above) and give it with --source '
+                         'FILE (see --help)') from exc
 
 
 if __name__ == '__main__':

@@ -153,7 +153,11 @@ class TeacherEvalHook(Hook):
 
     def before_train(self, runner) -> None:
         model = unwrap(runner.model)
-        if getattr(model, 'teacher_model', None) is None:  # no teacher network (USKD's weak head)
+        if getattr(model, 'teacher_model', None) is None:  # no teacher network (the weak head, a cache store)
+            source = getattr(model, 'teacher', None)
+            runner.logger.info(f'TeacherEvalHook: {getattr(source, "description", "the teacher")} is not a network '
+                               'to evaluate (a cache store: evaluate the checkpoint it was made from with '
+                               'tools/test.py)')
             return
         if runner.val_loop is None or runner.val_dataloader is None:
             runner.logger.warning('TeacherEvalHook: the run has no val_dataloader/val_evaluator: teacher not '

@@ -89,7 +89,7 @@ def main(argv=None) -> None:
     parser.add_argument('checkpoint')
     parser.add_argument('--work-dir')
     parser.add_argument('--out', help='also write the predictions of every test sample to this .pkl file, and the '
-                        'metrics beside it (<out>.metrics.json)')
+                        'metrics beside it (results.pkl: results.metrics.json)')
     parser.add_argument('--show-dir', help='draw the predictions of the test samples into this folder')
     parser.add_argument('--show', action='store_true', help='show the drawn predictions in a window')
     parser.add_argument('--wait-time', type=float, default=2.0, help='seconds each window is shown (--show)')
