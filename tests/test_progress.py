@@ -196,5 +196,5 @@ def test_a_teacher_without_a_network_says_why_it_is_not_evaluated():
     runner.model = types.SimpleNamespace(teacher_model=None,
                                          teacher=types.SimpleNamespace(description='the cached teacher (store)'))
     TeacherEvalHook(interval=10).before_train(runner)
-    assert runner.logger.lines == ['TeacherEvalHook: the cached teacher (store) is not a network to evaluate (a cache '
-                                   'store: evaluate the checkpoint it was made from with tools/test.py)']
+    assert runner.logger.lines == ['TeacherEvalHook: the cached teacher (store) is not a network to evaluate (for a '
+                                   'cache store, evaluate the checkpoint it was made from with tools/test.py)']

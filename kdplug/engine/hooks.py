@@ -156,7 +156,7 @@ class TeacherEvalHook(Hook):
         if getattr(model, 'teacher_model', None) is None:  # no teacher network (the weak head, a cache store)
             source = getattr(model, 'teacher', None)
             runner.logger.info(f'TeacherEvalHook: {getattr(source, "description", "the teacher")} is not a network '
-                               'to evaluate (a cache store: evaluate the checkpoint it was made from with '
+                               'to evaluate (for a cache store, evaluate the checkpoint it was made from with '
                                'tools/test.py)')
             return
         if runner.val_loop is None or runner.val_dataloader is None:
