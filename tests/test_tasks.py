@@ -169,17 +169,23 @@ def test_a_distiller_step_of_every_task_is_finite_and_reaches_the_student(task_n
     assert all(not p.requires_grad for p in distiller.teacher_model.parameters())
 
 
-def test_cascade_stages_are_weighted_by_the_stage_weights(tmp_path):
-    """distill.s<i>.loss_<name> = stage_weights[i] x the loss over stage i's RoIs (each stage its own rows)."""
+def cascade_distiller(tmp_path, stage_weights: list) -> tuple:
+    """A Cascade R-CNN distiller (KD at T = 1) with the given stage weights, its teacher the student's own copy."""
     from kdplug.registry import MODELS
     example = detection_example(cascade=True)
-    task, teacher = build(example)
+    _, teacher = build(example)
     torch.save({'state_dict': teacher.state_dict()}, tmp_path / 'teacher.pth')
     distiller = MODELS.build(dict(
-        type='Distiller', task=dict(type='TwoStageDetectionTask', stage_weights=[1.0, 0.5, 0.25]),
+        type='Distiller', task=dict(type='TwoStageDetectionTask', stage_weights=stage_weights),
         student=example['student'],
         teacher=dict(type='CheckpointTeacher', model=example['student'], checkpoint=str(tmp_path / 'teacher.pth')),
         losses=dict(kd=dict(type='KDLoss', temperature=1.0))))
+    return distiller, example
+
+
+def test_cascade_stages_are_weighted_by_the_stage_weights(tmp_path):
+    """distill.s<i>.loss_<name> = stage_weights[i] x the loss over stage i's RoIs (each stage its own rows)."""
+    distiller, example = cascade_distiller(tmp_path, [1.0, 0.5, 0.25])
     seen = []
     kd = distiller.losses['kd']
     original = kd.forward
@@ -195,15 +201,7 @@ def test_cascade_stages_are_weighted_by_the_stage_weights(tmp_path):
 def test_a_stage_of_weight_zero_is_neither_scored_nor_counted(tmp_path):
     """stage_weights=[0, 0, 1]: distill.num_rois counted the RoIs of all three stages (3072 for 1024 distilled) and
     the teacher scored the two stages that teach nothing."""
-    from kdplug.registry import MODELS
-    example = detection_example(cascade=True)
-    _, teacher = build(example)
-    torch.save({'state_dict': teacher.state_dict()}, tmp_path / 'teacher.pth')
-    distiller = MODELS.build(dict(
-        type='Distiller', task=dict(type='TwoStageDetectionTask', stage_weights=[0.0, 0.0, 1.0]),
-        student=example['student'],
-        teacher=dict(type='CheckpointTeacher', model=example['student'], checkpoint=str(tmp_path / 'teacher.pth')),
-        losses=dict(kd=dict(type='KDLoss', temperature=1.0))))
+    distiller, example = cascade_distiller(tmp_path, [0.0, 0.0, 1.0])
     scored, rows = [], []
     forward = distiller.teacher.model.roi_head._bbox_forward
     distiller.teacher.model.roi_head._bbox_forward = lambda stage, *args: scored.append(stage) or forward(stage, *args)
