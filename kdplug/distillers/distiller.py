@@ -131,7 +131,7 @@ class Distiller(BaseModel):
         """What this distiller trains with, logged at build: a config whose ``_base_`` has losses keeps them
         beside its own (mmengine merges dicts) unless it says ``losses=dict(_delete_=True, ...)``."""
         losses = '; '.join(f'{name}: {type(loss).__name__}({loss.extra_repr()})' for name, loss in self.losses.items())
-        unread = ' (not read: the student alone is evaluated)' if self.student_only else ''
+        unread = ' (set up to evaluate the student: nothing of the teacher read)' if self.student_only else ''
         return (f'kdplug.Distiller: task {type(self.task).__name__}, teacher {type(self.teacher).__name__}{unread}, '
                 f'losses {losses} (a loss of a _base_ config stays beside the config\'s own unless its losses say '
                 '_delete_=True)')
