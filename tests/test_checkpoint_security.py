@@ -302,3 +302,34 @@ def test_metrics_of_every_library_are_written_as_json_numbers():
     from kdplug.tools.test import json_metrics
     assert json_metrics({'mIoU': np.float32(16.94), 'accuracy/top1': 71.5, 'n': 3, 'classes': ('a', 'b')}) == \
         {'mIoU': pytest.approx(16.94), 'accuracy/top1': 71.5, 'n': 3.0, 'classes': "('a', 'b')"}
+
+
+def test_tta_averages_each_image_and_its_flip_for_a_student_and_a_distillation_run(cifar10_root, teacher_checkpoint,
+                                                                                  tmp_path, one_thread, capsys):
+    """mmpretrain's --tta: the model inside AverageClsScoreTTA, the pipeline ending in TestTimeAug (flipped, not);
+    the checkpoint still loads strictly (mmengine unwraps the TTA model), the teacher is still not read."""
+    import shutil
+
+    from mmengine.config import Config
+
+    from kdplug.tools.test import main as test_main
+    from kdplug.tools.test import with_test_time_augmentation
+    cfg = Config.fromfile(str(STUDENT_CONFIG))
+    with_test_time_augmentation(cfg, pytest.fail)
+    assert cfg.model.type == 'mmpretrain.AverageClsScoreTTA' and cfg.model.module.type == 'ImageClassifier'
+    assert cfg.test_dataloader.dataset.pipeline[-1].type == 'TestTimeAug'
+    assert cfg.val_dataloader.dataset.pipeline[-1].type == 'PackInputs'  # validation keeps its pipeline
+    with pytest.raises(SystemExit, match='--tta: the config has no tta_model and tta_pipeline'):
+        with_test_time_augmentation(Config(dict(default_scope='mmdet', model=dict(type='FasterRCNN'))),
+                                    lambda message: (_ for _ in ()).throw(SystemExit(message)))
+
+    teacher = tmp_path / 'teacher.pth'
+    shutil.copy(teacher_checkpoint, teacher)
+    run = run_config(cifar10_root, tmp_path / 'run', str(teacher), max_iters=2)
+    run.custom_hooks = [hook for hook in run.get('custom_hooks', []) if 'TeacherEvalHook' not in str(hook.type)]
+    make_runner(run).train()
+    teacher.unlink()
+    run.dump(str(tmp_path / 'run.py'))
+    test_main([str(tmp_path / 'run.py'), str(tmp_path / 'run' / 'iter_2.pth'), '--tta', '--work-dir',
+               str(tmp_path / 'test')])
+    assert "'accuracy/top1':" in capsys.readouterr().out

@@ -2,7 +2,7 @@
 teacher's checkpoint or cache store is not read: kdplug.teachers.base.evaluating_the_student) or a plain mmpretrain
 / mmdet one.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show-dir DIR] [--show]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show-dir DIR] [--show] [--tta]
                          [--cfg-options k=v ...]
 
 ``--out`` also writes every test sample's prediction to a pickle: a list of dicts (for a classifier: pred_score,
@@ -10,12 +10,17 @@ pred_label, gt_label, img_path...), through mmengine's ``DumpResults`` as mmpret
 does, so its analysis tools read the file; the metrics go beside it (``results.metrics.json``). The metrics are
 also printed and written to ``<work_dir>/<timestamp>/<timestamp>.json``.
 
+``--tta``: test-time augmentation as the libraries' own ``--tta``: the model inside the config's ``tta_model``, the
+test pipeline replaced by its ``tta_pipeline``; an mmpretrain config without them gets mmpretrain's default, the
+scores of each image and of its horizontal flip averaged (``AverageClsScoreTTA``).
+
 ``--show-dir DIR`` / ``--show`` draw the predictions as the library's own ``tools/test.py`` does, through the
 config's ``default_hooks.visualization`` (mmpretrain's ``VisualizationHook``, mmdet's ``DetVisualizationHook``,
 mmseg's ``SegVisualizationHook``): every ``--interval``-th test sample (default every one), written to DIR (mmdet:
 ``<work_dir>/<timestamp>/DIR``, as mmdet's own tool; mmseg: the visualizer's save_dir) or shown in a window.
 """
 import argparse
+import copy
 import inspect
 import json
 import numbers
@@ -24,7 +29,7 @@ import os.path as osp
 import sys
 from typing import Callable, Optional
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
@@ -78,6 +83,25 @@ def check_drawn(show_dir: str, before: set, samples: int, interval: int) -> None
               'test images unique file names', file=sys.stderr)
 
 
+def with_test_time_augmentation(cfg: Config, error: Callable[[str], None]) -> None:
+    """The model inside ``cfg.tta_model`` and the test pipeline replaced by ``cfg.tta_pipeline``, as the libraries'
+    own ``--tta``. An mmpretrain config without them gets mmpretrain's default (its tools/test.py): each image and its
+    horizontal flip, their scores averaged; mmdet's and mmseg's configs define their own for each model."""
+    if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+        if cfg.get('default_scope') != 'mmpretrain':
+            error('--tta: the config has no tta_model and tta_pipeline (mmdet\'s and mmseg\'s configs define them '
+                  'beside each model; only mmpretrain\'s test tool has a default): add them to the config')
+        test_pipeline = cfg.test_dataloader.dataset.pipeline
+        cfg.setdefault('tta_model', dict(type='mmpretrain.AverageClsScoreTTA'))
+        if 'tta_pipeline' not in cfg:
+            flips = [dict(type='RandomFlip', prob=1.0), dict(type='RandomFlip', prob=0.0)]
+            cfg.tta_pipeline = [*copy.deepcopy(test_pipeline[:-1]),
+                                dict(type='TestTimeAug', transforms=[flips, [copy.deepcopy(test_pipeline[-1])]])]
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    cfg.test_dataloader = copy.deepcopy(cfg.test_dataloader)  # often the same dict as val_dataloader
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
 def json_metrics(metrics: dict) -> dict:
     """Numbers as JSON numbers (mmseg's metrics are numpy float32: numbers.Real, not float), anything else as text."""
     return {key: float(value) if isinstance(value, numbers.Real) else str(value) for key, value in metrics.items()}
@@ -90,6 +114,8 @@ def main(argv=None) -> None:
     parser.add_argument('--work-dir')
     parser.add_argument('--out', help='also write the predictions of every test sample to this .pkl file, and the '
                         'metrics beside it (results.pkl: results.metrics.json)')
+    parser.add_argument('--tta', action='store_true', help="test-time augmentation: the config's tta_model and "
+                        'tta_pipeline (mmpretrain: by default the average of each image and its horizontal flip)')
     parser.add_argument('--show-dir', help='draw the predictions of the test samples into this folder')
     parser.add_argument('--show', action='store_true', help='show the drawn predictions in a window')
     parser.add_argument('--wait-time', type=float, default=2.0, help='seconds each window is shown (--show)')
@@ -115,6 +141,8 @@ def main(argv=None) -> None:
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         draw_predictions(cfg, args.show_dir, args.show, args.wait_time, args.interval, parser.error)
+    if args.tta:
+        with_test_time_augmentation(cfg, parser.error)
     check_data(cfg, ['test_dataloader'])
     with evaluating_the_student():  # no teacher checkpoint or store is read: the student alone is evaluated
         runner = Runner.from_cfg(cfg)
