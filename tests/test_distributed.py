@@ -8,6 +8,7 @@ DistributedDataParallel must not be given CUDA ``device_ids`` (``model_wrapper_c
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,8 +33,20 @@ def dist_train(config, work_dir, tmp_path, *options) -> str:
          *options],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
+    check_finished(result, done=any(Path(work_dir).glob('epoch_1.pth')))
     return log
+
+
+#: What torch 2.14's gloo backend prints when it aborts a rank at interpreter exit, after the work is done (SIGABRT;
+#: plain torch DDP over gloo as well, about 1 run in 15 on the 2-core machine): a run is judged by what it wrote, and
+#: only this abort of a finished run is let through.
+GLOO_EXIT_ABORT = 'terminate called without an active exception'
+
+
+def check_finished(result: subprocess.CompletedProcess, done: bool) -> None:
+    log = result.stdout + result.stderr
+    if result.returncode != 0 and not (done and GLOO_EXIT_ABORT in log):
+        raise AssertionError(log[-4000:])
 
 
 def train_iterations(log: str) -> list:
@@ -84,7 +97,7 @@ def dist_cache(config, tmp_path, arguments: list, options: list) -> None:
          '--launcher', 'pytorch', '--device', 'cpu', *arguments, '--cfg-options', 'env_cfg.dist_cfg.backend=gloo',
          *options],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    check_finished(result, done='train from it:' in result.stdout)  # the last line rank 0 prints
 
 
 def test_views_mode_cache_made_in_two_processes_is_the_one_process_store(cifar10_root, tmp_path):

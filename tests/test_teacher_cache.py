@@ -509,6 +509,10 @@ def test_the_printed_train_command_carries_the_job_s_options_and_seed_through_to
     elsewhere = Setup.train_command(SimpleNamespace(reads_store=True, out='mine', config_store='x'),
                                     parse_args(['cached.py']))
     assert elsewhere == 'python tools/train.py cached.py --cfg-options model.teacher.store=mine'
+    # an epochs-mode store of two processes serves a run of two: the single-process line was refused
+    two = Setup.train_command(SimpleNamespace(reads_store=True, out='x', config_store='x'),
+                              parse_args(['cached.py', '--mode', 'epochs']), world_size=2)
+    assert two == 'bash tools/dist_train.sh cached.py 2'
 
 
 def test_labels_on_an_accelerator_are_read_at_the_first_step_and_every_interval_on_the_cpu_every_step():

@@ -174,9 +174,10 @@ class Setup:
             if all('gt_label' in info for info in infos) else []
         return paths, labels
 
-    def train_command(self, args: argparse.Namespace) -> str:
+    def train_command(self, args: argparse.Namespace, world_size: int = 1) -> str:
         """How to train from the store: the config with this job's ``--cfg-options`` (and ``--seed``), and when its
-        teacher is a CheckpointTeacher, two more that make it a CachedTeacher of the same model and checkpoint."""
+        teacher is a CheckpointTeacher, two more that make it a CachedTeacher of the same model and checkpoint; an
+        epochs-mode store made by ``world_size`` processes trains through tools/dist_train.sh with as many."""
         options = dict(args.cfg_options or {})
         if args.mode == 'epochs' and args.seed is not None:  # the seed the views were drawn with
             options['randomness.seed'] = args.seed
@@ -185,6 +186,8 @@ class Setup:
         elif self.out != self.config_store:  # --out elsewhere than the CachedTeacher's own store
             options['model.teacher.store'] = self.out
         command = f'python tools/train.py {shlex.quote(args.config)}'
+        if args.mode == 'epochs' and world_size > 1:  # each rank's shard of every epoch: a run of as many ranks
+            command = f'bash tools/dist_train.sh {shlex.quote(args.config)} {world_size}'
         if options:
             command += ' --cfg-options ' + ' '.join(shlex.quote(f'{key}={value}') for key, value in options.items())
         return command
@@ -225,7 +228,7 @@ def cache_views(setup: Setup, args: argparse.Namespace) -> Tuple[object, int]:
     todo = [i for i in range(rank, total, world) if not store.done[i]]
     print(f'cache_teacher.py: {total} images x {len(views)} views -> {setup.out} ({args.dtype}); rank {rank}/{world}: '
           f'{len(todo)} images to score ({len(range(rank, total, world)) - len(todo)} already done)', flush=True)
-    bar = ProgressBar(len(todo)) if todo else None
+    bar = ProgressBar(len(todo)) if todo and rank == 0 else None  # one bar: the ranks' would share a line
     pending: List[Tuple[int, list, list]] = []   # (image, packed views, params) waiting for a forward
     batch_views = max(1, args.batch_size // len(views)) * len(views)
 
@@ -234,7 +237,7 @@ def cache_views(setup: Setup, args: argparse.Namespace) -> Tuple[object, int]:
         for k, (index, _, params) in enumerate(items):
             store.write(index, logits[k * len(views):(k + 1) * len(views)], np.asarray(params, dtype=np.int32))
         store.flush()
-        for _ in items:
+        for _ in items if bar is not None else ():
             bar.update()
 
     for index in todo:
@@ -303,7 +306,7 @@ def cache_epochs(setup: Setup, args: argparse.Namespace) -> Tuple[object, int]:
     run_seed = set_random_seed(seed, deterministic=randomness.get('deterministic', False),
                                diff_rank_seed=diff_rank_seed)
     loader = Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader), seed=run_seed, diff_rank_seed=diff_rank_seed)
-    bar = ProgressBar(len(todo) * len(loader)) if todo else None
+    bar = ProgressBar(len(todo) * len(loader)) if todo and rank == 0 else None  # one bar: rank 0's
     scored = 0
     for epoch in range(epochs):
         loader.sampler.set_epoch(epoch)  # as mmengine's DistSamplerSeedHook does before each epoch
@@ -319,7 +322,8 @@ def cache_epochs(setup: Setup, args: argparse.Namespace) -> Tuple[object, int]:
             slots = epoch * occurrences + np.minimum(positions // images, occurrences - 1)
             store.write_rows([d.metainfo['sample_idx'] for d in samples], slots, logits, params)
             scored += len(samples)
-            bar.update()
+            if bar is not None:
+                bar.update()
         if epoch in todo:
             store.flush()
             store.done_unit(epoch * world + rank)
@@ -351,7 +355,8 @@ def main(argv=None) -> None:
         seconds = time.time() - start
         print(f'\ncache_teacher.py: {store.num_images * store.slots} rows of {store.header["num_classes"]} logits; '
               f'{scored} views scored in {seconds:.1f} s ({scored / max(seconds, 1e-9):.0f} views/s on rank 0): '
-              f'{store.size_bytes() / 2 ** 20:.1f} MiB in {setup.out}\ntrain from it: {setup.train_command(args)}'
+              f'{store.size_bytes() / 2 ** 20:.1f} MiB in {setup.out}\ntrain from it: '
+              f'{setup.train_command(args, get_dist_info()[1])}'
               + (' (same seed, number of processes and dataloader settings)' if args.mode == 'epochs' else ''),
               flush=True)
 

@@ -153,7 +153,8 @@ def main(argv=None) -> None:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=osp.abspath(args.out)))
     drawn_before = set(os.listdir(args.show_dir)) if args.show_dir and osp.isdir(args.show_dir) else set()
     metrics = runner.test()
-    print(metrics)
+    if runner.rank == 0:  # every rank has the gathered metrics: one line
+        print(metrics)
     if args.show_dir and cfg.default_hooks.visualization.get('out_dir') == args.show_dir and runner.rank == 0:
         check_drawn(args.show_dir, drawn_before, len(runner.test_dataloader.dataset), args.interval)
     if args.out is not None and runner.rank == 0:

@@ -158,7 +158,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     if args.resume == 'auto' or (args.resume is None and cfg.get('resume') is True and not cfg.get('load_from')):
         checkpoint, note = resumable_checkpoint(cfg.work_dir)  # resume=True without a path in the config: the same
-        print(f'--resume: {note}', flush=True)
+        if int(os.environ.get('RANK', '0')) == 0:  # under torchrun every rank makes the same choice
+            print(f'--resume: {note}', flush=True)
         cfg.resume, cfg.load_from = checkpoint is not None, checkpoint
     elif args.resume is not None:
         reason = unreadable_reason(args.resume)
