@@ -152,3 +152,32 @@ def _args(tmp_path, *argv):
     tool = train_tool()
     args = tool.parse_args([str(KD_CONFIG), '--work-dir', str(tmp_path), *argv])
     return Config.fromfile(str(KD_CONFIG)), args
+
+
+def test_a_resumed_epoch_based_run_draws_the_views_of_an_uninterrupted_one(cifar10_root, teacher_checkpoint, tmp_path,
+                                                                            one_thread):
+    """A resumed process started from the run's seed: its next epoch drew the crops and flips of the run's first
+    epoch, so the run went on from other data than an uninterrupted one (and an epochs-mode teacher cache refused
+    it). RandomStateHook keeps the random state in the checkpoint: 1 epoch + resume to 2 ends with the weights of 2
+    epochs in one go."""
+    from runner_helpers import make_runner, run_config
+
+    def epochs(work_dir, max_epochs, resume=False):
+        cfg = run_config(cifar10_root, work_dir, teacher_checkpoint, max_iters=1,
+                         train_cfg=dict(by_epoch=True, max_epochs=max_epochs, val_interval=1),
+                         param_scheduler=dict(type='ConstantLR', factor=1.0, by_epoch=True),
+                         log_processor=dict(by_epoch=True), resume=resume)
+        cfg.train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
+        cfg.default_hooks.checkpoint = dict(type='kdplug.AtomicCheckpointHook', interval=1, by_epoch=True)
+        return make_runner(cfg)
+
+    def weights(work_dir):
+        return torch.load(work_dir / 'epoch_2.pth', weights_only=False)['state_dict']
+
+    epochs(tmp_path / 'straight', 2).train()
+    epochs(tmp_path / 'resumed', 1).train()
+    epochs(tmp_path / 'resumed', 2, resume=True).train()
+    straight, resumed = weights(tmp_path / 'straight'), weights(tmp_path / 'resumed')
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)

@@ -9,6 +9,9 @@ default_hooks = dict(
     checkpoint=dict(type='kdplug.AtomicCheckpointHook', interval=10, max_keep_ckpts=2, save_last=True,
                     save_best='auto'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # the main process's random state in every checkpoint, given back on resume: a resumed run draws the views an
+    # uninterrupted one draws (and an epochs-mode teacher cache serves it)
+    random_state=dict(type='kdplug.RandomStateHook'),
     visualization=dict(type='VisualizationHook', enable=False),
 )
 

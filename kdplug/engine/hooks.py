@@ -1,9 +1,11 @@
 """mmengine hooks of kdplug, contributed through the ``kdplug_engine_hooks`` plugin hook."""
 import os
+import random
 import re
 import time
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
@@ -215,6 +217,55 @@ class EMATeacherHook(Hook):
         if runner.optim_wrapper.should_update():  # with gradient accumulation, only after the step that updated
             model, source = self.source(runner)
             source.update(model.student)
+
+
+def random_state() -> dict:
+    """The main process's random state (Python's, numpy's, torch's CPU generator) in types a weights-only load
+    reads back (numpy's key array as a list)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return dict(python=random.getstate(), numpy=(name, keys.tolist(), position, has_gauss, cached),
+                torch=torch.get_rng_state())
+
+
+def set_random_state(state: dict) -> None:
+    random.setstate(tuple(item if not isinstance(item, list) else tuple(item) for item in state['python']))
+    name, keys, position, has_gauss, cached = state['numpy']
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state['torch'])
+
+
+class RandomStateHook(Hook):
+    """Keep the main process's random state in every checkpoint and give it back when an epoch-based run resumes:
+    the resumed run then draws the augmentations an uninterrupted run draws. A resumed process started from the
+    run's seed, so its first epoch repeated the draws of the run's first epoch: other views than the uninterrupted
+    run's, and an epochs-mode teacher cache could not serve them. Exact where the pipeline runs in the main process
+    (``num_workers=0``) or in workers mmengine seeds again every epoch (``persistent_workers=False``); persistent
+    workers keep a state of their own, which is not saved (a warning says so). An iteration-based run needs nothing:
+    mmengine replays its batches from the run's seed up to the resumed iteration."""
+
+    priority = 'LOWEST'  # before_train: after the hooks that use random numbers (the teacher's evaluation)
+
+    def __init__(self) -> None:
+        self.resumed_state: Optional[dict] = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint.setdefault('meta', {})['random_state'] = random_state()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self.resumed_state = (checkpoint.get('meta') or {}).get('random_state')
+
+    def before_train(self, runner) -> None:
+        from mmengine.runner import EpochBasedTrainLoop
+        state, self.resumed_state = self.resumed_state, None
+        if state is None or runner.iter == 0 or not isinstance(runner.train_loop, EpochBasedTrainLoop):
+            return  # load_from (not a resume), or an iteration-based loop
+        set_random_state(state)
+        loader = runner.train_dataloader
+        if getattr(loader, 'persistent_workers', False) and getattr(loader, 'num_workers', 0) > 0:
+            runner.logger.warning('RandomStateHook: the dataloader\'s persistent workers keep a random state of their '
+                                  'own, which checkpoints do not hold: this resumed run draws other augmentations '
+                                  'than an uninterrupted one (train_dataloader.persistent_workers=False makes them '
+                                  'the same)')
 
 
 def write_text_atomically(path: str, text: str) -> None:

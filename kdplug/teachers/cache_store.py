@@ -183,8 +183,10 @@ class TeacherCacheStore:
             raise TeacherCacheError(
                 f'the store has no view {dict(views[first])} of image {int(index[first])} ({self.header["mode"]} '
                 'mode): ' + ('the student\'s run draws other views than the cache job did: run it with the same '
-                             'seed, sampler, batch size, workers and world size as tools/cache_teacher.py, or make '
-                             'the store in views mode' if self.header['mode'] == 'epochs' else
+                             'seed, sampler, batch size, workers and world size as tools/cache_teacher.py (a run '
+                             'resumed with persistent dataloader workers draws others too: their random state is '
+                             'not in checkpoints), or make the store in views mode' if self.header['mode'] == 'epochs'
+                             else
                              'the store was made with another pipeline'))
         return np.asarray(self.logits[index * self.slots + match.argmax(1)])
 
