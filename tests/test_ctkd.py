@@ -363,7 +363,9 @@ def test_the_distillers_optimizer_trains_the_temperature_and_its_state_holds_it(
 
     optim_wrapper = OptimWrapper(torch.optim.SGD(distiller.parameters(), lr=0.5))  # no weight decay
     before = {name: p.detach().clone() for name, p in temperature.named_parameters()}
-    CTKDCurriculumHook(loops=1).before_train_iter(SimpleNamespace(model=distiller, epoch=0, iter=0), 0)  # lambda 1
+    hook, runner = CTKDCurriculumHook(loops=1), SimpleNamespace(model=distiller, epoch=0, iter=0)
+    hook.before_train(runner)
+    hook.before_train_iter(runner, 0)  # lambda 1
     assert temperature.grl_lambda == 1.0
     log_vars = distiller.train_step(train_batch(), optim_wrapper)
     assert 'distill.loss_ctkd' in log_vars and torch.isfinite(log_vars['loss'])
@@ -379,8 +381,19 @@ def test_the_distillers_optimizer_trains_the_temperature_and_its_state_holds_it(
 def test_lambda_zero_leaves_the_temperature_untrained(tmp_path, one_thread):
     from mmengine.optim import OptimWrapper
     distiller = build_distiller(tmp_path, dict(type='CTKDLoss'))
+    CTKDCurriculumHook().before_train(SimpleNamespace(model=distiller, epoch=0, iter=0))  # lambda stays 0
     distiller.train_step(train_batch(), OptimWrapper(torch.optim.SGD(distiller.parameters(), lr=0.5)))
     assert distiller.losses['ctkd'].temperature.global_t.item() == 1.0
+
+
+def test_a_learned_temperature_without_its_curriculum_hook_is_refused(tmp_path, one_thread):
+    """Without kdplug.CTKDCurriculumHook lambda stayed 0: the run trained plain KD at T = 15.62, which the weight
+    decay alone moved (to about 11 over the 240-epoch recipe), without a word."""
+    from mmengine.optim import OptimWrapper
+    distiller = build_distiller(tmp_path, dict(type='CTKDLoss'))
+    with pytest.raises(RuntimeError, match=r"the losses \['ctkd'\] learn a temperature .* add custom_hooks="
+                                           r"\[dict\(type='kdplug.CTKDCurriculumHook'\)\]"):
+        distiller.train_step(train_batch(), OptimWrapper(torch.optim.SGD(distiller.parameters(), lr=0.5)))
 
 
 def test_a_run_with_the_hook_saves_the_trained_temperature(cifar10_root, tmp_path, teacher_checkpoint, one_thread):

@@ -379,6 +379,8 @@ class Distiller(BaseModel):
             raise RuntimeError('this distiller was built to evaluate its student alone (kdplug.teachers.base.'
                                'evaluating_the_student, tools/test.py): its teacher was not read, so it cannot train')
         self._distill_steps += 1
+        if self._distill_steps == 1:
+            self.check_schedules()
         self.teacher.before_step(self.student)
         student = self.studied(self.task.student_forward(self.student, inputs, data_samples,
                                                          self.teacher.student_positions))
@@ -400,6 +402,18 @@ class Distiller(BaseModel):
                                  f'also the name of a distillation value (distill.{key}): rename it')
             losses[f'distill.{key}'] = value
         return losses
+
+    def check_schedules(self) -> None:
+        """A loss part that a hook must drive (CTKD's learned temperature: its adversarial strength lambda) and that
+        no hook drives would train as something else without a word (CTKD: plain KD at 15.6, moved by weight decay
+        alone)."""
+        undriven = [name for name, loss in self.losses.items()
+                    if any(getattr(module, 'scheduled', None) is False for module in loss.modules())]
+        if undriven:
+            raise RuntimeError(f'the losses {undriven} learn a temperature whose adversarial strength (lambda) '
+                               "kdplug.CTKDCurriculumHook sets each epoch, and the run has none: add custom_hooks="
+                               "[dict(type='kdplug.CTKDCurriculumHook')] (configs/ctkd/). Without it lambda stays 0: "
+                               'plain KD at the initial temperature, which weight decay alone moves')
 
     def check_row_weights(self) -> None:
         """Row weights arrived from a task that does not say it weighs rows (``weighs_rows = False``): a loss that

@@ -78,7 +78,8 @@ class CTKDCurriculumHook(Hook):
         self.lambda_min = check_hyperparameter('lambda_min', lambda_min)
         self.lambda_max = check_hyperparameter('lambda_max', lambda_max)
         self.loops = check_hyperparameter('loops', loops, strict=True)
-        self.losses, self.by_epoch = losses, by_epoch
+        self.losses = [losses] if isinstance(losses, str) else losses  # one name or a list of names
+        self.by_epoch = by_epoch
 
     def temperatures(self, model) -> dict:
         """Loss name -> its learned temperatures, for the losses this hook drives."""
@@ -102,6 +103,11 @@ class CTKDCurriculumHook(Hook):
 
     def value(self, step: float) -> float:
         return cosine_curriculum(step, self.lambda_min, self.lambda_max, self.loops)
+
+    def before_train(self, runner) -> None:
+        for temperatures in self.temperatures(unwrap(runner.model)).values():
+            for temperature in temperatures:
+                temperature.scheduled = True
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         strength = self.value(runner.epoch + 1 if self.by_epoch else runner.iter + 1)

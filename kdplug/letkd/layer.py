@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdplug.losses.functional import check_hyperparameter
+
 
 class NormConv1x1(nn.Module):
     """1x1 convolution with l2-normalised kernels (each output filter has unit norm) and a learnable scalar scale;
@@ -76,10 +78,12 @@ class LetKDLayer(nn.Module):
 
     def __init__(self, in_channels: int, num_codewords: int, alpha: float = 1.0, init_scale: float = 10.0) -> None:
         super().__init__()
-        if in_channels < 1 or num_codewords < 1:
-            raise ValueError(f'LetKDLayer: in_channels and num_codewords must be >= 1, got {in_channels}, '
-                             f'{num_codewords}')
-        self.in_channels, self.num_codewords, self.alpha = in_channels, num_codewords, float(alpha)
+        counts = {'in_channels': in_channels, 'num_codewords': num_codewords}
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in counts.values()):
+            raise ValueError(f'LetKDLayer: in_channels and num_codewords must be whole numbers >= 1, got {counts}')
+        alpha = check_hyperparameter('LetKDLayer: alpha', alpha)
+        init_scale = check_hyperparameter('LetKDLayer: init_scale', init_scale, strict=True)
+        self.in_channels, self.num_codewords, self.alpha = in_channels, num_codewords, alpha
         self.assign = NormConv1x1(in_channels, num_codewords, normalize_input=True, init_scale=init_scale)
         self.bn = nn.BatchNorm2d(num_codewords)
         self.embed = NormConv1x1(num_codewords, in_channels, normalize_input=False, init_scale=1.0)

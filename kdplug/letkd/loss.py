@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdplug.engine.checkpoint import checkpoint_identity
-from kdplug.losses.functional import kl_rows, reduce_per_sample
+from kdplug.losses.functional import check_hyperparameter, kl_rows, reduce_per_sample
 
 from .codewords import assign_subclasses, squared_distances
 from .io import FIT_TOOL, LEVELS, SECTION_TENSORS, codewords_section, load_codewords_file
@@ -102,8 +102,8 @@ class LetKDLoss(nn.Module):
         super().__init__()
         if level not in LEVELS:
             raise ValueError(f"LetKDLoss: level must be one of {LEVELS}, got {level!r}")
-        if temperature <= 0:
-            raise ValueError(f'LetKDLoss: temperature must be > 0, got {temperature}')
+        temperature = check_hyperparameter('LetKDLoss: temperature', temperature, strict=True)
+        loss_weight = check_hyperparameter('LetKDLoss: loss_weight', loss_weight)
         if level == 'intermediate' and temperature != 1.0:
             raise ValueError('LetKDLoss: the intermediate level distils the fitted sub-class scores, which take no '
                              f'temperature; got temperature={temperature}: leave it at 1')

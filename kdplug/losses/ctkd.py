@@ -71,7 +71,8 @@ class CTKDLoss(LogitLoss):
 
     ``mode='global'`` learns one temperature; ``mode='instance'`` predicts one per sample and needs ``num_classes``
     (the MLP's input is the 2 * num_classes probabilities of teacher and student). Add ``kdplug.CTKDCurriculumHook``
-    to the run: without it lambda stays 0 and the temperature stays at its initial value.
+    to the run: the distiller refuses to train without it (lambda would stay 0: plain KD at the initial
+    temperature, which weight decay alone moves).
     """
 
     def __init__(self, t_start: float = 1.0, t_range: float = 20.0, mode: str = 'global',

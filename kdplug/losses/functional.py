@@ -318,6 +318,9 @@ class LearnableTemperature(nn.Module, Temperature):
         Temperature.__init__(self, t_start)
         self.t_range = check_hyperparameter('t_range', t_range)
         self.grl_lambda = 0.0
+        # set by the curriculum that drives grl_lambda (kdplug.CTKDCurriculumHook): a distiller refuses to train a
+        # temperature without one (lambda would stay 0: plain KD at a temperature only weight decay moves)
+        self.scheduled = False
         self.last_temperature: Optional[Tensor] = None  # the mean T of the last batch, detached (for logging)
         if num_classes is None:
             self.global_t = nn.Parameter(torch.ones(1))

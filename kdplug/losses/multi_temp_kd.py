@@ -38,6 +38,9 @@ class MultiTempKDLoss(LogitLoss):
     def __init__(self, temperatures: Sequence[float] = tuple(range(1, 15)), t_norm: Optional[float] = None,
                  logit_norm: Optional[str] = None, loss_weight: float = 1.0) -> None:
         super().__init__(loss_weight=loss_weight, logit_norm=logit_norm)
+        if isinstance(temperatures, (str, bytes)) or not isinstance(temperatures, Sequence) or not temperatures:
+            raise ValueError(f'MultiTempKDLoss: temperatures must be a list of numbers, e.g. [1, 2, 4], got '
+                             f'{temperatures!r}')
         self.temperature = Temperature(list(temperatures), t_norm)
 
     def per_sample(self, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor]) -> Tensor:
