@@ -406,3 +406,17 @@ def test_a_run_with_the_hook_saves_the_trained_temperature(cifar10_root, tmp_pat
     assert runner.model.losses['ctkd'].temperature.grl_lambda == 1.0
     state = torch.load(tmp_path / 'iter_2.pth', map_location='cpu', weights_only=True)['state_dict']
     assert state['losses.ctkd.temperature.global_t'].item() != 1.0
+
+
+def test_the_curriculum_hook_takes_one_loss_name_as_a_string(tmp_path, one_thread):
+    """losses='ctkd' was taken as the names 'c', 't', 'k', 'd' at the first iteration."""
+    distiller = build_distiller(tmp_path, dict(type='CTKDLoss'))
+    hook = CTKDCurriculumHook(losses='ctkd')
+    assert hook.losses == ['ctkd'] and list(hook.temperatures(distiller)) == ['ctkd']
+
+
+@pytest.mark.parametrize('temperatures', [4, '1,2', []])
+def test_multi_temperature_kd_needs_a_list_of_temperatures(temperatures):
+    """4 gave "'int' object is not iterable"; '1,2' iterated the string's characters."""
+    with pytest.raises(ValueError, match='MultiTempKDLoss: temperatures must be a list of numbers, e.g. \\[1, 2, 4\\]'):
+        MODELS.build(dict(type='MultiTempKDLoss', temperatures=temperatures))

@@ -421,3 +421,26 @@ def test_teacher_assignment_stays_float32_under_autocast():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         mixed = loss(layer, teacher_feature)['loss']
     torch.testing.assert_close(mixed, plain)
+
+
+@pytest.mark.parametrize('what, args, error', [
+    ('loss', dict(temperature=float('nan')), 'LetKDLoss: temperature must be a finite number > 0'),
+    ('loss', dict(temperature='2'), None),  # a number written as text is read as the number
+    ('loss', dict(loss_weight=-1.0), 'LetKDLoss: loss_weight must be a finite number >= 0'),
+    ('layer', dict(alpha=-1.0), 'LetKDLayer: alpha must be a finite number >= 0'),
+    ('layer', dict(num_codewords=512.5), 'LetKDLayer: in_channels and num_codewords must be whole numbers >= 1'),
+])
+def test_letkd_hyper_parameters_are_checked_when_built(what, args, error):
+    """temperature=nan trained NaN to the end with exit status 0; loss_weight=-1 maximised the KL; a fractional
+    codeword count failed inside torch.randn."""
+    from kdplug.letkd.layer import LetKDLayer
+    from kdplug.letkd.loss import LetKDLoss
+
+    def build():
+        return LetKDLoss('penult', **args) if what == 'loss' else LetKDLayer(**dict(dict(in_channels=64,
+                                                                                        num_codewords=512), **args))
+    if error is None:
+        assert build().temperature == 2.0
+        return
+    with pytest.raises(ValueError, match=error):
+        build()

@@ -277,8 +277,11 @@ def test_a_teacher_source_gives_logits_for_the_rows_of_the_student(source, tmp_p
     from kdplug.registry import MODELS
     from kdplug.teachers.base import TeacherSource
     example = classification_example()
+    # a head of the student (the weak head) is trained by a self-distillation loss only: USKD's (refused with KD)
+    loss = 'uskd' if source == 'WeakHeadTeacher' else 'kd'
     distiller = MODELS.build(dict(type='Distiller', task=example['task'], student=example['student'],
-                                  teacher=SOURCES[source](tmp_path), losses=dict(kd=dict(type='KDLoss'))))
+                                  teacher=SOURCES[source](tmp_path),
+                                  losses={loss: dict(type='USKDLoss' if loss == 'uskd' else 'KDLoss')}))
     assert isinstance(distiller.teacher, TeacherSource) and isinstance(distiller.teacher.external, bool)
     distiller.teacher.hook_attached = True  # the EMA teacher's hook, as the Runner would attach it
     distiller.train()
@@ -293,7 +296,7 @@ def test_a_teacher_source_gives_logits_for_the_rows_of_the_student(source, tmp_p
     # gradient only where the source is trained with the student (USKD's weak head), never into a teacher network
     assert logits[0].requires_grad == (not distiller.teacher.external)
     losses = distiller.loss(example['inputs'], example['data_samples'])
-    assert torch.isfinite(losses['distill.loss_kd'])
+    assert torch.isfinite(losses[f'distill.loss_{loss}'])
 
 
 @pytest.mark.parametrize('answer,error', [
@@ -622,3 +625,13 @@ def test_a_loss_comparing_rows_is_refused_where_rows_are_not_images():
                                          r"other .* the rows of TwoStageDetectionTask are not images"):
         MODELS.build(dict(type='Distiller', task=dict(type='TwoStageDetectionTask'), student=faster_rcnn_cfg(),
                           teacher=dict(type='EMATeacher'), losses=dict(mlkd=dict(type='MLKDLoss'))))
+
+
+def test_the_weak_head_with_only_teacher_based_losses_is_refused():
+    """KD from the weak head alone: the head (trained by USKD's mu term) stayed at its random initialisation, and the
+    student was distilled towards it."""
+    from kdplug.registry import MODELS
+    with pytest.raises(ValueError, match=r"the weak head \(WeakHeadTeacher\) is a head of the student that only a "
+                                         r"self-distillation loss trains .* the losses \['kd'\]"):
+        MODELS.build(dict(type='Distiller', task='ClassificationTask', student=classifier_cfg(),
+                          teacher=dict(type='WeakHeadTeacher', position='layer2'), losses=dict(kd=dict(type='KDLoss'))))

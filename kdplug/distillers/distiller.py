@@ -191,6 +191,13 @@ class Distiller(BaseModel):
         """A loss whose second input is the student's own trained head (USKD's weak head: ``teacher_based =
         False``) would take a teacher's frozen logits in its place without a word, and train nothing there."""
         own = [name for name in self.logit_losses if not getattr(self.losses[name], 'teacher_based', True)]
+        if self.logit_losses and not own and not self.teacher.external:  # e.g. KD from USKD's weak head alone
+            raise ValueError(
+                f'{self.teacher.description} ({type(self.teacher).__name__}) is a head of the student that only a '
+                'self-distillation loss trains (USKDLoss: its mu term), and the losses '
+                f'{list(self.logit_losses)} take its logits as a teacher\'s: it would stay at its random '
+                "initialisation. Add losses=dict(uskd=dict(type='USKDLoss', ...)) (configs/uskd/), or distil from "
+                'a teacher network (CheckpointTeacher, EMATeacher)')
         if own and self.teacher.external:
             raise ValueError(
                 f'the losses {own} ({", ".join(type(self.losses[n]).__name__ for n in own)}) are self-distillation: '
