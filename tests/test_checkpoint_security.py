@@ -333,3 +333,37 @@ def test_tta_averages_each_image_and_its_flip_for_a_student_and_a_distillation_r
     test_main([str(tmp_path / 'run.py'), str(tmp_path / 'run' / 'iter_2.pth'), '--tta', '--work-dir',
                str(tmp_path / 'test')])
     assert "'accuracy/top1':" in capsys.readouterr().out
+
+
+def test_an_exported_student_tests_with_the_distillation_config(cifar10_root, teacher_checkpoint, tmp_path, one_thread,
+                                                                capsys):
+    """letKD's student keeps its KD layers and no student-only config of it is shipped: the exported student was
+    refused with every config at hand. Given the distillation config, test.py evaluates it as that config's student
+    (the same top-1 as the run's checkpoint); a file that does not fit is named."""
+    import shutil
+
+    from kdplug.distillers.export import export_student
+    from kdplug.tools.test import main as test_main
+    teacher = tmp_path / 'teacher.pth'
+    shutil.copy(teacher_checkpoint, teacher)
+    run = run_config(cifar10_root, tmp_path / 'run', str(teacher), max_iters=2)
+    run.custom_hooks = [hook for hook in run.get('custom_hooks', []) if 'TeacherEvalHook' not in str(hook.type)]
+    make_runner(run).train()
+    run.dump(str(tmp_path / 'run.py'))
+    export_student(str(tmp_path / 'run' / 'iter_2.pth'), str(tmp_path / 'student.pth'))
+    scores = []
+    for checkpoint in ('run/iter_2.pth', 'student.pth'):
+        test_main([str(tmp_path / 'run.py'), str(tmp_path / checkpoint), '--work-dir', str(tmp_path / 'test')])
+        scores.append(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scores[0] == scores[1] and "'accuracy/top1':" in scores[0]
+    other = save_teacher_like(tmp_path)
+    with pytest.raises(SystemExit, match=r'the exported student .*other.pth does not fit the student of .*run.py'):
+        test_main([str(tmp_path / 'run.py'), other, '--work-dir', str(tmp_path / 'test')])
+
+
+def save_teacher_like(tmp_path) -> str:
+    """An exported-student file of another model (a resnet20's weights)."""
+    from runner_helpers import save_teacher
+    weights = torch.load(save_teacher(tmp_path / 'r20.pth'), weights_only=False)['state_dict']
+    torch.save({'state_dict': weights, 'meta': {'exported_from': 'elsewhere.pth'}}, tmp_path / 'other.pth')
+    return str(tmp_path / 'other.pth')

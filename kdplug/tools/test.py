@@ -33,7 +33,8 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
-from kdplug.engine.checkpoint import load_checkpoints_strictly, route_local_checkpoint_loads, unreadable_reason
+from kdplug.engine.checkpoint import (load_checkpoint_file, load_checkpoints_strictly, route_local_checkpoint_loads,
+                                     unreadable_reason)
 from kdplug.teachers.base import evaluating_the_student
 from kdplug.tools.train import check_data
 
@@ -102,6 +103,31 @@ def with_test_time_augmentation(cfg: Config, error: Callable[[str], None]) -> No
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
 
+def exported_student(checkpoint: str, cfg: Config) -> Optional[dict]:
+    """The state dict of a student exported by tools/export_student.py, given with the distillation config (whose
+    student it is: letKD's student keeps its KD layers, and no student-only config of it is shipped); None
+    otherwise."""
+    model = cfg.model.get('module', cfg.model) if 'tta_model' in cfg else cfg.model
+    if '://' in checkpoint or str(model.get('type', '')).split('.')[-1] != 'Distiller':
+        return None
+    loaded = load_checkpoint_file(checkpoint, role='the')
+    meta = loaded.get('meta') if isinstance(loaded, dict) else None
+    if not isinstance(meta, dict) or 'exported_from' not in meta:
+        return None
+    return loaded['state_dict']
+
+
+def load_into_student(runner: Runner, state_dict: dict, checkpoint: str, config: str) -> None:
+    """An exported student's weights into the distiller's student, strictly."""
+    model = runner.model.module if hasattr(runner.model, 'module') else runner.model  # DDP, or a TTA model
+    model = model.module if hasattr(model, 'module') else model
+    result = model.student.load_state_dict(state_dict, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise SystemExit(f'the exported student {checkpoint} does not fit the student of {config}: missing keys '
+                         f'{result.missing_keys[:5]}, unexpected keys {result.unexpected_keys[:5]}. Evaluate it with '
+                         'the distillation config of the run it was exported from')
+
+
 def json_metrics(metrics: dict) -> dict:
     """Numbers as JSON numbers (mmseg's metrics are numpy float32: numbers.Real, not float), anything else as text."""
     return {key: float(value) if isinstance(value, numbers.Real) else str(value) for key, value in metrics.items()}
@@ -144,10 +170,16 @@ def main(argv=None) -> None:
     if args.tta:
         with_test_time_augmentation(cfg, parser.error)
     check_data(cfg, ['test_dataloader'])
+    exported = exported_student(args.checkpoint, cfg)
+    if exported is not None:  # loaded below into the distiller's student, not by the runner
+        cfg.load_from = None
     with evaluating_the_student():  # no teacher checkpoint or store is read: the student alone is evaluated
         runner = Runner.from_cfg(cfg)
+    if exported is not None:
+        load_into_student(runner, exported, args.checkpoint, args.config)
     load_checkpoints_strictly(runner, args.config, 'Evaluate it with the config of the run that wrote it (a student '
-                              'exported by tools/export_student.py: the student\'s own config, e.g. configs/students/)')
+                              'exported by tools/export_student.py: the student\'s own config, e.g. configs/students/, '
+                              'or the distillation config itself)')
     if args.out is not None:
         # one more metric of the test evaluator: gathered from every rank, written once by rank 0
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=osp.abspath(args.out)))
