@@ -444,3 +444,14 @@ def test_letkd_hyper_parameters_are_checked_when_built(what, args, error):
         return
     with pytest.raises(ValueError, match=error):
         build()
+
+
+def test_letkd_with_a_source_without_a_checkpoint_names_checkpoint_teacher_only():
+    """The weak head was told "use CheckpointTeacher or EMATeacher", and EMATeacher is refused for letKD too."""
+    from mmengine.config import Config
+
+    from kdplug.registry import MODELS
+    cfg = Config.fromfile(str(REPO / 'configs' / 'letkd' / 'letkd-2_resnet20_resnet8_4e_cifar10-10k.py'))
+    cfg.model.teacher = dict(type='WeakHeadTeacher', position='backbone')
+    with pytest.raises(ValueError, match=r"the weak head has none: use teacher=dict\(type='CheckpointTeacher'"):
+        MODELS.build(cfg.model)

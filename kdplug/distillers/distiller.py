@@ -218,13 +218,13 @@ class Distiller(BaseModel):
                     f'{"modules at " + ", ".join(map(repr, modules)) if modules else "no student-side modules"}. '
                     'Insert it with backbone=dict(type="kdplug.BackboneWithModules", backbone=..., '
                     f'modules=dict({loss.student_module}=dict(type=...)))')
+        for name in self.module_losses:  # a loss that depends on which teacher (letKD's codewords) checks it first:
+            check = getattr(self.losses[name], 'check_teacher', None)  # its own message names the source it needs
+            if callable(check):
+                check(self.teacher)
         if self.teacher.model is None:
             raise ValueError(f'the losses {list(self.module_losses)} learn from a teacher network\'s features, and '
                              f'{self.teacher.description} has none: use CheckpointTeacher or EMATeacher')
-        for name in self.module_losses:  # a loss that depends on which teacher (letKD's codewords) checks it
-            check = getattr(self.losses[name], 'check_teacher', None)
-            if callable(check):
-                check(self.teacher)
         self.task.check_positions(self.teacher.model, self.teacher_stages(), 'teacher')
         bad = [name for name in self.module_losses if 'loss' in name]
         if bad:
