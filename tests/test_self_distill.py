@@ -155,6 +155,14 @@ def test_ema_teacher_refuses_to_train_without_its_hook(cifar10_root, tmp_path):
         make_runner(cfg).train()
 
 
+def test_the_ema_hook_listed_twice_is_refused(cifar10_root, tmp_path):
+    """Two hooks (a config and its _base_ both listing it) averaged twice per step: xi 0.99 became 0.98."""
+    cfg = run_config(cifar10_root, tmp_path, model_from=EMA_CONFIG)
+    cfg.custom_hooks = [*cfg.custom_hooks, dict(type='kdplug.EMATeacherHook')]
+    with pytest.raises(ValueError, match='2 EMATeacherHooks in the run'):
+        make_runner(cfg).train()
+
+
 @pytest.mark.parametrize('xi,said', [('fast', "xi must be a number, got 'fast'"), (1.0, r'must lie in \[0, 1\)'),
                                      (float('nan'), 'xi must be a finite number')])
 def test_the_ema_decay_is_validated_at_build(xi, said):

@@ -217,6 +217,11 @@ class EMATeacherHook(Hook):
         return model, source
 
     def before_train(self, runner) -> None:
+        hooks = [hook for hook in runner.hooks if isinstance(hook, EMATeacherHook)]
+        if len(hooks) > 1:  # each would average once per step: xi^2 (0.98 for 0.99) where the config says xi
+            raise ValueError(f'{len(hooks)} EMATeacherHooks in the run: each updates the EMA teacher after every '
+                             'step, so the teacher would average with xi to the power of their number. Keep one (a '
+                             'config and its _base_ may both list it in custom_hooks)')
         self.source(runner)[1].hook_attached = True
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
