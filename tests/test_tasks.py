@@ -635,3 +635,11 @@ def test_the_weak_head_with_only_teacher_based_losses_is_refused():
                                          r"self-distillation loss trains .* the losses \['kd'\]"):
         MODELS.build(dict(type='Distiller', task='ClassificationTask', student=classifier_cfg(),
                           teacher=dict(type='WeakHeadTeacher', position='layer2'), losses=dict(kd=dict(type='KDLoss'))))
+
+
+def test_features_of_one_view_with_a_two_view_batch_name_the_transform_to_remove():
+    """USKD with an MLKD dataset base: the message named neither the weak head nor the MultiView transform."""
+    from kdplug.tasks.classification import ClassificationTask
+    views = [torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)]
+    with pytest.raises(ValueError, match=r"USKD's weak head\), but the batch brings 2: remove the MultiView transform"):
+        ClassificationTask().student_forward(None, views, [], positions=('layer3',))

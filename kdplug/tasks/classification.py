@@ -79,8 +79,10 @@ class ClassificationTask(Task):
                         positions: Sequence[str] = ()) -> StudentOutput:
         views = split_views(inputs)
         if positions and len(views) > 1:
-            raise ValueError(f'features at {sorted(positions)} are recorded from one view of each image, but the '
-                             f'batch brings {len(views)}: use one view with feature-level methods')
+            raise ValueError(f'features at {sorted(positions)} are recorded from one view of each image (feature-'
+                             'level methods, USKD\'s weak head), but the batch brings '
+                             f'{len(views)}: remove the MultiView transform from the training pipeline (and its '
+                             "SelfSupDataPreprocessor: a *_multiview.py dataset base is MLKD's)")
         losses: Dict[str, Tensor] = {}
         scores = []
         with self.recording(student, positions) as feats:
