@@ -242,21 +242,27 @@ def test_a_checkpoint_url_that_cannot_be_downloaded_names_the_file_and_the_fix(m
         load_checkpoint_file(url, role='teacher')
 
 
-def test_test_py_evaluates_a_distillation_checkpoint_without_its_teacher(cifar10_root, teacher_checkpoint, tmp_path,
-                                                                         one_thread, capsys):
-    """tools/test.py loaded the teacher's checkpoint to evaluate the student: a run's checkpoint copied without its
-    teacher stopped with "Train the teacher first", and the detection configs downloaded an R-101 to test an R-50."""
+def trained_run(cifar10_root, teacher_checkpoint, tmp_path) -> tuple:
+    """A 2-iteration distillation run from a copy of the teacher: (its config dumped as run.py, its iter_2.pth, the
+    teacher copy); no teacher evaluation."""
     import shutil
-
-    from kdplug.tools.test import main as test_main
     teacher = tmp_path / 'teacher.pth'
     shutil.copy(teacher_checkpoint, teacher)
     cfg = run_config(cifar10_root, tmp_path / 'run', str(teacher), max_iters=2)
     cfg.custom_hooks = [hook for hook in cfg.get('custom_hooks', []) if 'TeacherEvalHook' not in str(hook.type)]
     make_runner(cfg).train()
-    teacher.unlink()
     cfg.dump(str(tmp_path / 'run.py'))
-    test_main([str(tmp_path / 'run.py'), str(tmp_path / 'run' / 'iter_2.pth'), '--work-dir', str(tmp_path / 'test')])
+    return tmp_path / 'run.py', tmp_path / 'run' / 'iter_2.pth', teacher
+
+
+def test_test_py_evaluates_a_distillation_checkpoint_without_its_teacher(cifar10_root, teacher_checkpoint, tmp_path,
+                                                                         one_thread, capsys):
+    """tools/test.py loaded the teacher's checkpoint to evaluate the student: a run's checkpoint copied without its
+    teacher stopped with "Train the teacher first", and the detection configs downloaded an R-101 to test an R-50."""
+    from kdplug.tools.test import main as test_main
+    config, checkpoint, teacher = trained_run(cifar10_root, teacher_checkpoint, tmp_path)
+    teacher.unlink()
+    test_main([str(config), str(checkpoint), '--work-dir', str(tmp_path / 'test')])
     assert "'accuracy/top1':" in capsys.readouterr().out
 
 
@@ -308,7 +314,6 @@ def test_tta_averages_each_image_and_its_flip_for_a_student_and_a_distillation_r
                                                                                   tmp_path, one_thread, capsys):
     """mmpretrain's --tta: the model inside AverageClsScoreTTA, the pipeline ending in TestTimeAug (flipped, not);
     the checkpoint still loads strictly (mmengine unwraps the TTA model), the teacher is still not read."""
-    import shutil
 
     from mmengine.config import Config
 
@@ -323,15 +328,9 @@ def test_tta_averages_each_image_and_its_flip_for_a_student_and_a_distillation_r
         with_test_time_augmentation(Config(dict(default_scope='mmdet', model=dict(type='FasterRCNN'))),
                                     lambda message: (_ for _ in ()).throw(SystemExit(message)))
 
-    teacher = tmp_path / 'teacher.pth'
-    shutil.copy(teacher_checkpoint, teacher)
-    run = run_config(cifar10_root, tmp_path / 'run', str(teacher), max_iters=2)
-    run.custom_hooks = [hook for hook in run.get('custom_hooks', []) if 'TeacherEvalHook' not in str(hook.type)]
-    make_runner(run).train()
+    config, checkpoint, teacher = trained_run(cifar10_root, teacher_checkpoint, tmp_path)
     teacher.unlink()
-    run.dump(str(tmp_path / 'run.py'))
-    test_main([str(tmp_path / 'run.py'), str(tmp_path / 'run' / 'iter_2.pth'), '--tta', '--work-dir',
-               str(tmp_path / 'test')])
+    test_main([str(config), str(checkpoint), '--tta', '--work-dir', str(tmp_path / 'test')])
     assert "'accuracy/top1':" in capsys.readouterr().out
 
 
@@ -340,25 +339,19 @@ def test_an_exported_student_tests_with_the_distillation_config(cifar10_root, te
     """letKD's student keeps its KD layers and no student-only config of it is shipped: the exported student was
     refused with every config at hand. Given the distillation config, test.py evaluates it as that config's student
     (the same top-1 as the run's checkpoint); a file that does not fit is named."""
-    import shutil
 
     from kdplug.distillers.export import export_student
     from kdplug.tools.test import main as test_main
-    teacher = tmp_path / 'teacher.pth'
-    shutil.copy(teacher_checkpoint, teacher)
-    run = run_config(cifar10_root, tmp_path / 'run', str(teacher), max_iters=2)
-    run.custom_hooks = [hook for hook in run.get('custom_hooks', []) if 'TeacherEvalHook' not in str(hook.type)]
-    make_runner(run).train()
-    run.dump(str(tmp_path / 'run.py'))
-    export_student(str(tmp_path / 'run' / 'iter_2.pth'), str(tmp_path / 'student.pth'))
+    config, checkpoint, _ = trained_run(cifar10_root, teacher_checkpoint, tmp_path)
+    export_student(str(checkpoint), str(tmp_path / 'student.pth'))
     scores = []
-    for checkpoint in ('run/iter_2.pth', 'student.pth'):
-        test_main([str(tmp_path / 'run.py'), str(tmp_path / checkpoint), '--work-dir', str(tmp_path / 'test')])
+    for weights in (checkpoint, tmp_path / 'student.pth'):
+        test_main([str(config), str(weights), '--work-dir', str(tmp_path / 'test')])
         scores.append(capsys.readouterr().out.strip().splitlines()[-1])
     assert scores[0] == scores[1] and "'accuracy/top1':" in scores[0]
     other = save_teacher_like(tmp_path)
     with pytest.raises(SystemExit, match=r'the exported student .*other.pth does not fit the student of .*run.py'):
-        test_main([str(tmp_path / 'run.py'), other, '--work-dir', str(tmp_path / 'test')])
+        test_main([str(config), other, '--work-dir', str(tmp_path / 'test')])
 
 
 def save_teacher_like(tmp_path) -> str:
