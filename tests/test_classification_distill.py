@@ -212,6 +212,10 @@ def test_every_config_builds_predicts_and_takes_a_training_step(config, tmp_path
     model.train()
     if hasattr(getattr(model, 'teacher', None), 'hook_attached'):  # what kdplug.EMATeacherHook does before training
         model.teacher.hook_attached = True
+    hooks = [str(hook['type']) for hook in cfg.get('custom_hooks', [])]
+    for module in model.modules():  # a learned temperature: what kdplug.CTKDCurriculumHook does, if the config has it
+        if getattr(module, 'scheduled', None) is False and 'kdplug.CTKDCurriculumHook' in hooks:
+            module.scheduled = True
     data = model.data_preprocessor(real_batch(cifar10_root, size, views=pipeline_views(cfg)), training=True)
     losses = model(**data, mode='loss')
     total, log_vars = model.parse_losses(losses)

@@ -82,8 +82,9 @@ def test_a_wrong_distiller_key_names_the_keys_and_where_options_go(python):
 def test_a_constructor_s_own_type_error_is_not_blamed_on_the_config_keys(python):
     """Only a config that does not fit the signature is reported as a config error; an error raised inside a
     valid constructor call passes through unchanged."""
-    result = python("from kdplug.registry import MODELS; MODELS.build(dict(type='MultiTempKDLoss', temperatures=3))")
-    assert 'TypeError' in result.stderr and 'Check the keys' not in result.stderr
+    result = python("from kdplug.registry import TRANSFORMS; "
+                    "TRANSFORMS.build(dict(type='ReplayRandomCrop', crop_size=None))")
+    assert 'TypeError' in result.stderr and 'Check the keys' not in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize('hook,kind', [('kdplug_engine_hooks', 'mmengine.hooks.Hook'),
