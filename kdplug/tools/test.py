@@ -119,8 +119,11 @@ def exported_student(checkpoint: str, cfg: Config) -> Optional[dict]:
 
 def load_into_student(runner: Runner, state_dict: dict, checkpoint: str, config: str) -> None:
     """An exported student's weights into the distiller's student, strictly."""
-    model = runner.model.module if hasattr(runner.model, 'module') else runner.model  # DDP, or a TTA model
-    model = model.module if hasattr(model, 'module') else model
+    from mmengine.model import BaseTTAModel
+
+    from kdplug.engine.hooks import unwrap
+    model = unwrap(runner.model)  # a DDP wrapper's distiller
+    model = model.module if isinstance(model, BaseTTAModel) else model  # --tta: the distiller inside
     result = model.student.load_state_dict(state_dict, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise SystemExit(f'the exported student {checkpoint} does not fit the student of {config}: missing keys '
