@@ -7,6 +7,7 @@ Cascade R-CNN, the EMA self-teacher and letKD on detectors: tests/test_detection
 import copy
 import functools
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -568,3 +569,31 @@ def test_one_distillation_config_per_model_pair_builds_in_full(tmp_path):
         assert type(teacher) is type(model.student)
         assert getattr(teacher.backbone, 'depth', None) == (50 if cfg.model.teacher.type == 'EMATeacher' else 101)
     assert len(checkpoints) == 2
+
+
+def test_the_detection_configs_training_pipeline_names_an_image_it_cannot_decode(coco128, tmp_path):
+    """coco128's training pipeline loads with kdplug.CheckedLoadImageFromFile: the same packed items as mmdet's
+    LoadImageFromFile on good images, and an empty image file (OpenCV: "!buf.empty()", no file name) is named."""
+    from mmdet.registry import DATASETS
+    from mmengine.registry import DefaultScope
+    pipeline = copy.deepcopy(parsed(DETECTION / '_base_' / 'coco128_detection.py').train_pipeline)
+    assert pipeline[0]['type'] == 'kdplug.CheckedLoadImageFromFile'
+    pipeline = [step for step in pipeline if step['type'] != 'RandomFlip']  # the same items twice
+
+    def dataset(root: Path, steps: list):
+        cfg = dict(type='CocoDataset', data_root=str(root), ann_file='annotations/instances_train2017.json',
+                   data_prefix=dict(img='train2017/'), filter_cfg=dict(filter_empty_gt=False), pipeline=steps)
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            return DATASETS.build(cfg)
+
+    checked, plain = dataset(coco128, pipeline), dataset(coco128, [dict(type='LoadImageFromFile')] + pipeline[1:])
+    ours, theirs = checked[1], plain[1]
+    assert torch.equal(ours['inputs'], theirs['inputs'])
+    boxes = [item['data_samples'].gt_instances.bboxes.tensor for item in (ours, theirs)]
+    assert torch.equal(*boxes)
+    damaged = tmp_path / 'coco128'
+    shutil.copytree(coco128, damaged)
+    path = Path(checked.get_data_info(1)['img_path'].replace(str(coco128), str(damaged)))
+    path.write_bytes(b'')
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r' cannot be decoded .*empty, damaged or not an image'):
+        dataset(damaged, pipeline)[1]

@@ -95,11 +95,14 @@ def test_cached_load_returns_what_load_image_from_file_returns(cifar10_root, tmp
         assert np.array_equal(cached(dict(img_path=str(path)))['img'], expected['img'])
 
 
-def test_cached_load_names_an_image_it_cannot_decode(cifar10_root, tmp_path):
+@pytest.mark.parametrize('loader', ['CachedLoadImageFromFile', 'CheckedLoadImageFromFile'])
+def test_loaders_name_an_image_they_cannot_decode(cifar10_root, tmp_path, loader):
     """An empty file (OpenCV's error said only "!buf.empty()"), a damaged one and a missing one: the message names
     the file; ignore_empty=True still skips a missing file, as mmcv's loader does."""
+    from mmcv.transforms import LoadImageFromFile
+
     from kdplug.registry import TRANSFORMS
-    load = TRANSFORMS.build(dict(type='CachedLoadImageFromFile'))
+    load = TRANSFORMS.build(dict(type=loader))
     image = sorted((cifar10_root / 'train').glob('*/*.jpg'))[0].read_bytes()
     (tmp_path / 'empty.jpg').write_bytes(b'')
     (tmp_path / 'damaged.jpg').write_bytes(image[:20] + bytes(len(image) - 20))
@@ -108,8 +111,11 @@ def test_cached_load_names_an_image_it_cannot_decode(cifar10_root, tmp_path):
             load(dict(img_path=str(tmp_path / name)))
     with pytest.raises(ValueError, match='cannot be decoded .*empty, damaged or not an image. Replace it'):
         load(dict(img_path=str(tmp_path / 'empty.jpg')))
-    assert TRANSFORMS.build(dict(type='CachedLoadImageFromFile', ignore_empty=True))(
+    assert TRANSFORMS.build(dict(type=loader, ignore_empty=True))(
         dict(img_path=str(tmp_path / 'missing.jpg'))) is None
+    good = tmp_path / 'good.jpg'
+    good.write_bytes(image)
+    assert np.array_equal(load(dict(img_path=str(good)))['img'], LoadImageFromFile()(dict(img_path=str(good)))['img'])
 
 
 def test_cached_load_changes_nothing_the_model_sees(cifar10_root, teacher_checkpoint, tmp_path, one_thread):

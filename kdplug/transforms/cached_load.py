@@ -12,11 +12,13 @@ each process loads (CIFAR-10: 3 KB an image, 150 MB for all 50k; each dataloader
 from typing import Dict, Optional
 
 import numpy as np
-from mmcv.transforms import LoadImageFromFile
+
+from .checked_load import CheckedLoadImageFromFile
 
 
-class CachedLoadImageFromFile(LoadImageFromFile):
-    """mmcv's ``LoadImageFromFile`` with a per-process cache of the decoded images, keyed by path.
+class CachedLoadImageFromFile(CheckedLoadImageFromFile):
+    """mmcv's ``LoadImageFromFile`` with a per-process cache of the decoded images, keyed by path; an image that
+    cannot be decoded raises an error naming its file (:class:`.CheckedLoadImageFromFile`).
 
     Args:
         max_images: stop adding to the cache beyond this many images (None: no limit); later images are read
@@ -40,14 +42,7 @@ class CachedLoadImageFromFile(LoadImageFromFile):
                            'loaded results["img"]')
         img = self._cache.get(path)
         if img is None:
-            try:
-                results = super().transform(results)
-            except Exception as err:  # OpenCV's own words (an empty file: "!buf.empty()") do not name the file
-                if str(path) in str(err):
-                    raise
-                raise ValueError(f'the image {path} cannot be decoded ({type(err).__name__}: {str(err).strip()}): '
-                                 'it is empty, damaged or not an image. Replace it, or take it out of the dataset '
-                                 '(its folder, or its line of the annotation file)') from err
+            results = super().transform(results)
             if results is None:  # ignore_empty and a missing file: nothing to cache
                 return None
             if self.max_images is None or len(self._cache) < self.max_images:

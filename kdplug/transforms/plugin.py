@@ -7,5 +7,7 @@ from kdplug import hookimpl
 @hookimpl
 def kdplug_transforms() -> List[type]:
     from kdplug.transforms.cached_load import CachedLoadImageFromFile
+    from kdplug.transforms.checked_load import CheckedLoadImageFromFile
     from kdplug.transforms.replay import ReplayRandomCrop, ReplayRandomFlip, ReplayRandomResizedCrop
-    return [CachedLoadImageFromFile, ReplayRandomCrop, ReplayRandomFlip, ReplayRandomResizedCrop]
+    return [CheckedLoadImageFromFile, CachedLoadImageFromFile, ReplayRandomCrop, ReplayRandomFlip,
+            ReplayRandomResizedCrop]

@@ -6,12 +6,13 @@ _base_ = 'mmdet::_base_/datasets/coco_detection.py'
 data_root = 'data/coco128/'
 image_scale = (640, 640)
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='kdplug.CheckedLoadImageFromFile'),  # LoadImageFromFile whose errors name a damaged image's file
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='Resize', scale=image_scale, keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
+# the test pipeline keeps mmdet's loader: mmdet's DetInferencer looks for a transform named LoadImageFromFile there
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=image_scale, keep_ratio=True),

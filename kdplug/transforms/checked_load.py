@@ -1,0 +1,30 @@
+"""``LoadImageFromFile`` whose errors name the image and the fix.
+
+    train_pipeline = [dict(type='kdplug.CheckedLoadImageFromFile'), dict(type='LoadAnnotations', ...), ...]
+
+mmcv's loader passes OpenCV's words through: an empty file ends in ``(-215:Assertion failed) !buf.empty()``, a
+damaged one in ``'NoneType' object has no attribute 'shape'`` or the like, neither with the file's name, and inside
+a dataloader worker there is no index either: the user is left to bisect a dataset of thousands of images. This
+transform takes the same options, returns the same results, and raises a ValueError that names the file. kdplug's
+classification configs get it through :class:`~kdplug.transforms.cached_load.CachedLoadImageFromFile`, its detection
+configs directly; any OpenMMLab pipeline can name it in place of ``LoadImageFromFile``.
+"""
+from typing import Optional
+
+from mmcv.transforms import LoadImageFromFile
+
+
+class CheckedLoadImageFromFile(LoadImageFromFile):
+    """mmcv's ``LoadImageFromFile`` (same options, same results); an image that cannot be read or decoded raises an
+    error naming its file. ``ignore_empty=True`` still returns None for a missing file, as mmcv's loader does."""
+
+    def transform(self, results: dict) -> Optional[dict]:
+        path = results.get('img_path')
+        try:
+            return super().transform(results)
+        except Exception as err:
+            if path is None or str(path) in str(err):  # mmcv's own message names it (a missing file)
+                raise
+            raise ValueError(f'the image {path} cannot be decoded ({type(err).__name__}: {str(err).strip()}): it is '
+                             'empty, damaged or not an image. Replace it, or take it out of the dataset (its folder, '
+                             'or its entry in the annotation file)') from err
