@@ -2,6 +2,7 @@
 loss of the example third-party plugin that docs/plugins.md points authors to."""
 import importlib.util
 import inspect
+import re
 
 import pytest
 import torch
@@ -107,3 +108,17 @@ def test_a_row_of_weight_zero_is_left_out_and_weights_of_one_change_nothing(loss
     torch.testing.assert_close(weighted, loss(s[:5], t[:5], y[:5]))
     weighted.backward()
     assert s.grad[5].abs().max() == 0 and s.grad[:5].abs().max() > 0
+
+
+def test_row_weights_of_another_shape_or_negative_are_refused(loss):
+    """An (N, 1) or (1,) weight broadcast into another loss (4x the value for N = 4), a negative one rewarded the
+    loss (-1e8 for [1, -1, 1, -1]), one too many failed in torch's words: each is named."""
+    if 'weight' not in inspect.signature(loss.forward).parameters:
+        pytest.skip(f'{type(loss).__name__} takes no row weights')
+    s, t, y = student_and_teacher(4, 10)
+    for weight in (torch.ones(4, 1), torch.ones(1), torch.ones(5)):
+        with pytest.raises(ValueError, match=rf'weight of shape {re.escape(str(tuple(weight.shape)))}'):
+            loss(s, t, y, weight=weight)
+    for bad in (-1.0, float('nan'), float('inf')):
+        with pytest.raises(ValueError, match='weights must be finite and >= 0'):
+            loss(s, t, y, weight=torch.tensor([1.0, bad, 1.0, 1.0]))

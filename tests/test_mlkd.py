@@ -196,7 +196,7 @@ def test_teacher_rows_with_weight_zero_leave_every_term():
 def test_contract_errors_name_the_problem():
     with pytest.raises(ValueError, match=r'stacked along the batch, \(2N, C\) with the weak view first; got 7 rows'):
         MLKDLoss(views=2)(logits(n=7), logits(n=7))
-    with pytest.raises(ValueError, match='does not match 8 rows'):
+    with pytest.raises(ValueError, match=r'weight of shape \(4,\): the row weights must be one per row, \(8,\)'):
         MLKDLoss(views=2)(logits(), logits(), weight=torch.ones(4))
     with pytest.raises(ValueError, match='check num_classes'):
         MLKDLoss()(logits(c=10), logits(c=12))

@@ -67,6 +67,11 @@ def misplaced_options(keys: Any, **parts: Any) -> str:
     return ''.join(said)
 
 
+#: Arguments of OpenMMLab's own losses (mmdet, mmpretrain: forward(pred, label, weight, avg_factor, ...)) that a
+#: kdplug logit loss never takes among its first three.
+OPENMMLAB_LOSS_OPTIONS = ('weight', 'avg_factor', 'reduction_override', 'label_weight')
+
+
 class Distiller(BaseModel):
 
     #: The keys of a distiller's config (mmengine's root registry builds it: its TypeError would not say this).
@@ -153,17 +158,27 @@ class Distiller(BaseModel):
     def _check_logit_loss_signatures(self) -> None:
         """Every logit loss is called ``loss(student_logits, teacher_logits, target)``: a class that cannot take
         that (another model registered under a loss's name, a forward without target) is named at build."""
+        contract = ('A logit loss is forward(student_logits, teacher_logits, target=None, weight=None) returning a '
+                    'scalar (the loss contract, docs/plugins.md); a loss on student-side modules sets student_module '
+                    '(letKD)')
         for name in self.logit_losses:
             loss = self.losses[name]
+            signature = inspect.signature(loss.forward)
             try:
-                inspect.signature(loss.forward).bind(None, None, None)
+                bound = signature.bind(None, None, None)
             except TypeError as err:
                 raise TypeError(
-                    f'losses.{name} ({type(loss).__name__}) is not a logit loss: its forward'
-                    f'{inspect.signature(loss.forward)} cannot take (student_logits, teacher_logits, target) '
-                    f'({err}). A logit loss is forward(student_logits, teacher_logits, target=None, weight=None) '
-                    'returning a scalar (the loss contract, docs/plugins.md); a loss on student-side modules '
-                    'sets student_module (letKD)') from None
+                    f'losses.{name} ({type(loss).__name__}) is not a logit loss: its forward{signature} cannot take '
+                    f'(student_logits, teacher_logits, target) ({err}). {contract}') from None
+            # mmdet's and mmpretrain's losses take (pred, label, weight, avg_factor, ...): the target would be their
+            # weight (class 0: a silent 0), and the distiller's row weights a second weight
+            taken = [parameter for parameter in bound.arguments if parameter in OPENMMLAB_LOSS_OPTIONS]
+            if taken:
+                raise TypeError(
+                    f'losses.{name} ({type(loss).__name__}) is not a kdplug logit loss: its forward{signature} would '
+                    f'take the targets as {taken[0]!r} (an OpenMMLab loss: forward(pred, label, weight, ...)). Use a '
+                    f'kdplug loss (e.g. KDLoss(temperature=4) for mmdet.KnowledgeDistillationKLDivLoss(T=4); '
+                    f'kdplug-list-plugins lists them), or wrap yours. {contract}')
 
     def _check_weights(self) -> None:
         unweighted = [name for name, takes in self._takes_weight.items() if not takes]

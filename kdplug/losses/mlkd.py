@@ -86,7 +86,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .base import LogitLoss
-from .functional import Temperature, apply_logit_norm, check_hyperparameter, check_logits
+from .functional import Temperature, apply_logit_norm, check_hyperparameter, check_logits, check_row_weights
 from .kd import kd_per_sample
 
 #: The temperatures after the loss's own, in the authors' order (KD_ours lines 115-162): (T, 3, 5, 2, 6).
@@ -295,9 +295,8 @@ class MLKDLoss(LogitLoss):
         num_samples = rows // self.views
         keep = None
         if weight is not None:
-            if weight.shape != (rows,):
-                raise ValueError(f'weight of shape {tuple(weight.shape)} does not match {rows} rows')
-            keep = (weight.detach() > 0).reshape(self.views, num_samples).all(dim=0).to(student_logits)
+            kept_rows = check_row_weights(weight, rows).detach() > 0
+            keep = kept_rows.reshape(self.views, num_samples).all(dim=0).to(student_logits)
         if num_samples == 0:
             return student_logits.sum() * 0.0
         with torch.autocast(device_type=student_logits.device.type, enabled=False):  # Gram matrices in float32
