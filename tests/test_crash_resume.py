@@ -94,6 +94,42 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path):
     assert checkpoint == str(tmp_path / 'epoch_2.pth') and 'epoch_3.pth, which is truncated' in note
 
 
+def test_resume_falls_back_to_the_highest_epoch_not_the_newest_file(tmp_path):
+    """A work dir copied with cp -r has the copy's times: epoch_2.pth came out older than epoch_1.pth, and the run
+    resumed from epoch 1 and repeated epoch 2."""
+    for epoch, mtime in ((1, 200), (2, 100), (10, 150)):
+        torch.save({'meta': {'epoch': epoch}}, tmp_path / f'epoch_{epoch}.pth')
+        os.utime(tmp_path / f'epoch_{epoch}.pth', (mtime, mtime))
+    (tmp_path / 'epoch_10.pth').write_bytes(b'')  # truncated
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_10.pth'))
+    checkpoint, _ = train_tool().resumable_checkpoint(str(tmp_path))
+    assert checkpoint == str(tmp_path / 'epoch_2.pth')
+
+
+def test_load_from_the_students_own_weights_loads_them_into_the_student(cifar10_root, teacher_checkpoint,
+                                                                          tmp_path):
+    """load_from with an exported student or a run of the student's config (keys without "student."): mmengine's
+    non-strict load matched no key and the run trained from scratch, exit code 0. Now the student gets them; a
+    checkpoint of another model stops the run."""
+    from mmengine.runner import Runner
+
+    from kdplug.tools.train import load_student_weights_into_the_student
+    from runner_helpers import run_config, save_teacher
+    student = save_teacher(tmp_path / 'student.pth', backbone='ResNet8', seed=3)
+    weights = torch.load(student)['state_dict']
+    runner = Runner.from_cfg(run_config(cifar10_root, tmp_path / 'work', teacher_checkpoint,
+                                        experiment_name='load_from_student'))
+    load_student_weights_into_the_student(runner)
+    runner.load_checkpoint(student)
+    loaded = runner.model.student.state_dict()
+    assert weights.keys() == loaded.keys()
+    assert all(torch.equal(weights[key], loaded[key]) for key in weights)
+    torch.save({'state_dict': {'conv.weight': torch.ones(2)}}, tmp_path / 'other.pth')
+    with pytest.raises(SystemExit, match=r"load_from .*other.pth: none of its 1 weights \(e.g. \['conv.weight'\]\) "
+                                         r"is the distiller's \(student.\*\) or its student's"):
+        runner.load_checkpoint(str(tmp_path / 'other.pth'))
+
+
 def test_resume_takes_a_run_s_own_checkpoints_only(tmp_path):
     """A best_*.pth (no optimizer or scheduler state: the schedule would restart) and an exported student (no run
     at all) are newer than the last epoch's checkpoint, which the pointer no longer names: neither is resumed."""

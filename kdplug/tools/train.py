@@ -45,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 #: The names mmengine's CheckpointHook gives a run's checkpoints (``epoch_3.pth``, ``iter_2000.pth``).
-RUN_CHECKPOINT = re.compile(r'(epoch|iter)_\d+\.pth')
+RUN_CHECKPOINT = re.compile(r'(epoch|iter)_(\d+)\.pth')
 
 
 def resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
@@ -59,8 +59,11 @@ def resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
     if named and unreadable_reason(named) is None:
         return named, f'resuming from {named} (last_checkpoint of {work_dir})'
     # a run's own checkpoints only: a best_*.pth holds no optimizer or scheduler state, an exported student no run
+    # newest by the epoch / iteration in the name (a copied work dir has the copy's times), then by time
     candidates = sorted((path for path in glob.glob(osp.join(work_dir, '*.pth'))
-                         if RUN_CHECKPOINT.fullmatch(osp.basename(path))), key=osp.getmtime, reverse=True)
+                         if RUN_CHECKPOINT.fullmatch(osp.basename(path))),
+                        key=lambda path: (int(RUN_CHECKPOINT.fullmatch(osp.basename(path)).group(2)),
+                                          osp.getmtime(path)), reverse=True)
     intact = next((path for path in candidates if unreadable_reason(path) is None), None)
     problem = (f'last_checkpoint names {named}, which {unreadable_reason(named)}' if named else
                'last_checkpoint is empty' if osp.isfile(pointer) else 'there is no last_checkpoint')
@@ -176,6 +179,36 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
+def load_student_weights_into_the_student(runner: Runner) -> None:
+    """``load_from`` with a student's own weights (tools/export_student.py's file, a run of the student's config, a
+    pretrained backbone): their keys lack the distiller's ``student.``, so mmengine's non-strict load matched none
+    and the run trained from scratch with exit code 0. Such a checkpoint is loaded into the student; one that
+    shares no key with the distiller or its student stops the run. Plain (non-distillation) models are left as
+    mmengine loads them."""
+    from kdplug.distillers.distiller import Distiller
+    from kdplug.engine.checkpoint import load_weights
+    from kdplug.engine.hooks import unwrap
+    load = runner.load_checkpoint
+
+    def load_checkpoint(filename: str, map_location='cpu', strict: bool = False,
+                        revise_keys: Sequence = ((r'^module.', ''),)):
+        model = unwrap(runner.model)
+        if isinstance(model, Distiller):
+            keys = {re.sub(r'^module\.', '', key) for key in load_weights(filename, role='the load_from')}
+            if keys.isdisjoint(model.state_dict(keep_vars=True)):
+                if keys.isdisjoint(model.student.state_dict(keep_vars=True)):
+                    raise SystemExit(
+                        f'load_from {filename}: none of its {len(keys)} weights (e.g. {sorted(keys)[:3]}) is the '
+                        'distiller\'s (student.*) or its student\'s: it is a checkpoint of another model. load_from '
+                        'takes a checkpoint of a distillation run of this config or the student\'s own weights '
+                        '(tools/export_student.py); a teacher\'s checkpoint goes to model.teacher.checkpoint')
+                runner.logger.info(f'load_from {filename} holds the student\'s own weights (no "student." in '
+                                   'their names): loaded into the student')
+                revise_keys = [*revise_keys, (r'^', 'student.')]
+        return load(filename, map_location=map_location, strict=strict, revise_keys=revise_keys)
+    runner.load_checkpoint = load_checkpoint
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     route_local_checkpoint_loads()  # resume / load_from: weights only (torch >= 2.6's default), kdplug's messages
@@ -186,6 +219,8 @@ def main(argv=None) -> None:
     if cfg.get('resume'):  # a resumed run continues this config's model: every weight must fit
         load_checkpoints_strictly(runner, args.config, 'Resume from a checkpoint of a run of this config, or start '
                                   'from its weights with load_from=CHECKPOINT (not strict: e.g. another head)')
+    else:
+        load_student_weights_into_the_student(runner)
     runner.logger.info(allocator)
     runner.train()
 
