@@ -147,6 +147,48 @@ def test_loss_warmup_hook_ramps_dkd_per_epoch():
         assert model.loss_scales == {'dkd': expected, 'kd': 1.0}
     with pytest.raises(KeyError, match='no loss named'):
         LossWarmupHook(warmup=2, losses=['nkd']).before_train_iter(SimpleNamespace(model=model, epoch=0, iter=0), 0)
+    LossWarmupHook(warmup=2, losses='dkd').before_train_iter(SimpleNamespace(model=model, epoch=0, iter=0), 0)
+    assert model.loss_scales == {'dkd': 0.5, 'kd': 1.0}  # one name, not the losses 'd', 'k' and 'd'
+
+
+@pytest.mark.parametrize('hook', ['LossWarmupHook', 'CTKDCurriculumHook'])
+def test_hooks_counting_epochs_refuse_an_iteration_based_run(hook):
+    """In an IterBasedTrainLoop the epoch stays 0: DKD's loss stayed scaled by 1 / warmup, CTKD's lambda at its
+    first value, for the whole run."""
+    from types import SimpleNamespace
+
+    from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+
+    from kdplug.registry import HOOKS, MODELS
+    model = SimpleNamespace(loss_scales={'ctkd': 1.0}, losses={'ctkd': MODELS.build(dict(type='CTKDLoss'))})
+    options = dict(warmup=2) if hook == 'LossWarmupHook' else {}
+    built = HOOKS.build(dict(type=hook, **options))
+    iterations = SimpleNamespace(model=model, train_loop=object.__new__(IterBasedTrainLoop), epoch=0, iter=0)
+    with pytest.raises(ValueError, match=rf'{hook}\(by_epoch=True\) counts epochs, but this run trains by '
+                                         r'iterations \(IterBasedTrainLoop\).*by_epoch=False'):
+        built.before_train(iterations)
+    HOOKS.build(dict(type=hook, by_epoch=False, **options)).before_train(iterations)
+    built.before_train(SimpleNamespace(model=model, train_loop=object.__new__(EpochBasedTrainLoop), epoch=0, iter=0))
+
+
+@pytest.mark.parametrize('hook,options,error', [
+    ('LossWarmupHook', dict(warmup='5'), r"warmup must be a whole number of epochs >= 1, got '5'"),
+    ('LossWarmupHook', dict(warmup=2.5), 'warmup must be a whole number of epochs >= 1, got 2.5'),
+    ('LossWarmupHook', dict(warmup=float('nan')), 'warmup must be a whole number'),
+    ('LossWarmupHook', dict(warmup=float('inf'), by_epoch=False), 'whole number of iterations >= 1, got inf'),
+    ('LossWarmupHook', dict(warmup=None), 'warmup must be a whole number'),
+    ('LossWarmupHook', dict(warmup=2, by_epoch='False'), "by_epoch must be True or False, got 'False'"),
+    ('LossWarmupHook', dict(warmup=2, losses=3), "losses must be a loss's name or a list of names"),
+    ('CTKDCurriculumHook', dict(by_epoch='False'), "by_epoch must be True or False, got 'False'"),
+    ('TeacherEvalHook', dict(interval='3'), r"interval must be a whole number of batches >= 1, got '3'"),
+    ('TeacherEvalHook', dict(interval=0), 'interval must be a whole number of batches >= 1, got 0'),
+])
+def test_hook_options_of_the_wrong_type_are_named(hook, options, error):
+    """Each failed in Python's words ('<' not supported..., cannot convert float NaN to integer), or was rounded
+    (2.5 epochs became 2) or read as true (by_epoch='False')."""
+    from kdplug.registry import HOOKS
+    with pytest.raises((TypeError, ValueError), match=error):
+        HOOKS.build(dict(type=hook, **options))
 
 
 def all_configs():

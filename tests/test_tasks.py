@@ -524,6 +524,30 @@ def test_the_distiller_logs_its_losses_and_names_an_option_given_to_a_loss_it_do
         MODELS.build(cfg)
 
 
+@pytest.mark.parametrize('change,error', [
+    (dict(losses=[dict(type='KDLoss')]), r"losses=\[\{'type': 'KDLoss'\}\]: losses is a dict of named losses"),
+    (dict(losses=dict(type='KDLoss')),
+     r"losses=\{'type': 'KDLoss'\} is one loss: .*losses=dict\(kd=dict\(type='KDLoss'"),
+    (dict(losses=dict(kd=dict(type='KDLoss', loss_weight='abc'))), "losses.kd: loss_weight must be a number"),
+    (dict(student=None), r"model.student: the student's config must be a dict, got None: e.g. dict\(cfg_path="),
+    (dict(teacher=None), 'teacher=None: give a teacher source'),
+    (dict(teacher=dict(type='CheckpointTeacher', model=None, checkpoint='t.pth')),
+     "model.teacher.model: the teacher's config must be a dict, got None"),
+])
+def test_a_distiller_config_of_the_wrong_shape_is_named(change, error):
+    """Each failed in Python's words ('list' object has no attribute 'items', 'NoneType' object is not iterable,
+    missing 1 required positional argument: 'teacher'), or named the wrong key (losses.type.type=KDLoss)."""
+    from kdplug.registry import MODELS
+    example = classification_example()
+    cfg = dict(type='Distiller', task=example['task'], student=example['student'], teacher=dict(type='EMATeacher'),
+               losses=dict(kd=dict(type='KDLoss')))
+    cfg.update(change)
+    if change.get('teacher', 0) is None:
+        del cfg['teacher']  # a config that leaves it out
+    with pytest.raises((TypeError, ValueError), match=error):
+        MODELS.build(cfg)
+
+
 def test_a_task_or_source_missing_part_of_the_contract_says_which_part():
     """A plugin's task without scope got mmengine's "the 'package' argument is required to perform a relative
     import"; a method left out, a bare NotImplementedError after the first validation."""

@@ -37,7 +37,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from torch import Tensor, nn
 
-from kdplug.tasks.base import LogitRows, StudentOutput
+from kdplug.tasks.base import LogitRows, StudentOutput, check_model_config
 from kdplug.teachers.base import DEVICE_READ_INTERVAL, evaluating_student_only
 
 
@@ -67,6 +67,18 @@ def misplaced_options(keys: Any, **parts: Any) -> str:
     return ''.join(said)
 
 
+def build_loss(name: str, cfg: Mapping) -> nn.Module:
+    """``losses.<name>`` built; a bad option's ValueError / TypeError says which loss it is (mmengine's says which
+    class, and a config may have two of one class)."""
+    from kdplug.registry import MODELS
+    try:
+        return MODELS.build(cfg)
+    except (ValueError, TypeError) as err:
+        if type(err) not in (ValueError, TypeError):  # a subclass may take other arguments
+            raise
+        raise type(err)(f'losses.{name}: {err}') from err
+
+
 #: Arguments of OpenMMLab's own losses (mmdet, mmpretrain: forward(pred, label, weight, avg_factor, ...)) that a
 #: kdplug logit loss never takes among its first three.
 OPENMMLAB_LOSS_OPTIONS = ('weight', 'avg_factor', 'reduction_override', 'label_weight')
@@ -77,9 +89,10 @@ class Distiller(BaseModel):
     #: The keys of a distiller's config (mmengine's root registry builds it: its TypeError would not say this).
     KEYS = ('task', 'student', 'teacher', 'losses', 'data_preprocessor', 'init_cfg')
 
-    def __init__(self, task: Union[str, dict], student: dict, teacher: dict, losses: Mapping[str, dict],
-                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None, **unknown: Any) -> None:
-        from kdplug.registry import MODELS, TASKS, TEACHERS
+    def __init__(self, task: Union[str, dict], student: dict, teacher: Optional[dict] = None,
+                 losses: Optional[Mapping[str, dict]] = None, data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None, **unknown: Any) -> None:
+        from kdplug.registry import TASKS, TEACHERS
         if unknown:
             close = {key: difflib.get_close_matches(key, self.KEYS, n=1) for key in unknown}
             raise TypeError(f'model=dict(type=\'kdplug.Distiller\') has no key {", ".join(map(repr, unknown))}'
@@ -88,13 +101,20 @@ class Distiller(BaseModel):
                             + f'. Its keys are {", ".join(self.KEYS)}; a loss\'s options go in losses=dict(<name>='
                             'dict(type=..., ...)), a teacher\'s in teacher=dict(type=..., ...)')
         self_task = TASKS.build(dict(type=task) if isinstance(task, str) else task)
+        check_model_config(student, 'model.student: the student\'s')
         student_cfg = self_task.model_config(student)
         super().__init__(data_preprocessor=self_task.data_preprocessor(data_preprocessor, student_cfg),
                          init_cfg=init_cfg)
         self.task = self_task
+        example = 'losses=dict(kd=dict(type="KDLoss", temperature=4.0, loss_weight=0.9))'
         if not losses:
-            raise ValueError('a distiller needs at least one loss, e.g. losses=dict(kd=dict(type="KDLoss", '
-                             'temperature=4.0, loss_weight=0.9))')
+            raise ValueError(f'a distiller needs at least one loss, e.g. {example}')
+        if not isinstance(losses, Mapping):
+            raise TypeError(f'losses={losses!r}: losses is a dict of named losses (each name is logged as '
+                            f'distill.loss_<name>), e.g. {example}')
+        if isinstance(losses.get('type'), str):
+            raise ValueError(f'losses={dict(losses)!r} is one loss: losses is a dict of named losses, e.g. '
+                             f'losses=dict(kd=dict(type={losses["type"]!r}, ...))')
         if not isinstance(teacher, Mapping) or 'type' not in teacher:
             raise ValueError(f'teacher={teacher!r}: give a teacher source, e.g. teacher=dict(type="CheckpointTeacher", '
                              'model=..., checkpoint=...), dict(type="EMATeacher", xi=0.99) or '
@@ -107,7 +127,7 @@ class Distiller(BaseModel):
                                  + (f' (did you mean losses.{close[0]}?)' if close else '')
                                  + f': the losses of this config are {sorted(n for n in losses if n != name)}; a new '
                                  f'one needs its type, e.g. losses.{name}.type=KDLoss')
-        self.losses = nn.ModuleDict({name: MODELS.build(cfg) for name, cfg in losses.items()})
+        self.losses = nn.ModuleDict({name: build_loss(name, cfg) for name, cfg in losses.items()})
         self.loss_scales: Dict[str, float] = {name: 1.0 for name in self.losses}
         self.module_losses: Tuple[str, ...] = tuple(n for n, loss in self.losses.items() if is_module_loss(loss))
         self.logit_losses: Tuple[str, ...] = tuple(n for n in self.losses if n not in self.module_losses)

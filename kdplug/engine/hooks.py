@@ -1,9 +1,11 @@
 """mmengine hooks of kdplug, contributed through the ``kdplug_engine_hooks`` plugin hook."""
+import math
+import numbers
 import os
 import random
 import re
 import time
-from typing import Optional, Sequence
+from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -28,6 +30,45 @@ def scalar_step(runner, epoch_done: bool = False) -> int:
     return runner.iter
 
 
+def check_by_epoch(hook: str, by_epoch: Any) -> bool:
+    """``by_epoch`` must be a bool: the string 'False' of a --cfg-options typo is truthy."""
+    if not isinstance(by_epoch, bool):
+        raise TypeError(f'{hook}: by_epoch must be True or False, got {by_epoch!r}')
+    return by_epoch
+
+
+def check_count(hook: str, name: str, value: Any, unit: str) -> int:
+    """A count of epochs, iterations or batches: a whole number >= 1 (2.0 is 2; 2.5, '5', NaN and inf are refused:
+    each was silently rounded or failed in Python's words)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or \
+            value != int(value) or value < 1:
+        raise ValueError(f'{hook}: {name} must be a whole number of {unit} >= 1, got {value!r}')
+    return int(value)
+
+
+def loss_names(hook: str, losses: Any) -> Optional[List[str]]:
+    """None (every loss), one loss's name or a list of names: losses='kd' was read as the losses 'k' and 'd'."""
+    if losses is None:
+        return None
+    if isinstance(losses, str):
+        return [losses]
+    if not isinstance(losses, (list, tuple)) or not all(isinstance(name, str) for name in losses):
+        raise TypeError(f'{hook}: losses must be a loss\'s name or a list of names (the keys of model.losses), got '
+                        f'{losses!r}')
+    return list(losses)
+
+
+def check_counts_epochs(hook: str, by_epoch: bool, runner) -> None:
+    """A hook that counts epochs in an iteration-based run stays at its first value: the loop's epoch stays 0."""
+    from mmengine.runner import EpochBasedTrainLoop
+    loop = getattr(runner, 'train_loop', None)
+    if by_epoch and loop is not None and not isinstance(loop, EpochBasedTrainLoop):
+        raise ValueError(f'{hook}(by_epoch=True) counts epochs, but this run trains by iterations '
+                         f'({type(loop).__name__}): its epoch stays 0, so the schedule would stay at its '
+                         'first value for the whole run. Give the hook by_epoch=False (its count is then in '
+                         'iterations)')
+
+
 class LossWarmupHook(Hook):
     """Ramp distillation losses in: scale = min(epoch / warmup_epochs, 1), counting epochs from 1 (DKD's warm-up,
     Zhao et al. 2022: 20 epochs on CIFAR-100, 1 on ImageNet). With ``by_epoch=False`` the ramp is per iteration.
@@ -37,10 +78,13 @@ class LossWarmupHook(Hook):
 
     priority = 'NORMAL'
 
-    def __init__(self, warmup: int, losses: Optional[Sequence[str]] = None, by_epoch: bool = True) -> None:
-        if warmup < 1:
-            raise ValueError(f'warmup must be >= 1 {"epoch" if by_epoch else "iteration"}, got {warmup}')
-        self.warmup, self.losses, self.by_epoch = int(warmup), losses, by_epoch
+    def __init__(self, warmup: int, losses: Union[str, Sequence[str], None] = None, by_epoch: bool = True) -> None:
+        self.by_epoch = check_by_epoch('LossWarmupHook', by_epoch)
+        self.warmup = check_count('LossWarmupHook', 'warmup', warmup, 'epochs' if by_epoch else 'iterations')
+        self.losses = loss_names('LossWarmupHook', losses)
+
+    def before_train(self, runner) -> None:
+        check_counts_epochs('LossWarmupHook', self.by_epoch, runner)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         model = unwrap(runner.model)
@@ -78,8 +122,8 @@ class CTKDCurriculumHook(Hook):
         self.lambda_min = check_hyperparameter('lambda_min', lambda_min)
         self.lambda_max = check_hyperparameter('lambda_max', lambda_max)
         self.loops = check_hyperparameter('loops', loops, strict=True)
-        self.losses = [losses] if isinstance(losses, str) else losses  # one name or a list of names
-        self.by_epoch = by_epoch
+        self.losses = loss_names('CTKDCurriculumHook', losses)
+        self.by_epoch = check_by_epoch('CTKDCurriculumHook', by_epoch)
 
     def temperatures(self, model) -> dict:
         """Loss name -> its learned temperatures, for the losses this hook drives."""
@@ -105,6 +149,7 @@ class CTKDCurriculumHook(Hook):
         return cosine_curriculum(step, self.lambda_min, self.lambda_max, self.loops)
 
     def before_train(self, runner) -> None:
+        check_counts_epochs('CTKDCurriculumHook', self.by_epoch, runner)
         for temperatures in self.temperatures(unwrap(runner.model)).values():
             for temperature in temperatures:
                 temperature.scheduled = True
@@ -155,9 +200,7 @@ class TeacherEvalHook(Hook):
     priority = 'LOW'
 
     def __init__(self, interval: int = 10) -> None:
-        if interval < 1:
-            raise ValueError(f'interval must be >= 1 batch, got {interval}')
-        self.interval = int(interval)
+        self.interval = check_count('TeacherEvalHook', 'interval', interval, 'batches')
 
     def before_train(self, runner) -> None:
         model = unwrap(runner.model)

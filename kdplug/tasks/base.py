@@ -24,7 +24,7 @@ A task is one module plus one line in a plugin's ``kdplug_tasks`` hook; see docs
 import copy
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 from torch import Tensor, nn
 
@@ -70,6 +70,15 @@ class StudentOutput:
     diagnostics: Dict[str, Tensor] = field(default_factory=dict)
 
 
+def check_model_config(cfg: Any, role: str = 'a model') -> None:
+    """A model config is a dict: its own ``type=...`` or an OpenMMLab ``cfg_path=...`` (``None`` from a config that
+    left it out, a list, a path string: a TypeError that shows the expected form)."""
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f'{role} config must be a dict, got {cfg!r}: e.g. '
+                        "dict(cfg_path='mmpretrain::resnet/resnet18_8xb32_in1k.py') (its model, other keys merged "
+                        "into it) or the model itself, dict(type='ImageClassifier', backbone=..., head=...)")
+
+
 class Task:
     """Base of the tasks (see the module docstring). Subclasses set :attr:`scope` and implement the methods that
     raise ``NotImplementedError``; their constructor's keyword arguments are the task's options in the config
@@ -95,6 +104,7 @@ class Task:
         ``'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'`` or a file path) with the other keys merged into it.
         The distiller calls it once per model; the other methods get the resolved config."""
         from mmengine.config import Config, ConfigDict
+        check_model_config(cfg)
         cfg = copy.deepcopy(dict(cfg))
         cfg_path = cfg.pop('cfg_path', None)
         if cfg_path is None:

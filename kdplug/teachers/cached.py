@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from kdplug.engine.checkpoint import checkpoint_identity
-from kdplug.tasks.base import StudentOutput, Task, swaps_channels
+from kdplug.tasks.base import StudentOutput, Task, check_model_config, swaps_channels
 
 from .base import DEVICE_READ_INTERVAL, TeacherSource
 from .cache_store import TeacherCacheError, TeacherCacheStore, as_json
@@ -116,6 +116,7 @@ class CachedTeacher(TeacherSource):
 
     def __init__(self, store: str, model: dict, checkpoint: str) -> None:
         super().__init__()
+        check_model_config(model, 'model.teacher.model: the teacher\'s')
         self.store_path, self.model_cfg, self.checkpoint = str(store), dict(model), str(checkpoint)
         self.description = f'the cached teacher ({self.store_path})'
         self.store: Optional[TeacherCacheStore] = None

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from kdplug.engine.checkpoint import load_weights_and_classes
-from kdplug.tasks.base import Task
+from kdplug.tasks.base import Task, check_model_config
 
 from .base import ModelTeacher
 
@@ -93,6 +93,7 @@ class CheckpointTeacher(ModelTeacher):
                              'Train the teacher first (configs/teachers/, configs/detection/teachers/) or use a '
                              'released checkpoint, and set teacher=dict(type="CheckpointTeacher", model=..., '
                              'checkpoint=PATH_OR_URL)')
+        check_model_config(model, 'model.teacher.model: the teacher\'s')
         self.model_cfg, self.checkpoint = dict(model), str(checkpoint)
         self.description = f'the teacher ({self.checkpoint})'
         self.classes: Optional[Tuple[str, ...]] = None  # as its checkpoint records them
