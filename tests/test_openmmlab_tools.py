@@ -133,6 +133,16 @@ def test_test_py_refuses_an_out_file_that_is_no_pickle(capsys):
     assert exit_info.value.code == 2 and '--out must name a .pkl' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('tool,argv', [('train', []), ('test', ['x.pth']), ('cache_teacher', []),
+                                       ('fit_codewords', [])])
+def test_a_config_file_that_does_not_exist_is_one_line(tool, argv, tmp_path):
+    """mmengine's FileNotFoundError came with a traceback."""
+    main = runpy.run_path(str(TOOLS / f'{tool}.py'), run_name=f'tools_{tool}')['main']
+    missing = str(tmp_path / 'kd_typo.py')
+    with pytest.raises(SystemExit, match=re.escape(missing) + r': no such config file .*configs/demo/'):
+        main([missing, *argv])
+
+
 def test_dist_test_sh_evaluates_through_torchrun_on_one_cpu_process(kd_checkpoint, cifar10_root, teacher_checkpoint,
                                                                      tmp_path):
     """As tests/test_distributed.py runs dist_train.sh: gloo, DDP without device ids, cuda.set_device a no-op."""

@@ -82,6 +82,11 @@ def test_an_image_of_another_file_or_label_is_refused_and_what_is_not_recorded_i
         store.check_images([2], ['c2/2.jpg'], [[0]])
     with pytest.raises(TeacherCacheError, match="image 4 .*'nothing'"):
         store.check_images([4], None, [[1]])
+    for name, text in (('not_lists', '{"images": 5}'), ('no_images', '{}'), ('not_json', '{"images": [')):
+        damaged = TeacherCacheStore.create(str(tmp_path / name), header(), files, labels)
+        (tmp_path / name / 'images.json').write_text(text)  # a TypeError, KeyError, JSON error without the file
+        with pytest.raises(TeacherCacheError, match=r'images.json cannot be read .*the store is damaged'):
+            damaged.check_images([0], files[:1], labels[:1])
     arrays = TeacherCacheStore.create(str(tmp_path / 'arrays'), header(), None, labels)
     arrays.check_images([1], ['anything.jpg'], [[1]])  # no files recorded: only the labels compared
     with pytest.raises(TeacherCacheError, match='has the label'):
@@ -104,6 +109,9 @@ def test_a_damaged_or_swapped_array_or_a_header_without_its_sizes_is_refused_at_
     truncated = damaged('truncated', lambda p: (p / 'logits.npy').write_bytes((p / 'logits.npy').read_bytes()[:200]))
     with pytest.raises(TeacherCacheError, match=r'logits.npy cannot be read.*damaged.*cache_teacher.py'):
         TeacherCacheStore.open(truncated)
+    empty = damaged('empty', lambda p: (p / 'logits.npy').write_bytes(b''))  # numpy's bare EOFError
+    with pytest.raises(TeacherCacheError, match=r'logits.npy cannot be read \(EOFError.*damaged.*cache_teacher.py'):
+        TeacherCacheStore.open(empty)
     wider = damaged('wider', lambda p: np.save(p / 'logits.npy', np.zeros((rows, 6), np.float16)))
     with pytest.raises(TeacherCacheError, match=rf'holds float16 \({rows}, 6\), its header says float16 \({rows}, 5\)'):
         TeacherCacheStore.open(wider)

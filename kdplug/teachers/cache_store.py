@@ -70,7 +70,7 @@ class TeacherCacheStore:
         """One array of the store, memory-mapped, as the header says it is: a damaged or swapped file is refused."""
         try:
             array = np.load(self.path / name, mmap_mode=mode, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:  # an empty file: numpy's EOFError
             raise TeacherCacheError(f'{self.path / name} cannot be read ({exc.__class__.__name__}: {exc}): the store '
                                     f'is damaged; {REMAKE}') from None
         if array.shape != shape or array.dtype != dtype:
@@ -148,13 +148,25 @@ class TeacherCacheStore:
                                     'tools/cache_teacher.py command again, it resumes where it stopped')
         return cls(path, header)
 
+    def _recorded_images(self) -> Dict[str, list]:
+        """images.json: each image's file and label(s), lists; a damaged or hand-edited file is refused."""
+        try:
+            recorded = json.loads((self.path / IMAGES).read_text())
+            images, labels = recorded['images'], recorded.get('labels', [])
+            if not isinstance(images, list) or not isinstance(labels, list):
+                raise TypeError(f'"images" and "labels" must be lists, got {type(images).__name__} and '
+                                f'{type(labels).__name__}')
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise TeacherCacheError(f'{self.path / IMAGES} cannot be read ({exc.__class__.__name__}: {exc}): the '
+                                    f'store is damaged; {REMAKE}') from None
+        return {'file': images, 'label': labels}
+
     def check_images(self, sample_idx: Sequence[int], paths: Optional[Sequence[str]] = None,
                      labels: Optional[Sequence[Sequence[int]]] = None) -> None:
         """Raise unless image ``sample_idx[k]`` of the store is the file ``paths[k]`` and has the label(s)
         ``labels[k]``; what the store or the run does not record is not compared."""
         if self._images is None:
-            recorded = json.loads((self.path / IMAGES).read_text())
-            self._images = {'file': recorded['images'], 'label': recorded.get('labels', [])}
+            self._images = self._recorded_images()
         for what, values in (('file', None if paths is None else [image_key(p) for p in paths]),
                              ('label', None if labels is None else [[int(v) for v in label] for label in labels])):
             stored = self._images[what]

@@ -35,10 +35,11 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 from kdplug.engine.allocator import keep_freed_memory
 from kdplug.engine.checkpoint import allow_mmengine_checkpoints
+from kdplug.tools import read_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -122,7 +123,7 @@ class Setup:
         from kdplug.teachers.cached import check_cacheable, made_from
         from kdplug.teachers.base import evaluating_the_student
         from kdplug.teachers.checkpoint import CheckpointTeacher
-        cfg = Config.fromfile(args.config)
+        cfg = read_config(args.config)
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
         init_default_scope(cfg.get('default_scope', 'mmpretrain'))
@@ -339,7 +340,7 @@ def main(argv=None) -> None:
     allow_mmengine_checkpoints()
     keep_freed_memory()  # as tools/train.py: the teacher's activations are not faulted in again at every batch
     if args.launcher != 'none':  # with the config's dist_cfg (e.g. backend='gloo'), as the Runner initialises it
-        cfg = Config.fromfile(args.config)
+        cfg = read_config(args.config)
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
         init_dist(args.launcher, **(cfg.get('env_cfg') or {}).get('dist_cfg', {}))

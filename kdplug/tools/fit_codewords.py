@@ -67,11 +67,10 @@ def write_files(files: Mapping[str, Mapping]) -> None:
 
 def run(argv=None) -> Dict[str, dict]:
     """Parse ``argv``, fit, write; returns the files written (path -> contents)."""
-    from mmengine.config import Config
-
     from kdplug.letkd.fitting import CodewordsFitError, fit_codewords
+    from kdplug.tools import read_config
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     try:

@@ -36,6 +36,7 @@ from mmengine.runner import Runner
 from kdplug.engine.checkpoint import (load_checkpoint_file, load_checkpoints_strictly, route_local_checkpoint_loads,
                                      unreadable_reason)
 from kdplug.teachers.base import evaluating_the_student
+from kdplug.tools import read_config
 from kdplug.tools.train import check_data
 
 
@@ -157,11 +158,11 @@ def main(argv=None) -> None:
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         parser.error(f'--out must name a .pkl or .pickle file, got {args.out!r}')
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = read_config(args.config)
     reason = None if '://' in args.checkpoint else unreadable_reason(args.checkpoint)
     if reason is not None:  # before the model and the data are built
         parser.error(f'the checkpoint {args.checkpoint} {reason}')
     route_local_checkpoint_loads()
-    cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

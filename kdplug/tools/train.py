@@ -18,6 +18,7 @@ from mmengine.runner import Runner
 
 from kdplug.engine.allocator import keep_freed_memory
 from kdplug.engine.checkpoint import load_checkpoints_strictly, route_local_checkpoint_loads, unreadable_reason
+from kdplug.tools import read_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -213,7 +214,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     route_local_checkpoint_loads()  # resume / load_from: weights only (torch >= 2.6's default), kdplug's messages
     allocator = 'malloc left as it is (--default-malloc)' if args.default_malloc else keep_freed_memory()
-    cfg = merge_args(Config.fromfile(args.config), args)
+    cfg = merge_args(read_config(args.config), args)
     check_data(cfg)
     runner = Runner.from_cfg(cfg)
     if cfg.get('resume'):  # a resumed run continues this config's model: every weight must fit

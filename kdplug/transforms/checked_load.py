@@ -2,10 +2,11 @@
 
     train_pipeline = [dict(type='kdplug.CheckedLoadImageFromFile'), dict(type='LoadAnnotations', ...), ...]
 
-mmcv's loader passes OpenCV's words through: an empty file ends in ``(-215:Assertion failed) !buf.empty()``, a
-damaged one in ``'NoneType' object has no attribute 'shape'`` or the like, neither with the file's name, and inside
-a dataloader worker there is no index either: the user is left to bisect a dataset of thousands of images. This
-transform takes the same options, returns the same results, and raises a ValueError that names the file. kdplug's
+mmcv's loader passes OpenCV's words through: an empty file ends in ``(-215:Assertion failed) !buf.empty()``
+without the file's name, a damaged one in an AssertionError ``failed to load image: PATH`` that says nothing of
+what to do, and inside a dataloader worker there is no index either. This transform takes the same options,
+returns the same results, and raises a ValueError that names the file and the fix (a missing file keeps mmcv's
+FileNotFoundError, which names it). kdplug's
 classification configs get it through :class:`~kdplug.transforms.cached_load.CachedLoadImageFromFile`, its detection
 configs directly; any OpenMMLab pipeline can name it in place of ``LoadImageFromFile``.
 """
@@ -23,7 +24,7 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
         try:
             return super().transform(results)
         except Exception as err:
-            if path is None or str(path) in str(err):  # mmcv's own message names it (a missing file)
+            if path is None or isinstance(err, FileNotFoundError):  # mmcv's own message names a missing file
                 raise
             raise ValueError(f'the image {path} cannot be decoded ({type(err).__name__}: {str(err).strip()}): it is '
                              'empty, damaged or not an image. Replace it, or take it out of the dataset (its folder, '
