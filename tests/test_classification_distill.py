@@ -337,3 +337,21 @@ def test_a_teacher_trained_on_the_classes_in_another_order_is_refused_before_tra
                                          r"teacher, 'airplane' here"):
         runner.train()
     assert not list((tmp_path / 'run').glob('iter_*.pth'))
+
+
+def test_labels_outside_the_students_classes_stop_the_run_before_the_first_step(cifar10_root, teacher_checkpoint,
+                                                                                tmp_path):
+    """A label 12 in an annotation file of 10 classes: torch's cross-entropy stopped at some step with "Target 12
+    is out of bounds", without the image or the fix."""
+    images = sorted((cifar10_root / 'train').glob('*/*.jpg'))[:8]
+    (tmp_path / 'train.txt').write_text(''.join(f'{p.relative_to(cifar10_root / "train")} {i % 10}\n'
+                                                for i, p in enumerate(images[:-1]))
+                                        + f'{images[-1].relative_to(cifar10_root / "train")} 12\n')
+    cfg = run_config(cifar10_root, tmp_path / 'work', teacher_checkpoint, max_iters=1)
+    cfg.train_dataloader.dataset.ann_file = str(tmp_path / 'train.txt')
+    cfg.train_dataloader.dataset.data_prefix = 'train'
+    runner = make_runner(cfg)
+    with pytest.raises(ValueError, match=r'1 training samples have a label outside the 10 classes of the student\'s '
+                                         rf'head \(0..9\), e.g. sample 7 \(.*{images[-1].name}\) labelled 12: fix the '
+                                         'annotation file'):
+        runner.train()

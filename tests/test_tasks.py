@@ -635,7 +635,7 @@ def test_the_classes_a_checkpoint_records_reach_the_teacher_source(tmp_path):
         distiller.teacher.check_classes(classes[::-1])
 
 
-def test_the_data_check_hook_shows_the_teacher_source_the_run_s_classes():
+def test_the_data_check_hook_shows_the_task_the_dataset_and_the_teacher_source_the_run_s_classes():
     import types
 
     from kdplug.engine.hooks import TeacherDataCheckHook
@@ -643,10 +643,11 @@ def test_the_data_check_hook_shows_the_teacher_source_the_run_s_classes():
     source = types.SimpleNamespace(check_data=lambda dataset, num_images: seen.append(num_images),
                                    check_classes=seen.append)
     dataset = type('Data', (list,), {'metainfo': {'classes': ['cat', 'dog']}})([0, 1, 2])  # 3 images
-    runner = types.SimpleNamespace(model=types.SimpleNamespace(teacher=source), cfg={'train_dataloader': {}},
-                                   train_dataloader=types.SimpleNamespace(dataset=dataset))
+    task = types.SimpleNamespace(check_dataset=lambda dataset, student: seen.append((len(dataset), student)))
+    runner = types.SimpleNamespace(model=types.SimpleNamespace(teacher=source, task=task, student='student'),
+                                   cfg={'train_dataloader': {}}, train_dataloader=types.SimpleNamespace(dataset=dataset))
     TeacherDataCheckHook().before_train(runner)
-    assert seen == [3, ('cat', 'dog')]
+    assert seen == [(3, 'student'), 3, ('cat', 'dog')]  # the task checks the annotations first
 
 
 def test_a_loss_comparing_rows_is_refused_where_rows_are_not_images():

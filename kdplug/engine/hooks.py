@@ -175,15 +175,18 @@ class TeacherDataCheckHook(Hook):
     """Before training, show the teacher source the run's training data (its dataset config and length, and its
     class names): the cached teacher refuses a store made with another pipeline or number of images before the first
     step (:meth:`kdplug.teachers.base.TeacherSource.check_data`), a checkpoint teacher trained on other classes is
-    refused (:meth:`~kdplug.teachers.base.TeacherSource.check_classes`). In ``default_hooks`` of
+    refused (:meth:`~kdplug.teachers.base.TeacherSource.check_classes`); the task checks the annotations
+    (:meth:`kdplug.tasks.base.Task.check_dataset`: labels outside the student's classes). In ``default_hooks`` of
     configs/_base_/distill_runtime.py, where a config's own ``custom_hooks`` do not replace it."""
 
     priority = 'HIGH'
 
     def before_train(self, runner) -> None:
-        source = getattr(unwrap(runner.model), 'teacher', None)
+        model = unwrap(runner.model)
+        source = getattr(model, 'teacher', None)
         if source is None:
             return
+        model.task.check_dataset(runner.train_dataloader.dataset, model.student)
         dataset = (runner.cfg.get('train_dataloader') or {}).get('dataset')
         source.check_data(dataset, len(runner.train_dataloader.dataset))
         classes = (getattr(runner.train_dataloader.dataset, 'metainfo', None) or {}).get('classes')

@@ -158,6 +158,10 @@ class Task:
                 'distillation needs the same classes in the same order. Set num_classes of both heads to the '
                 'dataset\'s and use a teacher trained on that dataset')
 
+    def check_dataset(self, dataset: Any, student: nn.Module) -> None:
+        """Called once before training (``kdplug.TeacherDataCheckHook``) with the run's training dataset: raise if
+        its annotations cannot train ``student`` (labels outside its classes). Default: nothing to check."""
+
     @staticmethod
     def check_same_preprocessing(preprocessor: nn.Module, model: nn.Module, role: str) -> None:
         """Raise if ``model`` was configured with another input normalisation than the distiller's preprocessor

@@ -10,6 +10,7 @@ rows: the student runs once per view (BatchNorm statistics per view) with its ow
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -64,6 +65,25 @@ class ClassificationTask(Task):
 
     def num_classes(self, model: nn.Module) -> Optional[int]:
         return getattr(getattr(model, 'head', None), 'num_classes', None)
+
+    def check_dataset(self, dataset: Any, student: nn.Module) -> None:
+        """Every label of an mmpretrain dataset (``get_gt_labels``) in [0, C) of the student's head: torch's
+        cross-entropy stopped at some step with "Target 12 is out of bounds", without the image or the fix.
+        Multi-label datasets and dataset wrappers without ``get_gt_labels`` are not checked."""
+        classes = self.num_classes(student)
+        if classes is None or not callable(getattr(dataset, 'get_gt_labels', None)):
+            return
+        labels = np.asarray(dataset.get_gt_labels())
+        if labels.ndim != 1 or labels.dtype.kind not in 'iu':
+            return
+        outside = np.flatnonzero((labels < 0) | (labels >= classes))
+        if outside.size:
+            first = int(outside[0])
+            info = dataset.get_data_info(first) if callable(getattr(dataset, 'get_data_info', None)) else {}
+            raise ValueError(f'{outside.size} training samples have a label outside the {classes} classes of the '
+                             f'student\'s head (0..{classes - 1}), e.g. sample {first} '
+                             f'({info.get("img_path", "no file")}) labelled {int(labels[first])}: fix the annotation '
+                             'file, or set num_classes of the heads (student and teacher) to the dataset\'s')
 
     @staticmethod
     def logits(classifier: nn.Module, inputs: Tensor) -> Tensor:
