@@ -283,6 +283,8 @@ def test_the_learned_temperature_is_kdplugs_temperature():
     (dict(mode='instance', num_classes=1), 'num_classes must be an integer >= 2'),
     (dict(mode='instance', num_classes=10.0), 'num_classes must be an integer'),
     (dict(mode='instance', num_classes=10, hidden_channels=0), 'hidden_channels must be an integer >= 1'),
+    (dict(hidden_channels=64), "hidden_channels=64 sizes the instance-wise temperature's MLP"),  # was ignored
+    (dict(t_start=True), 't_start must be a number, got True'),  # was 1.0
     (dict(logit_norm='std'), 'logit_norm'),
 ])
 def test_every_hyperparameter_is_validated_at_build(cfg, message):

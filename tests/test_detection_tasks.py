@@ -142,6 +142,9 @@ def test_stage_weights_option_and_pairs_with_other_stage_counts(cascade_distille
     for weights in ([1.0, -0.5, 0.25], []):
         with pytest.raises(ValueError, match='stage_weights='):
             TwoStageDetectionTask(stage_weights=weights)
+    for weights in (1, '1,0.5', [1.0, 'a'], [True, 1.0]):  # from --cfg-options: Python's words, or True as 1.0
+        with pytest.raises(TypeError, match=r'stage_weights=.*: give a list of numbers, one weight per RoI-head'):
+            TwoStageDetectionTask(stage_weights=weights)
     with pytest.raises(ValueError, match='stage_weights has 2 weights, the student\'s RoI head 3 stages'):
         build_cascade_distiller(cascade_checkpoint, stage_weights=[1.0, 0.5])
     # a Faster R-CNN teacher for a Cascade R-CNN student (and the other way round): stage i needs a stage i

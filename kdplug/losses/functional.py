@@ -30,6 +30,8 @@ SPREAD_FLOOR = 1e-2
 def check_hyperparameter(name: str, value: float, minimum: float = 0.0, strict: bool = False) -> float:
     """``value`` as a float, finite and >= ``minimum`` (> with ``strict``); a ValueError that names it otherwise."""
     try:
+        if isinstance(value, bool):  # True is 1.0 to float(): a switch given where a number belongs
+            raise TypeError
         number = float(value)
     except (TypeError, ValueError):
         raise ValueError(f'{name} must be a number, got {value!r}') from None
@@ -323,6 +325,10 @@ class LearnableTemperature(nn.Module, Temperature):
         self.scheduled = False
         self.last_temperature: Optional[Tensor] = None  # the mean T of the last batch, detached (for logging)
         if num_classes is None:
+            if hidden_channels != 256:  # the default: the global temperature has no hidden layer to size
+                raise ValueError(f'hidden_channels={hidden_channels!r} sizes the instance-wise temperature\'s MLP '
+                                 "(CTKDLoss(mode='instance', num_classes=...)); the global temperature has none: "
+                                 'leave hidden_channels out')
             self.global_t = nn.Parameter(torch.ones(1))
             self.mlp = None
             return

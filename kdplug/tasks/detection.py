@@ -89,6 +89,11 @@ class TwoStageDetectionTask(Task):
         self.background = check_background(background)
         self.weighs_rows = self.background != 'include'
         if stage_weights is not None:
+            if not isinstance(stage_weights, (list, tuple)) or \
+                    not all(isinstance(w, Real) and not isinstance(w, bool) for w in stage_weights):
+                raise TypeError(f'stage_weights={stage_weights!r}: give a list of numbers, one weight per RoI-head '
+                                'stage, e.g. stage_weights=[1, 0.5, 0.25] (--cfg-options '
+                                'model.task.stage_weights="[1,0.5,0.25]")')
             stage_weights = [float(w) for w in stage_weights]
             if not stage_weights or any(not w >= 0.0 for w in stage_weights) or not any(stage_weights):
                 raise ValueError(f'stage_weights={stage_weights!r}: give one weight >= 0 per RoI-head stage, one of '
