@@ -32,8 +32,11 @@ def test_distillation_steps_log_both_losses_and_leave_the_teacher_untouched(cifa
     assert all(torch.isfinite(torch.tensor([r['student.loss'], r['distill.loss_kd'], r['loss']])).all()
                for r in train)
     assert all(abs(r['loss'] - r['student.loss'] - r['distill.loss_kd']) < 1e-3 for r in train)
-    assert any('teacher/accuracy/top1' in r for r in records), 'the teacher was not evaluated before training'
-    assert any('accuracy/top1' in r for r in records)
+    # the teacher's metrics beside the student's in the validation record, no record of their own: mmpretrain's
+    # analyze_logs takes the first record without lr for the validation keys, and refused accuracy/top1
+    from mmpretrain.utils import load_json_log
+    validation = load_json_log(str(sorted(tmp_path.glob('*/vis_data/scalars.json'))[-1]))['val']
+    assert len(validation) == 1 and {'accuracy/top1', 'teacher/accuracy/top1'} <= set(validation[0])
 
 
 def test_teacher_is_outside_the_optimizer_and_stays_in_eval_mode(cifar10_root, tmp_path, teacher_checkpoint):

@@ -20,14 +20,13 @@ def unwrap(model):
     return model.module if is_model_wrapper(model) else model
 
 
-def scalar_step(runner, epoch_done: bool = False) -> int:
-    """The step mmengine logs validation metrics at, for kdplug's own scalars to be drawn beside them
-    (tools/analyze_logs.py): in an epoch-based run the epoch (``epoch_done``: the one that just ended, whose
-    validation follows), else the iteration."""
-    from mmengine.runner import EpochBasedTrainLoop
-    if isinstance(getattr(runner, 'train_loop', None), EpochBasedTrainLoop):
-        return runner.epoch + int(epoch_done)
-    return runner.iter
+def log_with_validation(runner, scalars: dict) -> None:
+    """Scalars logged in the next validation record (mmengine's LoggerHook writes every ``val/*`` scalar of the
+    message hub there, at the step of that validation), not as a record of their own: analysis tools read the first
+    record without ``lr`` as the validation keys (mmpretrain's analyze_logs refused ``accuracy/top1`` when kdplug's
+    ``teacher/*`` record came first)."""
+    for key, value in scalars.items():
+        runner.message_hub.update_scalar(f'val/{key}', value)
 
 
 def check_by_epoch(hook: str, by_epoch: Any) -> bool:
@@ -112,7 +111,8 @@ class CTKDCurriculumHook(Hook):
     (5 of 120 on ImageNet), so lambda is 0.0245 during the first epoch and 1 from the tenth on. Derived from the
     loop's position before every iteration, so it is right after a resume too.
     After every epoch the lambda and the temperature (the mean of the last batch) are logged as
-    ``ctkd/<loss>/lambda`` and ``ctkd/<loss>/temperature``. ``losses`` restricts it to the named losses.
+    ``ctkd/<loss>/lambda`` and ``ctkd/<loss>/temperature`` (in the text log, and with the next validation's
+    scalars). ``losses`` restricts it to the named losses.
     """
 
     priority = 'NORMAL'
@@ -168,7 +168,7 @@ class CTKDCurriculumHook(Hook):
             if last is not None:
                 scalars[f'ctkd/{name}/temperature'] = float(last)
         runner.logger.info('CTKD: ' + '  '.join(f'{key}: {value:.4f}' for key, value in scalars.items()))
-        runner.visualizer.add_scalars(scalars, step=scalar_step(runner, epoch_done=True))
+        log_with_validation(runner, scalars)
 
 
 class TeacherDataCheckHook(Hook):
@@ -196,7 +196,8 @@ class TeacherDataCheckHook(Hook):
 
 class TeacherEvalHook(Hook):
     """Evaluate the teacher once, before training, with the run's validation dataloader and evaluator, and log its
-    metrics as ``teacher/<metric>``: a wrong checkpoint shows at once, not after a day of training. Progress is
+    metrics as ``teacher/<metric>`` (at once in the text log; in scalars.json beside the student's metrics in every
+    validation record): a wrong checkpoint shows at once, not after a day of training. Progress is
     logged every ``interval`` batches (``teacher evaluation: 10/40 batches``): on a large validation set this pass
     takes minutes before the first training iteration."""
 
@@ -243,8 +244,8 @@ class TeacherEvalHook(Hook):
         else:
             runner.logger.info(f'teacher (evaluated once before training): {text}')
         runner.message_hub.update_info('teacher_metrics', metrics)
-        runner.visualizer.add_scalars({f'teacher/{key}': value for key, value in metrics.items()
-                                       if isinstance(value, (int, float))}, step=scalar_step(runner))
+        log_with_validation(runner, {f'teacher/{key}': value for key, value in metrics.items()
+                                     if isinstance(value, numbers.Real)})
 
 
 class EMATeacherHook(Hook):
