@@ -1,6 +1,8 @@
 """No code runs from a checkpoint: crafted files are refused on every path kdplug loads, even after a genuine
 mmengine checkpoint (message hub with history buffers) was loaded in the same process."""
+import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -324,14 +326,40 @@ def test_tta_averages_each_image_and_its_flip_for_a_student_and_a_distillation_r
     assert cfg.model.type == 'mmpretrain.AverageClsScoreTTA' and cfg.model.module.type == 'ImageClassifier'
     assert cfg.test_dataloader.dataset.pipeline[-1].type == 'TestTimeAug'
     assert cfg.val_dataloader.dataset.pipeline[-1].type == 'PackInputs'  # validation keeps its pipeline
-    with pytest.raises(SystemExit, match='--tta: the config has no tta_model and tta_pipeline'):
-        with_test_time_augmentation(Config(dict(default_scope='mmdet', model=dict(type='FasterRCNN'))),
+    with pytest.raises(SystemExit, match="--tta: the config has no tta_model and tta_pipeline, and mmseg's test tool "
+                                         'has no default'):
+        with_test_time_augmentation(Config(dict(default_scope='mmseg', model=dict(type='EncoderDecoder'))),
                                     lambda message: (_ for _ in ()).throw(SystemExit(message)))
 
     config, checkpoint, teacher = trained_run(cifar10_root, teacher_checkpoint, tmp_path)
     teacher.unlink()
     test_main([str(config), str(checkpoint), '--tta', '--work-dir', str(tmp_path / 'test')])
     assert "'accuracy/top1':" in capsys.readouterr().out
+
+
+def test_test_py_takes_mmpretrains_out_item_amp_and_no_pin_memory(cifar10_root, teacher_checkpoint, tmp_path,
+                                                                  one_thread, capsys):
+    """mmpretrain's test.py flags: --out-item metrics writes the metrics to --out (JSON here; it refused any file
+    but a pickle), --out-item pred the predictions only; --amp (test_cfg.fp16) and --no-pin-memory were unknown."""
+    from kdplug.tools.test import main as test_main
+    config, checkpoint, _ = trained_run(cifar10_root, teacher_checkpoint, tmp_path)
+    plain = tmp_path / 'plain.json'
+    test_main([str(config), str(checkpoint), '--work-dir', str(tmp_path / 'test'), '--out', str(plain),
+               '--out-item', 'metrics', '--no-pin-memory'])
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    metrics = json.loads(plain.read_text())
+    assert f"'accuracy/top1': {metrics['accuracy/top1']}" in printed
+    test_main([str(config), str(checkpoint), '--work-dir', str(tmp_path / 'test'), '--amp', '--out',
+               str(tmp_path / 'amp.pkl'), '--out-item', 'pred'])
+    assert "'accuracy/top1':" in capsys.readouterr().out
+    assert len(pickle.loads((tmp_path / 'amp.pkl').read_bytes())) == 40
+    assert not (tmp_path / 'amp.metrics.json').exists()  # predictions only
+    for argv, said in ((['--out-item', 'metrics'], '--out-item needs --out'),
+                       (['--out', 'm.txt', '--out-item', 'metrics'],
+                        '--out with --out-item metrics must name a .json')):
+        with pytest.raises(SystemExit):
+            test_main([str(config), str(checkpoint), *argv])
+        assert said in capsys.readouterr().err
 
 
 def test_an_exported_student_tests_with_the_distillation_config(cifar10_root, teacher_checkpoint, tmp_path, one_thread,

@@ -597,3 +597,19 @@ def test_the_detection_configs_training_pipeline_names_an_image_it_cannot_decode
     path.write_bytes(b'')
     with pytest.raises(ValueError, match=re.escape(str(path)) + r' cannot be decoded .*empty, damaged or not an image'):
         dataset(damaged, pipeline)[1]
+
+
+def test_tta_without_a_tta_model_takes_mmdets_default():
+    """--tta on a detection config without tta_model was refused; mmdet's own test.py merges each image's and its
+    flip's detections (DetTTAModel, NMS at IoU 0.5), the flip recorded in each view's meta keys."""
+    from kdplug.tools.test import with_test_time_augmentation
+    cfg = copy.deepcopy(parsed(DETECTION / 'students' / 'faster-rcnn_r50_fpn_12e_coco128.py'))
+    assert 'tta_model' not in cfg
+    with_test_time_augmentation(cfg, pytest.fail)
+    assert cfg.model.type == 'DetTTAModel' and cfg.model.module.type == 'FasterRCNN'
+    assert cfg.model.tta_cfg == dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100)
+    last = cfg.test_dataloader.dataset.pipeline[-1]
+    assert last.type == 'TestTimeAug' and [t['prob'] for t in last.transforms[0]] == [1.0, 0.0]
+    assert {'flip', 'flip_direction'} <= set(last.transforms[1][0]['meta_keys'])
+    from mmdet.registry import MODELS
+    assert MODELS.get(cfg.model.type) is not None  # found from mmdet's scope (mmdet registers it in mmengine's)

@@ -2,17 +2,21 @@
 teacher's checkpoint or cache store is not read: kdplug.teachers.base.evaluating_the_student) or a plain mmpretrain
 / mmdet one.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show-dir DIR] [--show] [--tta]
-                         [--cfg-options k=v ...]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl [--out-item pred|metrics]]
+                         [--show-dir DIR] [--show] [--tta] [--amp] [--no-pin-memory] [--cfg-options k=v ...]
 
 ``--out`` also writes every test sample's prediction to a pickle: a list of dicts (for a classifier: pred_score,
 pred_label, gt_label, img_path...), through mmengine's ``DumpResults`` as mmpretrain's own ``tools/test.py --out``
-does, so its analysis tools read the file; the metrics go beside it (``results.metrics.json``). The metrics are
-also printed and written to ``<work_dir>/<timestamp>/<timestamp>.json``.
+does, so its analysis tools read the file; the metrics go beside it (``results.metrics.json``). With mmpretrain's
+``--out-item pred`` only the predictions are written, with ``--out-item metrics`` only the metrics, to ``--out``
+(.json, .yaml or .pkl). The metrics are also printed and written to ``<work_dir>/<timestamp>/<timestamp>.json``.
+``--amp`` tests in mixed precision (``test_cfg.fp16``), ``--no-pin-memory`` unpins the test dataloader, as the
+libraries' own flags.
 
 ``--tta``: test-time augmentation as the libraries' own ``--tta``: the model inside the config's ``tta_model``, the
-test pipeline replaced by its ``tta_pipeline``; an mmpretrain config without them gets mmpretrain's default, the
-scores of each image and of its horizontal flip averaged (``AverageClsScoreTTA``).
+test pipeline replaced by its ``tta_pipeline``; a config without them gets its library's test-tool default:
+mmpretrain's, the scores of each image and of its horizontal flip averaged (``AverageClsScoreTTA``), or mmdet's,
+the detections of both views merged by NMS (``DetTTAModel``).
 
 ``--show-dir DIR`` / ``--show`` draw the predictions as the library's own ``tools/test.py`` does, through the
 config's ``default_hooks.visualization`` (mmpretrain's ``VisualizationHook``, mmdet's ``DetVisualizationHook``,
@@ -29,6 +33,7 @@ import os.path as osp
 import sys
 from typing import Callable, Optional
 
+import mmengine
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
@@ -85,20 +90,33 @@ def check_drawn(show_dir: str, before: set, samples: int, interval: int) -> None
               'test images unique file names', file=sys.stderr)
 
 
+#: mmdet's tools/test.py default when a config has no tta_model: the detections of the views merged by NMS (mmdet
+#: registers DetTTAModel in mmengine's root registry, so it has no ``mmdet.`` prefix).
+MMDET_TTA_MODEL = dict(type='DetTTAModel', tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+#: The meta keys mmdet's DetTTAModel needs to undo each view's flip.
+MMDET_TTA_META = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip', 'flip_direction')
+
+
 def with_test_time_augmentation(cfg: Config, error: Callable[[str], None]) -> None:
     """The model inside ``cfg.tta_model`` and the test pipeline replaced by ``cfg.tta_pipeline``, as the libraries'
-    own ``--tta``. An mmpretrain config without them gets mmpretrain's default (its tools/test.py): each image and its
-    horizontal flip, their scores averaged; mmdet's and mmseg's configs define their own for each model."""
+    own ``--tta``. A config without them gets its library's test-tool default: mmpretrain's (each image and its
+    horizontal flip, their scores averaged) or mmdet's (the same two views, their detections merged by NMS at IoU
+    0.5, 100 per image); mmseg's test tool has none."""
     if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-        if cfg.get('default_scope') != 'mmpretrain':
-            error('--tta: the config has no tta_model and tta_pipeline (mmdet\'s and mmseg\'s configs define them '
-                  'beside each model; only mmpretrain\'s test tool has a default): add them to the config')
+        scope = cfg.get('default_scope')
+        if scope not in ('mmpretrain', 'mmdet'):
+            error(f'--tta: the config has no tta_model and tta_pipeline, and {scope}\'s test tool has no default '
+                  '(mmseg\'s configs define them beside each model): add them to the config')
         test_pipeline = cfg.test_dataloader.dataset.pipeline
-        cfg.setdefault('tta_model', dict(type='mmpretrain.AverageClsScoreTTA'))
+        cfg.setdefault('tta_model', dict(type='mmpretrain.AverageClsScoreTTA') if scope == 'mmpretrain' else
+                       copy.deepcopy(MMDET_TTA_MODEL))
         if 'tta_pipeline' not in cfg:
             flips = [dict(type='RandomFlip', prob=1.0), dict(type='RandomFlip', prob=0.0)]
+            pack = copy.deepcopy(test_pipeline[-1])
+            if scope == 'mmdet':
+                pack['meta_keys'] = MMDET_TTA_META
             cfg.tta_pipeline = [*copy.deepcopy(test_pipeline[:-1]),
-                                dict(type='TestTimeAug', transforms=[flips, [copy.deepcopy(test_pipeline[-1])]])]
+                                dict(type='TestTimeAug', transforms=[flips, [pack]])]
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     cfg.test_dataloader = copy.deepcopy(cfg.test_dataloader)  # often the same dict as val_dataloader
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
@@ -137,13 +155,22 @@ def json_metrics(metrics: dict) -> dict:
     return {key: float(value) if isinstance(value, numbers.Real) else str(value) for key, value in metrics.items()}
 
 
+#: The files ``--out-item metrics`` writes (mmengine.dump's formats).
+METRICS_SUFFIXES = ('.json', '.yaml', '.yml', '.pkl', '.pickle')
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description='Evaluate a checkpoint')
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('--work-dir')
     parser.add_argument('--out', help='also write the predictions of every test sample to this .pkl file, and the '
-                        'metrics beside it (results.pkl: results.metrics.json)')
+                        'metrics beside it (results.pkl: results.metrics.json); see --out-item')
+    parser.add_argument('--out-item', choices=['metrics', 'pred'],
+                        help="as mmpretrain's: 'pred' writes the predictions only, 'metrics' the metrics only, to "
+                        '--out (.json, .yaml or .pkl)')
+    parser.add_argument('--amp', action='store_true', help='test with automatic mixed precision (test_cfg.fp16)')
+    parser.add_argument('--no-pin-memory', action='store_true', help='do not pin the test dataloader\'s memory')
     parser.add_argument('--tta', action='store_true', help="test-time augmentation: the config's tta_model and "
                         'tta_pipeline (mmpretrain: by default the average of each image and its horizontal flip)')
     parser.add_argument('--show-dir', help='draw the predictions of the test samples into this folder')
@@ -155,8 +182,15 @@ def main(argv=None) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     # DumpResults would refuse other suffixes only once the runner (model, teacher, data) is built: say so at once
-    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
-        parser.error(f'--out must name a .pkl or .pickle file, got {args.out!r}')
+    if args.out_item is not None and args.out is None:
+        parser.error('--out-item needs --out, the file to write')
+    if args.out_item == 'metrics':
+        if not args.out.endswith(METRICS_SUFFIXES):
+            parser.error(f'--out with --out-item metrics must name a {", ".join(METRICS_SUFFIXES)} file, got '
+                         f'{args.out!r}')
+    elif args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        parser.error(f'--out must name a .pkl or .pickle file (or give --out-item metrics: .json, .yaml), got '
+                     f'{args.out!r}')
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg = read_config(args.config)
     reason = None if '://' in args.checkpoint else unreadable_reason(args.checkpoint)
@@ -169,6 +203,10 @@ def main(argv=None) -> None:
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    if args.amp:  # as mmpretrain's and mmdet's test tools
+        cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
+    if args.no_pin_memory:
+        cfg.test_dataloader = dict(copy.deepcopy(cfg.test_dataloader), pin_memory=False)
     if args.show or args.show_dir:
         draw_predictions(cfg, args.show_dir, args.show, args.wait_time, args.interval, parser.error)
     if args.tta:
@@ -184,7 +222,7 @@ def main(argv=None) -> None:
     load_checkpoints_strictly(runner, args.config, 'Evaluate it with the config of the run that wrote it (a student '
                               'exported by tools/export_student.py: the student\'s own config, e.g. configs/students/, '
                               'or the distillation config itself)')
-    if args.out is not None:
+    if args.out is not None and args.out_item != 'metrics':
         # one more metric of the test evaluator: gathered from every rank, written once by rank 0
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=osp.abspath(args.out)))
     drawn_before = set(os.listdir(args.show_dir)) if args.show_dir and osp.isdir(args.show_dir) else set()
@@ -194,8 +232,11 @@ def main(argv=None) -> None:
     if args.show_dir and cfg.default_hooks.visualization.get('out_dir') == args.show_dir and runner.rank == 0:
         check_drawn(args.show_dir, drawn_before, len(runner.test_dataloader.dataset), args.interval)
     if args.out is not None and runner.rank == 0:
-        with open(f'{osp.splitext(args.out)[0]}.metrics.json', 'w') as file:
-            json.dump(json_metrics(metrics), file, indent=1)
+        if args.out_item == 'metrics':
+            mmengine.dump(json_metrics(metrics), args.out)
+        elif args.out_item is None:
+            with open(f'{osp.splitext(args.out)[0]}.metrics.json', 'w') as file:
+                json.dump(json_metrics(metrics), file, indent=1)
 
 
 if __name__ == '__main__':
