@@ -512,11 +512,15 @@ def test_every_detection_config_parses_and_its_parts_build(config):
     cfg = parsed(config)
     assert cfg.default_scope == 'mmdet'
     assert cfg.train_dataloader.dataset.data_root in ('data/coco/', 'data/coco128/')
+    # the random state in every checkpoint, as the classification runtime (a resume draws the same augmentations)
+    assert cfg.default_hooks.random_state.type == 'kdplug.RandomStateHook'
     if cfg.model.type != 'kdplug.Distiller':  # a plain mmdet teacher / student config
         assert cfg.model.type in DETECTORS and box_classes(cfg.model) == {NUM_CLASSES}
         return
     task = TASKS.build(cfg.model.task)
     assert type(task).__name__ == 'TwoStageDetectionTask'
+    # a teacher checkpoint of other classes or another class order is refused before training (it trained)
+    assert cfg.default_hooks.teacher_data.type == 'kdplug.TeacherDataCheckHook'
     student = resolved(json.dumps(cfg.model.student.to_dict(), sort_keys=True))
     assert student['type'] in DETECTORS and box_classes(student) == {NUM_CLASSES}
     teacher = cfg.model.teacher

@@ -10,5 +10,7 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=100),
     dict(type='MultiStepLR', begin=0, end=24, by_epoch=True, milestones=[16, 22], gamma=0.1),
 ]
-# mmengine's CheckpointHook with crash-safe writes (write, rename, then remove old ones)
-default_hooks = dict(checkpoint=dict(type='kdplug.AtomicCheckpointHook', interval=1))
+# mmengine's CheckpointHook with crash-safe writes (write, rename, then remove old ones); the random state in every
+# checkpoint (a resumed run draws the augmentations an uninterrupted one draws)
+default_hooks = dict(checkpoint=dict(type='kdplug.AtomicCheckpointHook', interval=1),
+                     random_state=dict(type='kdplug.RandomStateHook'))
