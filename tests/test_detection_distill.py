@@ -7,6 +7,7 @@ Cascade R-CNN, the EMA self-teacher and letKD on detectors: tests/test_detection
 import copy
 import functools
 import json
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -240,6 +241,15 @@ def test_runner_steps_log_student_and_distill_losses_and_export_loads_in_plain_m
         assert record['distill.num_rois'] > 0
 
     check_export_loads_in_plain_mmdet(tmp_path / 'iter_2.pth', tmp_path / 'student.pth', model.student)
+
+    # tools/test.py --out dumps as mmdet's own tool (DumpDetResults: the predictions, no ground truth)
+    from kdplug.tools.test import main as test_main
+    runner.cfg.dump(str(tmp_path / 'run.py'))
+    test_main([str(tmp_path / 'run.py'), str(tmp_path / 'iter_2.pth'), '--work-dir', str(tmp_path / 'test'),
+               '--out', str(tmp_path / 'dets.pkl')])
+    dumped = pickle.loads((tmp_path / 'dets.pkl').read_bytes())
+    assert len(dumped) == len(VAL_IDS) and 'pred_instances' in dumped[0]
+    assert 'gt_instances' not in dumped[0] and 'ignored_instances' not in dumped[0]
 
 
 # -- one step, looked at closely ----------------------------------------------------------------------------------

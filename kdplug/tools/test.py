@@ -223,8 +223,12 @@ def main(argv=None) -> None:
                               'exported by tools/export_student.py: the student\'s own config, e.g. configs/students/, '
                               'or the distillation config itself)')
     if args.out is not None and args.out_item != 'metrics':
-        # one more metric of the test evaluator: gathered from every rank, written once by rank 0
-        runner.test_evaluator.metrics.append(DumpResults(out_file_path=osp.abspath(args.out)))
+        # one more metric of the test evaluator: gathered from every rank, written once by rank 0; mmdet's own tool
+        # dumps with DumpDetResults (the ground truth left out), which its analysis tools expect
+        dump = DumpResults
+        if cfg.get('default_scope') == 'mmdet':
+            from mmdet.evaluation import DumpDetResults as dump
+        runner.test_evaluator.metrics.append(dump(out_file_path=osp.abspath(args.out)))
     drawn_before = set(os.listdir(args.show_dir)) if args.show_dir and osp.isdir(args.show_dir) else set()
     metrics = runner.test()
     if runner.rank == 0:  # every rank has the gathered metrics: one line
