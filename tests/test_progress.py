@@ -109,8 +109,8 @@ def fake_runner(batches: int):
 
     return types.SimpleNamespace(model=model, val_loop=types.SimpleNamespace(evaluator=evaluator),
                                  val_dataloader=Loader(range(batches)), logger=FakeLogger(), iter=0,
-                                 message_hub=types.SimpleNamespace(update_info=lambda key, value: None),
-                                 visualizer=types.SimpleNamespace(add_scalars=lambda scalars, step: None))
+                                 message_hub=types.SimpleNamespace(update_info=lambda key, value: None,
+                                                                   update_scalar=lambda key, value: None))
 
 
 def test_teacher_evaluation_logs_progress_every_interval_batches():
