@@ -69,7 +69,7 @@ def check_counts_epochs(hook: str, by_epoch: bool, runner) -> None:
 
 
 class LossWarmupHook(Hook):
-    """Ramp distillation losses in: scale = min(epoch / warmup_epochs, 1), counting epochs from 1 (DKD's warm-up,
+    """Ramp distillation losses in: scale = min(epoch / warmup, 1), counting epochs from 1 (DKD's warm-up,
     Zhao et al. 2022: 20 epochs on CIFAR-100, 1 on ImageNet). With ``by_epoch=False`` the ramp is per iteration.
 
     The scale is derived from the loop's position before every iteration, so it is right after a resume too.
