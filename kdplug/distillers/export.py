@@ -10,7 +10,7 @@ from typing import Any, Dict
 import torch
 
 import kdplug
-from kdplug.engine.checkpoint import load_checkpoint_file
+from kdplug.engine.checkpoint import load_checkpoint_file, replaced_whole
 
 PREFIX = 'student.'
 
@@ -38,7 +38,6 @@ def export_student(checkpoint: str, out: str) -> Dict[str, Any]:
             'kdplug_version': kdplug.__version__,
         },
     }
-    partial = f'{out}.partial'
-    torch.save(exported, partial)
-    os.replace(partial, out)  # whole or not at all: an interrupted export leaves no truncated student.pth
+    with replaced_whole(out) as partial:  # whole or not at all: an interrupted export leaves no truncated file
+        torch.save(exported, partial)
     return exported

@@ -14,12 +14,25 @@ import os
 import pickle
 import warnings
 import zipfile
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 
 #: The statistics methods mmengine 0.10.7's ``HistoryBuffer.__getstate__`` pickles (``_set_default_statistics``).
 HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
+
+
+@contextmanager
+def replaced_whole(path: Union[str, 'os.PathLike']) -> Iterator[str]:
+    """``with replaced_whole(path) as partial:`` write ``partial``; when the block ends without an error the file is
+    flushed to disk and renamed over ``path``: a reader, or a crash at any moment, sees the old file or the new one,
+    never a part (a killed export left a truncated student.pth, a killed cache job half a header)."""
+    partial = f'{os.fspath(path)}.partial'
+    yield partial
+    with open(partial, 'rb') as file:
+        os.fsync(file.fileno())
+    os.replace(partial, path)
 
 
 def history_buffer_method(owner: Any, name: Any) -> Callable:

@@ -12,6 +12,7 @@ import torch
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 
+from kdplug.engine.checkpoint import replaced_whole
 from kdplug.losses.ctkd import cosine_curriculum
 from kdplug.losses.functional import LearnableTemperature, check_hyperparameter
 
@@ -328,12 +329,8 @@ class RandomStateHook(Hook):
 
 def write_text_atomically(path: str, text: str) -> None:
     """Write ``path`` so that a reader (or a crash) sees the old content or the new, never a part of it."""
-    partial = f'{path}.partial'
-    with open(partial, 'w') as file:
+    with replaced_whole(path) as partial, open(partial, 'w') as file:
         file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(partial, path)
 
 
 class AtomicCheckpointHook(CheckpointHook):

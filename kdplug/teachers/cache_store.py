@@ -28,6 +28,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from kdplug.engine.checkpoint import replaced_whole
+
 FORMAT = 'kdplug-teacher-cache/1'
 HEADER, LOGITS, PARAMS, DONE, IMAGES = 'header.json', 'logits.npy', 'params.npy', 'done.npy', 'images.json'
 DIRECTIONS = (None, 'horizontal', 'vertical', 'diagonal')
@@ -270,9 +272,8 @@ def image_key(path: str) -> str:
 
 def write_json(path: Path, data: Dict[str, Any]) -> None:
     """``path`` replaced whole (a reader never sees half a header)."""
-    partial = path.with_name(path.name + '.partial')
-    partial.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    os.replace(partial, path)
+    with replaced_whole(path) as partial:
+        Path(partial).write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
 
 
 def first_difference(made_from: Mapping[str, Any], now: Mapping[str, Any]) -> Optional[str]:
