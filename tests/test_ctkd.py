@@ -389,8 +389,9 @@ def test_a_learned_temperature_without_its_curriculum_hook_is_refused(tmp_path, 
     decay alone moved (to about 11 over the 240-epoch recipe), without a word."""
     from mmengine.optim import OptimWrapper
     distiller = build_distiller(tmp_path, dict(type='CTKDLoss'))
-    with pytest.raises(RuntimeError, match=r"the losses \['ctkd'\] learn a temperature .* add custom_hooks="
-                                           r"\[dict\(type='kdplug.CTKDCurriculumHook'\)\]"):
+    with pytest.raises(RuntimeError, match=r"losses.ctkd has a LearnableTemperature that kdplug.CTKDCurriculumHook "
+                                           r"drives.* add custom_hooks=\[dict\(type='kdplug.CTKDCurriculumHook'\)\]"
+                                           r'. Without it its adversarial strength lambda would stay 0'):
         distiller.train_step(train_batch(), OptimWrapper(torch.optim.SGD(distiller.parameters(), lr=0.5)))
 
 

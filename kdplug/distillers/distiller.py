@@ -446,16 +446,17 @@ class Distiller(BaseModel):
         return losses
 
     def check_schedules(self) -> None:
-        """A loss part that a hook must drive (CTKD's learned temperature: its adversarial strength lambda) and that
-        no hook drives would train as something else without a word (CTKD: plain KD at 15.6, moved by weight decay
-        alone)."""
-        undriven = [name for name, loss in self.losses.items()
-                    if any(getattr(module, 'scheduled', None) is False for module in loss.modules())]
+        """A loss part that a hook must drive (``scheduled = False`` until its hook sets it, e.g. CTKD's learned
+        temperature and its adversarial strength lambda) and that no hook drives would train as something else
+        without a word (CTKD: plain KD at 15.6, moved by weight decay alone). The part names its hook
+        (``SCHEDULE_HOOK``) and what would happen (``UNSCHEDULED``)."""
+        undriven = {name: module for name, loss in self.losses.items() for module in loss.modules()
+                    if getattr(module, 'scheduled', None) is False}
         if undriven:
-            raise RuntimeError(f'the losses {undriven} learn a temperature whose adversarial strength (lambda) '
-                               "kdplug.CTKDCurriculumHook sets each epoch, and the run has none: add custom_hooks="
-                               "[dict(type='kdplug.CTKDCurriculumHook')] (configs/ctkd/). Without it lambda stays 0: "
-                               'plain KD at the initial temperature, which weight decay alone moves')
+            raise RuntimeError('; '.join(
+                f'losses.{name} has a {type(module).__name__} that {module.SCHEDULE_HOOK} drives, and the run has '
+                f"no such hook: add custom_hooks=[dict(type='{module.SCHEDULE_HOOK}')]. Without it "
+                f'{module.UNSCHEDULED}' for name, module in undriven.items()))
 
     def check_row_weights(self) -> None:
         """Row weights arrived from a task that does not say it weighs rows (``weighs_rows = False``): a loss that

@@ -314,14 +314,20 @@ class LearnableTemperature(nn.Module, Temperature):
       predictions, one temperature per sample). The hidden width (256 by default) is kdplug's choice.
     """
 
+    #: The hook that drives it (it sets ``scheduled``), and what a run without that hook would train: the words of
+    #: the distiller's refusal (any loss part that a hook must drive says the same two things).
+    SCHEDULE_HOOK = 'kdplug.CTKDCurriculumHook'
+    UNSCHEDULED = ('its adversarial strength lambda would stay 0: plain KD at the initial temperature, which weight '
+                   'decay alone moves')
+
     def __init__(self, t_start: float = 1.0, t_range: float = 20.0, num_classes: Optional[int] = None,
                  hidden_channels: int = 256) -> None:
         nn.Module.__init__(self)
         Temperature.__init__(self, t_start)
         self.t_range = check_hyperparameter('t_range', t_range)
         self.grl_lambda = 0.0
-        # set by the curriculum that drives grl_lambda (kdplug.CTKDCurriculumHook): a distiller refuses to train a
-        # temperature without one (lambda would stay 0: plain KD at a temperature only weight decay moves)
+        # set by the curriculum that drives grl_lambda (the hook named by SCHEDULE_HOOK): a distiller refuses to
+        # train a module whose ``scheduled`` stays False, with its UNSCHEDULED words
         self.scheduled = False
         self.last_temperature: Optional[Tensor] = None  # the mean T of the last batch, detached (for logging)
         if num_classes is None:
