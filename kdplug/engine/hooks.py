@@ -5,7 +5,7 @@ import os
 import random
 import re
 import time
-from typing import Any, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -16,12 +16,16 @@ from kdplug.engine.checkpoint import replaced_whole
 from kdplug.losses.ctkd import cosine_curriculum
 from kdplug.losses.functional import LearnableTemperature, check_hyperparameter
 
+if TYPE_CHECKING:
+    from mmengine.runner import Runner
 
-def unwrap(model):
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP / FSDP wrapper (mmengine's), or the model itself."""
     return model.module if is_model_wrapper(model) else model
 
 
-def log_with_validation(runner, scalars: dict) -> None:
+def log_with_validation(runner: 'Runner', scalars: dict) -> None:
     """Scalars logged in the next validation record (mmengine's LoggerHook writes every ``val/*`` scalar of the
     message hub there, at the step of that validation), not as a record of their own: analysis tools read the first
     record without ``lr`` as the validation keys (mmpretrain's analyze_logs refused ``accuracy/top1`` when kdplug's
@@ -58,7 +62,7 @@ def loss_names(hook: str, losses: Any) -> Optional[List[str]]:
     return list(losses)
 
 
-def check_counts_epochs(hook: str, by_epoch: bool, runner) -> None:
+def check_counts_epochs(hook: str, by_epoch: bool, runner: 'Runner') -> None:
     """A hook that counts epochs in an iteration-based run stays at its first value: the loop's epoch stays 0."""
     from mmengine.runner import EpochBasedTrainLoop
     loop = getattr(runner, 'train_loop', None)
@@ -83,10 +87,10 @@ class LossWarmupHook(Hook):
         self.warmup = check_count('LossWarmupHook', 'warmup', warmup, 'epochs' if by_epoch else 'iterations')
         self.losses = loss_names('LossWarmupHook', losses)
 
-    def before_train(self, runner) -> None:
+    def before_train(self, runner: 'Runner') -> None:
         check_counts_epochs('LossWarmupHook', self.by_epoch, runner)
 
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+    def before_train_iter(self, runner: 'Runner', batch_idx: int, data_batch=None) -> None:
         model = unwrap(runner.model)
         names = list(model.loss_scales) if self.losses is None else list(self.losses)
         unknown = sorted(set(names) - set(model.loss_scales))
@@ -149,19 +153,19 @@ class CTKDCurriculumHook(Hook):
     def value(self, step: float) -> float:
         return cosine_curriculum(step, self.lambda_min, self.lambda_max, self.loops)
 
-    def before_train(self, runner) -> None:
+    def before_train(self, runner: 'Runner') -> None:
         check_counts_epochs('CTKDCurriculumHook', self.by_epoch, runner)
         for temperatures in self.temperatures(unwrap(runner.model)).values():
             for temperature in temperatures:
                 temperature.scheduled = True
 
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+    def before_train_iter(self, runner: 'Runner', batch_idx: int, data_batch=None) -> None:
         strength = self.value(runner.epoch + 1 if self.by_epoch else runner.iter + 1)
         for temperatures in self.temperatures(unwrap(runner.model)).values():
             for temperature in temperatures:
                 temperature.grl_lambda = strength
 
-    def after_train_epoch(self, runner) -> None:
+    def after_train_epoch(self, runner: 'Runner') -> None:
         scalars = {}
         for name, temperatures in self.temperatures(unwrap(runner.model)).items():
             last = temperatures[0].last_temperature
@@ -182,7 +186,7 @@ class TeacherDataCheckHook(Hook):
 
     priority = 'HIGH'
 
-    def before_train(self, runner) -> None:
+    def before_train(self, runner: 'Runner') -> None:
         model = unwrap(runner.model)
         source = getattr(model, 'teacher', None)
         if source is None:
@@ -207,7 +211,7 @@ class TeacherEvalHook(Hook):
     def __init__(self, interval: int = 10) -> None:
         self.interval = check_count('TeacherEvalHook', 'interval', interval, 'batches')
 
-    def before_train(self, runner) -> None:
+    def before_train(self, runner: 'Runner') -> None:
         model = unwrap(runner.model)
         if getattr(model, 'teacher_model', None) is None:  # no teacher network (the weak head, a cache store)
             source = getattr(model, 'teacher', None)
@@ -255,7 +259,8 @@ class EMATeacherHook(Hook):
     priority = 'ABOVE_NORMAL'
 
     @staticmethod
-    def source(runner):
+    def source(runner: 'Runner') -> tuple:
+        """The distiller and its EMA teacher source."""
         model = unwrap(runner.model)
         source = getattr(model, 'teacher', None)
         if not callable(getattr(source, 'update', None)):
@@ -264,7 +269,7 @@ class EMATeacherHook(Hook):
                             "'EMATeacher', xi=0.99) or drop the hook")
         return model, source
 
-    def before_train(self, runner) -> None:
+    def before_train(self, runner: 'Runner') -> None:
         hooks = [hook for hook in runner.hooks if isinstance(hook, EMATeacherHook)]
         if len(hooks) > 1:  # each would average once per step: xi^2 (0.98 for 0.99) where the config says xi
             raise ValueError(f'{len(hooks)} EMATeacherHooks in the run: each updates the EMA teacher after every '
@@ -272,7 +277,7 @@ class EMATeacherHook(Hook):
                              'config and its _base_ may both list it in custom_hooks)')
         self.source(runner)[1].hook_attached = True
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+    def after_train_iter(self, runner: 'Runner', batch_idx: int, data_batch=None, outputs=None) -> None:
         if runner.optim_wrapper.should_update():  # with gradient accumulation, only after the step that updated
             model, source = self.source(runner)
             source.update(model.student)
@@ -307,13 +312,13 @@ class RandomStateHook(Hook):
     def __init__(self) -> None:
         self.resumed_state: Optional[dict] = None
 
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+    def before_save_checkpoint(self, runner: 'Runner', checkpoint: dict) -> None:
         checkpoint.setdefault('meta', {})['random_state'] = random_state()
 
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+    def after_load_checkpoint(self, runner: 'Runner', checkpoint: dict) -> None:
         self.resumed_state = (checkpoint.get('meta') or {}).get('random_state')
 
-    def before_train(self, runner) -> None:
+    def before_train(self, runner: 'Runner') -> None:
         from mmengine.runner import EpochBasedTrainLoop
         state, self.resumed_state = self.resumed_state, None
         if state is None or runner.iter == 0 or not isinstance(runner.train_loop, EpochBasedTrainLoop):
@@ -348,7 +353,7 @@ class AtomicCheckpointHook(CheckpointHook):
         super().__init__(*args, max_keep_ckpts=-1, **kwargs)  # pruning is ours, after the new file is complete
         self.keep_newest = max_keep_ckpts
 
-    def _save_checkpoint_with_step(self, runner, step, meta) -> None:
+    def _save_checkpoint_with_step(self, runner: 'Runner', step: int, meta: dict) -> None:
         from mmengine.dist import is_main_process
         from mmengine.fileio import LocalBackend
         if not isinstance(self.file_backend, LocalBackend):
