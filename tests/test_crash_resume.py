@@ -217,3 +217,14 @@ def test_a_resumed_epoch_based_run_draws_the_views_of_an_uninterrupted_one(cifar
     assert straight.keys() == resumed.keys()
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+
+
+def test_mmdet_2_fp16_switch_is_said_to_be_ignored(tmp_path, capsys):
+    """fp16=dict(loss_scale=512.) of mmdet / mmcls 2.x configs: mmengine reads no such key, the run trained in float32
+    without a word."""
+    cfg = train_tool().merge_args(*_args(tmp_path, '--cfg-options', 'fp16.loss_scale=512.0'))
+    assert cfg.fp16 == dict(loss_scale=512.0)
+    assert "fp16={'loss_scale': 512.0} is mmdet / mmcls 2.x's mixed-precision switch, which mmengine ignores" in \
+        capsys.readouterr().err
+    train_tool().merge_args(*_args(tmp_path))
+    assert 'fp16' not in capsys.readouterr().err

@@ -627,3 +627,44 @@ def test_tta_without_a_tta_model_takes_mmdets_default():
     assert {'flip', 'flip_direction'} <= set(last.transforms[1][0]['meta_keys'])
     from mmdet.registry import MODELS
     assert MODELS.get(cfg.model.type) is not None  # found from mmdet's scope (mmdet registers it in mmengine's)
+
+
+def test_a_dataset_the_student_cannot_train_on_is_refused_before_the_first_step(coco128):
+    """COCO's 80 classes for a 20-class box head: torch's "Target 45 is out of bounds" at some step; a Mask R-CNN
+    student on a pipeline without masks: mmdet's "'InstanceData' object has no attribute 'masks'"."""
+    from mmdet.registry import DATASETS
+    from mmengine.registry import DefaultScope
+
+    from kdplug.tasks.detection import TwoStageDetectionTask
+
+    def dataset(with_mask: bool):
+        cfg = dict(type='CocoDataset', data_root=str(coco128), ann_file='annotations/instances_train2017.json',
+                   data_prefix=dict(img='train2017/'),
+                   pipeline=[dict(type='LoadImageFromFile'),
+                             dict(type='LoadAnnotations', with_bbox=True, with_mask=with_mask)])
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            return DATASETS.build(cfg)
+
+    task = TwoStageDetectionTask()
+    task.check_dataset(dataset(False), build_detector(small()))
+    with pytest.raises(ValueError, match=r"the training dataset has 80 classes \('person', 'bicycle', 'car', \.\.\.\),"
+                                         r" the student's box head 20: .*roi_head.bbox_head.num_classes=80"):
+        task.check_dataset(dataset(False), build_detector(small(num_classes=20)))
+    mask_rcnn = dict(overrides(), cfg_path='mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
+    with pytest.raises(ValueError, match=r"mask head \(Mask R-CNN\), and the training pipeline loads no masks: use "
+                                         r"dict\(type='LoadAnnotations', with_bbox=True, with_mask=True\)"):
+        task.check_dataset(dataset(False), build_detector(mask_rcnn))
+    task.check_dataset(dataset(True), build_detector(mask_rcnn))
+
+
+def test_amp_without_a_gpu_is_refused_for_detection_tests(tmp_path, capsys):
+    """mmengine's CPU autocast is bfloat16: mmcv's NMS failed with "expected scalar type Float but found BFloat16"."""
+    from kdplug.tools.test import main as test_main
+    if torch.cuda.is_available():
+        pytest.skip('a GPU tests in float16')
+    checkpoint = tmp_path / 'x.pth'
+    torch.save({'state_dict': {}}, checkpoint)
+    with pytest.raises(SystemExit):
+        test_main([str(DETECTION / 'students' / 'faster-rcnn_r50_fpn_12e_coco128.py'), str(checkpoint), '--amp'])
+    said = capsys.readouterr().err
+    assert "--amp without a GPU tests in bfloat16 (mmengine's CPU autocast), which mmcv's NMS" in said

@@ -198,3 +198,15 @@ def test_a_teacher_without_a_network_says_why_it_is_not_evaluated():
     TeacherEvalHook(interval=10).before_train(runner)
     assert runner.logger.lines == ['TeacherEvalHook: the cached teacher (store) is not a network to evaluate (for a '
                                    'cache store, evaluate the checkpoint it was made from with tools/test.py)']
+
+
+def test_an_ema_teacher_is_not_evaluated_before_training():
+    """Before training the EMA teacher is the untrained student's copy: the hook evaluated it and warned that "the
+    teacher checkpoint is probably untrained" (there is no checkpoint)."""
+    from kdplug.engine.hooks import TeacherEvalHook
+    from kdplug.teachers.ema import EMATeacher
+    runner = fake_runner(3)
+    runner.model.teacher = EMATeacher(xi=0.9)
+    TeacherEvalHook(interval=10).before_train(runner)
+    assert runner.logger.lines == ["TeacherEvalHook: the EMA self-teacher is the student's own average, as untrained "
+                                   'as the student before training: nothing to evaluate (drop the hook)']

@@ -624,6 +624,11 @@ def test_a_checkpoint_teacher_trained_on_other_classes_is_refused(tmp_path, capl
     assert compare_classes(('aeroplane', 'automobile', 'bird', 'cat'), run, 't.pth') == (
         "the teacher checkpoint 't.pth' names 1 of its classes otherwise than the run's dataset (class 0: 'aeroplane' "
         "in the teacher, 'airplane' here): if they are other classes, the teacher teaches wrong ones")
+    # another count: 3 of COCO's classes with an 80-class teacher paired broccoli with the teacher's 'person'
+    with pytest.raises(ValueError, match=r"trained on 4 classes \('airplane', 'automobile', 'bird', \.\.\.\), the "
+                                         r"run's dataset has 2 \('bird', 'cat'\)"):
+        compare_classes(run, ('bird', 'cat'), 't.pth')
+    assert compare_classes(run, run[:2], 't.pth') is None  # the teacher's first classes, in order: aligned
 
 
 def test_the_classes_a_checkpoint_records_reach_the_teacher_source(tmp_path):

@@ -148,12 +148,6 @@ def classification_distiller(student: dict, teacher: dict, checkpoint: str, loss
                 teacher=dict(type='CheckpointTeacher', model=teacher, checkpoint=checkpoint), losses=losses)
 
 
-def teacher_cls_scores(teacher, inputs: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-    """The teacher's RoI classification logits on the given RoIs: backbone, neck and RoI head, never its RPN (as
-    the distiller scores the student's RoIs)."""
-    return teacher.roi_head._bbox_forward(teacher.extract_feat(inputs), rois)['cls_score']
-
-
 def bench_step(device: str, batch_size: int, repeat: int, warmup: int) -> None:
     from mmengine.optim import OptimWrapper
     from mmpretrain.structures import DataSample
@@ -176,9 +170,9 @@ def bench_step(device: str, batch_size: int, repeat: int, warmup: int) -> None:
     steps = [('student alone (resnet8x4)', lambda: alone.train_step(data, alone_wrapper))]
     teacher_inputs = student.data_preprocessor(data, False)['inputs']
 
-    def teacher_forward():
+    def teacher_forward():  # through the task, as a distillation step scores the batch
         with torch.no_grad():
-            student.teacher_model.head(student.teacher_model.extract_feat(teacher_inputs))
+            student.task.logits(student.teacher_model, teacher_inputs)
     steps.append(('teacher forward (resnet32x4)', teacher_forward))
 
     def both():
@@ -285,23 +279,21 @@ def bench_detection(device: str, batch_size: int, repeat: int, warmup: int, data
     alone_wrapper = optim_wrapper(alone)
     rows.append(row('student alone (R-50-FPN)', lambda: alone.train_step(data, alone_wrapper), device, repeat, warmup))
     model.to(device)
-    with torch.no_grad():
+    with torch.no_grad():  # the RoIs a training step samples, as the task records them
         batch = model.data_preprocessor(copy.deepcopy(data), True)
-        student_rois = model.student.rpn_head.predict(model.student.extract_feat(batch['inputs']),
-                                                      batch['data_samples'])
-    from mmdet.structures.bbox import bbox2roi
-    rois = bbox2roi([proposals.bboxes[:512] for proposals in student_rois])  # as many as the sampler keeps
+        sampled = model.task.student_forward(model.student, batch['inputs'], batch['data_samples'])
+    rois = sum(len(rows.logits) for rows in sampled.rows)
 
-    def teacher_forward():
+    def teacher_forward():  # the teacher scores those RoIs through the task, as in a distillation step
         with torch.no_grad():
-            teacher_cls_scores(model.teacher_model, batch['inputs'], rois)
-    rows.append(row(f'teacher forward (R-101-FPN, {len(rois)} RoIs)', teacher_forward, device, repeat, warmup))
+            model.task.teacher_logits(model.teacher_model, batch['inputs'], batch['data_samples'], sampled)
+    rows.append(row(f'teacher forward (R-101-FPN, {rois} RoIs)', teacher_forward, device, repeat, warmup))
     for name, losses, background in (
             ('KD', dict(kd=dict(type='KDLoss', temperature=1.0)), 'include'),
             ('KD, background excluded', dict(kd=dict(type='KDLoss', temperature=1.0)), 'exclude'),
             ('NKD', dict(nkd=dict(type='NKDLoss', temperature=1.0, gamma=1.5)), 'include'),
             ('NormKD', dict(normkd=dict(type='NormKDLoss')), 'include')):
-        model = wrapper = batch = rois = None  # free the previous row's model first
+        model = wrapper = batch = sampled = None  # free the previous row's model first
         model = distiller(losses, background).to(device)
         wrapper = optim_wrapper(model)
         rows.append(row(f'distillation step, {name}', lambda: model.train_step(data, wrapper), device, repeat, warmup))

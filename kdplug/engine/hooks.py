@@ -219,6 +219,11 @@ class TeacherEvalHook(Hook):
                                'to evaluate (for a cache store, evaluate the checkpoint it was made from with '
                                'tools/test.py)')
             return
+        source = getattr(model, 'teacher', None)
+        if not getattr(source, 'trained_before_the_run', True):
+            runner.logger.info(f'TeacherEvalHook: {source.description} is the student\'s own average, as '
+                               'untrained as the student before training: nothing to evaluate (drop the hook)')
+            return
         if runner.val_loop is None or runner.val_dataloader is None:
             runner.logger.warning('TeacherEvalHook: the run has no val_dataloader/val_evaluator: teacher not '
                                   'evaluated')

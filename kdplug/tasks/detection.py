@@ -126,6 +126,25 @@ class TwoStageDetectionTask(Task):
         """Foreground classes of the RoI box head (its logits have one more column: background)."""
         return getattr(box_head(model.roi_head), 'num_classes', None)
 
+    def check_dataset(self, dataset: Any, student: nn.Module) -> None:
+        """mmdet labels each box by its class's index in the dataset's ``metainfo['classes']``: more classes than
+        the student's box head put labels past its columns (torch's "Target 45 is out of bounds" at some step); a
+        student with a mask head on a pipeline that loads no masks failed in mmdet's words ("'InstanceData' object
+        has no attribute 'masks'")."""
+        classes = (getattr(dataset, 'metainfo', None) or {}).get('classes') or ()
+        num_classes = self.num_classes(student)
+        if num_classes is not None and len(classes) > num_classes:
+            raise ValueError(f'the training dataset has {len(classes)} classes ({", ".join(map(repr, classes[:3]))}, '
+                             f'...), the student\'s box head {num_classes}: the boxes of classes {num_classes} to '
+                             f'{len(classes) - 1} are past its columns. Set num_classes of both RoI heads '
+                             f'(roi_head.bbox_head.num_classes={len(classes)}), or give the dataset '
+                             'metainfo=dict(classes=...) with the classes to train')
+        loads = [step for step in getattr(getattr(dataset, 'pipeline', None), 'transforms', [])
+                 if type(step).__name__ == 'LoadAnnotations']
+        if getattr(student.roi_head, 'with_mask', False) and loads and not any(step.with_mask for step in loads):
+            raise ValueError('the student has a mask head (Mask R-CNN), and the training pipeline loads no masks: '
+                             "use dict(type='LoadAnnotations', with_bbox=True, with_mask=True)")
+
     def check_pair(self, student: nn.Module, teacher: nn.Module, data_preprocessor: nn.Module) -> None:
         super().check_pair(student, teacher, data_preprocessor)
         ours, theirs = stages_of(student.roi_head), stages_of(teacher.roi_head)

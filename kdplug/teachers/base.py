@@ -62,6 +62,9 @@ class TeacherSource(nn.Module):
     #: Whether its rows come from another network than the student (then rows with NaN or inf are left out of
     #: the losses and stop the run; a student's own head is the student's business).
     external = True
+    #: Whether it is a trained network when the run starts (kdplug.TeacherEvalHook evaluates only such a teacher: an
+    #: EMA self-teacher is then the untrained student's copy).
+    trained_before_the_run = True
     #: Positions of the STUDENT's backbone whose features this source reads (StudentOutput.features).
     student_positions: Tuple[str, ...] = ()
 

@@ -25,6 +25,7 @@ from .base import ModelTeacher
 class EMATeacher(ModelTeacher):
 
     description = 'the EMA self-teacher'
+    trained_before_the_run = False  # the student's running average: before training, the untrained student
 
     def __init__(self, xi: float = 0.99) -> None:
         super().__init__()

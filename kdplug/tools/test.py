@@ -204,6 +204,10 @@ def main(argv=None) -> None:
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     if args.amp:  # as mmpretrain's and mmdet's test tools
+        import torch
+        if cfg.get('default_scope') == 'mmdet' and not torch.cuda.is_available():
+            parser.error('--amp without a GPU tests in bfloat16 (mmengine\'s CPU autocast), which mmcv\'s NMS and '
+                         'RoIAlign do not take: test detection configs without --amp on a CPU')
         cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
     if args.no_pin_memory:
         cfg.test_dataloader = dict(copy.deepcopy(cfg.test_dataloader), pin_memory=False)

@@ -11,6 +11,7 @@ import glob
 import os
 import os.path as osp
 import re
+import sys
 from typing import Mapping, Optional, Sequence, Tuple
 
 from mmengine.config import Config, ConfigDict, DictAction
@@ -160,6 +161,10 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.merge_from_dict(args.cfg_options)
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if cfg.get('fp16') is not None and int(os.environ.get('RANK', '0')) == 0:  # mmdet 2.x's switch: nobody reads it
+        print(f'warning: fp16={cfg.fp16} is mmdet / mmcls 2.x\'s mixed-precision switch, which mmengine ignores: '
+              'this run trains in float32. Use --amp (optim_wrapper=dict(type=\'AmpOptimWrapper\', ...)) on a GPU',
+              file=sys.stderr, flush=True)
     if args.resume == 'auto' or (args.resume is None and cfg.get('resume') is True and not cfg.get('load_from')):
         checkpoint, note = resumable_checkpoint(cfg.work_dir)  # resume=True without a path in the config: the same
         if int(os.environ.get('RANK', '0')) == 0:  # under torchrun every rank makes the same choice
