@@ -655,14 +655,15 @@ def test_the_data_check_hook_shows_the_task_the_dataset_and_the_teacher_source_t
     from kdplug.engine.hooks import TeacherDataCheckHook
     seen = []
     source = types.SimpleNamespace(check_data=lambda dataset, num_images: seen.append(num_images),
+                                   check_schedule=lambda seed, epochs: seen.append((seed, epochs)),
                                    check_classes=seen.append)
     dataset = type('Data', (list,), {'metainfo': {'classes': ['cat', 'dog']}})([0, 1, 2])  # 3 images
     task = types.SimpleNamespace(check_dataset=lambda dataset, student: seen.append((len(dataset), student)))
     runner = types.SimpleNamespace(model=types.SimpleNamespace(teacher=source, task=task, student='student'),
-                                   cfg={'train_dataloader': {}},
+                                   cfg={'train_dataloader': {}}, seed=7, train_loop=object(),  # iteration-based
                                    train_dataloader=types.SimpleNamespace(dataset=dataset))
     TeacherDataCheckHook().before_train(runner)
-    assert seen == [(3, 'student'), 3, ('cat', 'dog')]  # the task checks the annotations first
+    assert seen == [(3, 'student'), 3, (7, None), ('cat', 'dog')]  # the task checks the annotations first
 
 
 def test_a_loss_comparing_rows_is_refused_where_rows_are_not_images():

@@ -113,6 +113,14 @@ def test_a_store_of_another_teacher_is_refused_at_build(store, tmp_path):
     cfg.dump(str(tmp_path / 'cfg.py'))
     with pytest.raises(TeacherCacheError, match='made from another teacher checkpoint'):
         distillers(str(tmp_path / 'cfg.py'), store['store'], {'kd': LOSSES['KD']})
+    # a checkpoint moved away is named as missing (it was "another teacher checkpoint": its path against a sha256)
+    from kdplug.registry import MODELS
+    moved = dict(copy.deepcopy(cfg.model), losses={'kd': LOSSES['KD']}, data_preprocessor=cfg.data_preprocessor,
+                 teacher=dict(type='CachedTeacher', store=store['store'], model=cfg.model.teacher.model,
+                              checkpoint=str(tmp_path / 'moved.pth')))
+    with pytest.raises(TeacherCacheError, match=r"the teacher checkpoint '.*moved.pth' does not exist: the cached "
+                                                r'teacher reads it once, to compare its sha256'):
+        MODELS.build(moved)
 
 
 def test_a_store_of_another_channel_order_is_refused_at_build(store, tmp_path):
@@ -228,6 +236,10 @@ def test_a_config_no_store_can_serve_is_refused_before_anything_is_scored(tmp_pa
         main([str(tmp_path / 'letkd.py'), '--out', str(tmp_path / 'store'), '--device', 'cpu', '--cfg-options',
               f'model.teacher.checkpoint={tmp_path / "not_trained_yet.pth"}'])
     assert not (tmp_path / 'store').exists()
+    # the teacher's own config (no model.teacher): the registry said ImageClassifier is not in kdplug's
+    with pytest.raises(SystemExit, match=r'resnet20_4e_cifar10-10k.py is not a distillation config \(its model has no '
+                                         r'teacher\)'):
+        main([str(REPO / 'configs' / 'demo' / 'teacher_resnet20_4e_cifar10-10k.py'), '--device', 'cpu'])
     with pytest.raises(TeacherCacheError, match=r"TwoStageDetectionTask distils rows that the student picks.*RoIs"):
         CachedTeacher(store=str(tmp_path / 'store'), model={}, checkpoint='teacher.pth').setup(
             TwoStageDetectionTask(), torch.nn.Linear(1, 1), torch.nn.Identity())
@@ -332,6 +344,28 @@ def test_epochs_mode_serves_a_seeded_run_of_the_same_config_through_the_runner(t
     runner.model.teacher.teach = checked
     runner.train()
     assert sum(served) == 2 * IMAGES  # every image of both epochs found its view
+
+
+def test_an_epochs_store_refuses_another_seed_or_more_epochs_before_the_first_step(tmp_path, cifar10_root,
+                                                                                  teacher_checkpoint):
+    """A run of another seed met a view the store does not hold at its first step, a run of more epochs trained
+    those the store holds and stopped at the first one past them; each message listed five possible causes."""
+    from runner_helpers import make_runner
+
+    from kdplug.teachers.cache_store import TeacherCacheError
+    from kdplug.tools.cache_teacher import main
+    cfg = epochs_config(tmp_path, cifar10_root, teacher_checkpoint, seed=7, workers=0)
+    main([str(tmp_path / 'cached.py'), '--mode', 'epochs', '--device', 'cpu'])
+    other_seed = copy.deepcopy(cfg)
+    other_seed.randomness = dict(seed=8)
+    with pytest.raises(TeacherCacheError, match=r"holds the views of a run seeded with 7 \(epochs mode\); this run's "
+                                                r'seed is 8: train with randomness.seed=7'):
+        make_runner(other_seed).train()
+    longer = copy.deepcopy(cfg)
+    longer.train_cfg.max_epochs = 3
+    with pytest.raises(TeacherCacheError, match=r'holds the views of 2 epoch\(s\) \(epochs mode\); this run trains 3: '
+                                                r'train with train_cfg.max_epochs=2'):
+        make_runner(longer).train()
 
 
 def test_epochs_mode_counts_the_images_a_padded_epoch_draws_twice():
@@ -495,14 +529,15 @@ def test_the_printed_train_command_carries_the_job_s_options_and_seed_through_to
 
     from kdplug.tools.cache_teacher import Setup, parse_args
     from kdplug.tools.train import parse_args as train_args
-    args = parse_args(['my cfg.py', '--mode', 'epochs', '--seed', '3', '--cfg-options',
+    args = parse_args(['my cfg.py', '--mode', 'epochs', '--seed', '3', '--epochs', '2', '--cfg-options',
                        'train_dataloader.batch_size=32', 'model.teacher.checkpoint=runs/t.pth'])
     command = Setup.train_command(SimpleNamespace(reads_store=False, out='work_dirs/store'), args)
     parsed = train_args(shlex.split(command)[2:])
     assert parsed.config == 'my cfg.py'
+    # --epochs 2 of a 30-epoch config: the run trained 30 and stopped after the second
     assert parsed.cfg_options == {'train_dataloader.batch_size': 32, 'model.teacher.checkpoint': 'runs/t.pth',
-                                  'randomness.seed': 3, 'model.teacher.type': 'CachedTeacher',
-                                  'model.teacher.store': 'work_dirs/store'}
+                                  'randomness.seed': 3, 'train_cfg.max_epochs': 2,
+                                  'model.teacher.type': 'CachedTeacher', 'model.teacher.store': 'work_dirs/store'}
     reads = Setup.train_command(SimpleNamespace(reads_store=True, out='x', config_store='x'), parse_args(['cached.py']))
     assert reads == 'python tools/train.py cached.py'
     # a CachedTeacher config whose store went elsewhere (--out): the line read the config's own store

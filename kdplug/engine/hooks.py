@@ -179,7 +179,9 @@ class CTKDCurriculumHook(Hook):
 class TeacherDataCheckHook(Hook):
     """Before training, show the teacher source the run's training data (its dataset config and length, and its
     class names): the cached teacher refuses a store made with another pipeline or number of images before the first
-    step (:meth:`kdplug.teachers.base.TeacherSource.check_data`), a checkpoint teacher trained on other classes is
+    step (:meth:`kdplug.teachers.base.TeacherSource.check_data`, and
+    :meth:`~kdplug.teachers.base.TeacherSource.check_schedule` another seed or more epochs than an epochs-mode store
+    holds), a checkpoint teacher trained on other classes is
     refused (:meth:`~kdplug.teachers.base.TeacherSource.check_classes`); the task checks the annotations
     (:meth:`kdplug.tasks.base.Task.check_dataset`: labels outside the student's classes). In ``default_hooks`` of
     configs/_base_/distill_runtime.py, where a config's own ``custom_hooks`` do not replace it."""
@@ -194,6 +196,9 @@ class TeacherDataCheckHook(Hook):
         model.task.check_dataset(runner.train_dataloader.dataset, model.student)
         dataset = (runner.cfg.get('train_dataloader') or {}).get('dataset')
         source.check_data(dataset, len(runner.train_dataloader.dataset))
+        from mmengine.runner import EpochBasedTrainLoop
+        epochs = runner.train_loop.max_epochs if isinstance(runner.train_loop, EpochBasedTrainLoop) else None
+        source.check_schedule(runner.seed, epochs)
         classes = (getattr(runner.train_dataloader.dataset, 'metainfo', None) or {}).get('classes')
         if classes:
             source.check_classes(tuple(classes))

@@ -86,6 +86,11 @@ class TeacherSource(nn.Module):
         """Called once before training (``kdplug.TeacherDataCheckHook``) with the run's training dataset config and
         its length: a source whose logits depend on the data (the cached teacher) refuses data it cannot serve."""
 
+    def check_schedule(self, seed: Optional[int], max_epochs: Optional[int]) -> None:
+        """Called once before training (``kdplug.TeacherDataCheckHook``) with the run's seed and number of epochs
+        (None for an iteration-based run): a source that holds what a seeded run draws (the cached teacher's epochs
+        mode) refuses another seed, or more epochs than it holds, before the first step."""
+
     def check_classes(self, classes: Sequence[str]) -> None:
         """Called once before training (``kdplug.TeacherDataCheckHook``) with the class names of the run's training
         dataset: a source whose teacher was trained on named classes (a checkpoint's meta) refuses other ones, or

@@ -20,6 +20,7 @@ another seed / sampler / batch size / workers). It never falls back to a teacher
 on the teacher's features, are refused at build (:func:`check_cacheable`).
 """
 import inspect
+import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -132,6 +133,11 @@ class CachedTeacher(TeacherSource):
                                     'Drop the batch augments or distil with CheckpointTeacher')
         store = TeacherCacheStore.open(self.store_path)
         recorded = store.header.get('made_from', {})
+        if '://' not in self.checkpoint and not os.path.isfile(self.checkpoint):  # not "another checkpoint"
+            raise TeacherCacheError(f'the teacher checkpoint {self.checkpoint!r} does not exist: the cached teacher '
+                                    'reads it once, to compare its sha256 with that of the checkpoint the store was '
+                                    f'made from ({str(recorded.get("teacher_checkpoint"))[:12]}...). Give '
+                                    'model.teacher.checkpoint the path of that file')
         ours = made_from(task, self.model_cfg, self.checkpoint, data_preprocessor)
         for key in ('teacher_checkpoint', 'teacher_model', 'preprocess'):
             if recorded.get(key) != ours[key]:
@@ -200,6 +206,24 @@ class CachedTeacher(TeacherSource):
                                     f'run trains on {num_images}: the store was made from another dataset or subset; '
                                     'make it again from this config')
         self.data_checked = True
+
+    def check_schedule(self, seed: Optional[int], max_epochs: Optional[int]) -> None:
+        """An epochs-mode store holds the views of ``epochs`` epochs drawn with ``seed``: a run of another seed met a
+        view it does not hold at its first step, and a run of more epochs trained them, then stopped at the first
+        step past them, each with a message that listed five possible causes."""
+        header = self.store.header
+        if header['mode'] != 'epochs':
+            return
+        made_seed, made_epochs = header.get('seed'), header.get('epochs')
+        if made_seed is not None and seed != made_seed:
+            raise TeacherCacheError(f'the teacher cache {self.store_path} holds the views of a run seeded with '
+                                    f'{made_seed} (epochs mode); this run\'s seed is {seed}: train with '
+                                    f'randomness.seed={made_seed}, or make the store again with this seed')
+        if made_epochs is not None and max_epochs is not None and max_epochs > made_epochs:
+            raise TeacherCacheError(f'the teacher cache {self.store_path} holds the views of {made_epochs} epoch(s) '
+                                    f'(epochs mode); this run trains {max_epochs}: train with '
+                                    f'train_cfg.max_epochs={made_epochs}, or make the store again with --epochs '
+                                    f'{max_epochs}')
 
     def teach(self, task: Task, inputs: Any, data_samples: List, student: StudentOutput,
               positions: Sequence[str] = (), with_logits: bool = True

@@ -127,6 +127,10 @@ class Setup:
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
         init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+        if 'teacher' not in cfg.model:  # a teacher's own config: the registry said ImageClassifier is unknown
+            raise SystemExit(f'cache_teacher.py: {args.config} is not a distillation config (its model has no '
+                             'teacher): give the distillation config whose model.teacher is the CheckpointTeacher to '
+                             'cache, e.g. configs/kd/...; the teacher\'s own config trains the teacher')
         teacher_cfg = cfg.model.get('teacher') or {}
         store = None
         self.reads_store = str(teacher_cfg.get('type', '')).split('.')[-1] == 'CachedTeacher'
@@ -182,6 +186,8 @@ class Setup:
         options = dict(args.cfg_options or {})
         if args.mode == 'epochs' and args.seed is not None:  # the seed the views were drawn with
             options['randomness.seed'] = args.seed
+        if args.mode == 'epochs' and args.epochs is not None:  # the epochs it holds: a longer run is refused
+            options['train_cfg.max_epochs'] = args.epochs
         if not self.reads_store:
             options.update({'model.teacher.type': 'CachedTeacher', 'model.teacher.store': self.out})
         elif self.out != self.config_store:  # --out elsewhere than the CachedTeacher's own store
