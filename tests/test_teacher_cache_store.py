@@ -150,3 +150,27 @@ def test_a_store_the_disk_cannot_hold_is_refused_before_anything_is_written(tmp_
     with pytest.raises(TeacherCacheError, match='no space left for .*logits.npy'):
         TeacherCacheStore.create(str(tmp_path / 'filled_meanwhile'), header())
     assert not (tmp_path / 'filled_meanwhile' / 'header.json').exists()  # not a store: nothing will read it
+
+
+def test_a_copy_of_the_dataset_with_the_same_names_and_other_files_is_refused(tmp_path):
+    """Images are matched by their last two path components (the data root may move): a copy whose files have the
+    same names and other pixels (another resize or encoding) was served the store's logits without a word. The
+    store records each file's size; a store without sizes (made before) and a dataset of arrays are not compared."""
+    files = []
+    for root in ('made', 'copy'):
+        for i in range(4):
+            path = tmp_path / root / f'c{i}' / f'{i}.jpg'
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(bytes(100 + i + (root == 'copy' and i == 2) * 7))  # image 2 of the copy differs
+            files.append(str(path))
+    made, copy = files[:4], files[4:]
+    store = TeacherCacheStore.create(str(tmp_path / 'store'), header(), made, [[i] for i in range(4)])
+    store.check_images([0, 1, 3], [copy[0], copy[1], copy[3]])  # the same files elsewhere
+    with pytest.raises(TeacherCacheError, match=r'image 2 of this run, .*copy/c2/2.jpg, has 109 bytes; the store was '
+                                                r'made from a file of 102 bytes under that name: another copy'):
+        store.check_images([2], [copy[2]])
+    images = json.loads((tmp_path / 'store' / 'images.json').read_text())
+    del images['sizes']
+    (tmp_path / 'store' / 'images.json').write_text(json.dumps(images))
+    store._images = None  # read again
+    store.check_images([2], [copy[2]])  # an older store: names only

@@ -98,7 +98,10 @@ class TeacherCacheStore:
             return cls(path, old, mode='r+')
         path.mkdir(parents=True, exist_ok=True)
         reserve_space(path, sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in arrays.values()))
+        # each file's size too: a copy of the dataset whose files have the same names and other pixels (another
+        # resize, a re-encoding) was served the logits of the store's images without a word
         write_json(path / IMAGES, {'images': [image_key(p) for p in images or []],
+                                   'sizes': [file_size(p) for p in images or []],
                                    'labels': [[int(v) for v in label] for label in labels or []]})
         for name, (shape, dtype) in arrays.items():
             np.lib.format.open_memmap(path / name, mode='w+', dtype=dtype, shape=shape).flush()
@@ -161,7 +164,8 @@ class TeacherCacheStore:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TeacherCacheError(f'{self.path / IMAGES} cannot be read ({exc.__class__.__name__}: {exc}): the '
                                     f'store is damaged; {REMAKE}') from None
-        return {'file': images, 'label': labels}
+        sizes = recorded.get('sizes', []) if isinstance(recorded.get('sizes', []), list) else []
+        return {'file': images, 'label': labels, 'size': sizes}
 
     def check_images(self, sample_idx: Sequence[int], paths: Optional[Sequence[str]] = None,
                      labels: Optional[Sequence[Sequence[int]]] = None) -> None:
@@ -181,6 +185,15 @@ class TeacherCacheStore:
                         f'image {int(index)} of this run has the {what} {value!r}, in the teacher cache {there!r}: '
                         'the store was made from another dataset (list, order, subset or split); make it again '
                         'from this config')
+        sizes = self._images['size']
+        if sizes and paths is not None:
+            for index, path in zip(sample_idx, paths):
+                there, here = sizes[int(index)] if 0 <= int(index) < len(sizes) else -1, file_size(path)
+                if there >= 0 and here >= 0 and there != here:
+                    raise TeacherCacheError(
+                        f'image {int(index)} of this run, {path}, has {here} bytes; the store was made from a file '
+                        f'of {there} bytes under that name: another copy of the dataset (the same names, other '
+                        'pixels: another resize or encoding). Make the store again from this copy')
 
     def lookup(self, sample_idx: Sequence[int], views: Sequence[Mapping[str, Sequence]]) -> np.ndarray:
         """The rows of (image, view) pairs, (B, C): for each, the slot whose recorded view is that view."""
@@ -262,6 +275,14 @@ def allocate(path: Path) -> None:
                                         ': give --out on a larger disk') from None
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise
+
+
+def file_size(path: str) -> int:
+    """The size of an image file in bytes, -1 where there is none (a dataset held as arrays)."""
+    try:
+        return os.path.getsize(path)
+    except (OSError, TypeError):
+        return -1
 
 
 def image_key(path: str) -> str:
