@@ -660,7 +660,8 @@ def test_the_data_check_hook_shows_the_task_the_dataset_and_the_teacher_source_t
     dataset = type('Data', (list,), {'metainfo': {'classes': ['cat', 'dog']}})([0, 1, 2])  # 3 images
     task = types.SimpleNamespace(check_dataset=lambda dataset, student: seen.append((len(dataset), student)))
     runner = types.SimpleNamespace(model=types.SimpleNamespace(teacher=source, task=task, student='student'),
-                                   cfg={'train_dataloader': {}}, seed=7, train_loop=object(),  # iteration-based
+                                   cfg={'train_dataloader': {}, 'randomness': {'seed': 7}},
+                                   train_loop=object(),  # iteration-based
                                    train_dataloader=types.SimpleNamespace(dataset=dataset))
     TeacherDataCheckHook().before_train(runner)
     assert seen == [(3, 'student'), 3, (7, None), ('cat', 'dog')]  # the task checks the annotations first

@@ -198,7 +198,8 @@ class TeacherDataCheckHook(Hook):
         source.check_data(dataset, len(runner.train_dataloader.dataset))
         from mmengine.runner import EpochBasedTrainLoop
         epochs = runner.train_loop.max_epochs if isinstance(runner.train_loop, EpochBasedTrainLoop) else None
-        source.check_schedule(runner.seed, epochs)
+        # the config's seed: runner.seed adds each rank's number under diff_rank_seed (None: mmengine draws one)
+        source.check_schedule((runner.cfg.get('randomness') or {}).get('seed'), epochs)
         classes = (getattr(runner.train_dataloader.dataset, 'metainfo', None) or {}).get('classes')
         if classes:
             source.check_classes(tuple(classes))
