@@ -531,7 +531,7 @@ def check_logits(student_logits: Tensor, teacher_logits: Tensor) -> Tuple[Tensor
     return student_logits.float(), teacher_logits.detach().float()
 
 
-def check_row_weights(weight: Tensor, rows: int) -> Tensor:
+def valid_row_weights(weight: Tensor, rows: int) -> Tensor:
     """``weight`` if it is one weight per row, (rows,), finite and >= 0 (0 leaves a row out); a ValueError otherwise.
     An (N, 1) or (1,) weight would broadcast into another loss, a negative one reward it. The values are tested on a
     CPU only: on an accelerator the test would synchronise every step (kdplug's tasks give weights in [0, 1])."""
@@ -546,12 +546,12 @@ def check_row_weights(weight: Tensor, rows: int) -> Tensor:
 def reduce_per_sample(per_sample: Tensor, weight: Optional[Tensor] = None) -> Tensor:
     """The one reduction of kdplug: the (weighted) mean over samples of a per-sample loss (N,).
 
-    With ``weight`` (N,) (:func:`check_row_weights`), the result is sum(w * loss) / sum(w). An empty batch, or all
+    With ``weight`` (N,) (:func:`valid_row_weights`), the result is sum(w * loss) / sum(w). An empty batch, or all
     weights 0, gives 0 that still belongs to the graph (documented: nothing to distil contributes nothing), never NaN.
     """
     if per_sample.dim() != 1:
         raise ValueError(f'expected a per-sample loss of shape (N,), got {tuple(per_sample.shape)}')
     if weight is None:
         return per_sample.sum() / max(per_sample.numel(), 1)
-    weight = check_row_weights(weight, per_sample.shape[0]).to(per_sample)
+    weight = valid_row_weights(weight, per_sample.shape[0]).to(per_sample)
     return (weight * per_sample).sum() / weight.sum().clamp_min(1e-12)

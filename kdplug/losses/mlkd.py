@@ -86,7 +86,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .base import LogitLoss
-from .functional import Temperature, apply_logit_norm, check_hyperparameter, check_logits, check_row_weights
+from .functional import Temperature, apply_logit_norm, check_hyperparameter, check_logits, valid_row_weights
 from .kd import kd_per_sample
 
 #: The temperatures after the loss's own, in the authors' order (KD_ours lines 115-162): (T, 3, 5, 2, 6).
@@ -295,7 +295,7 @@ class MLKDLoss(LogitLoss):
         num_samples = rows // self.views
         keep = None
         if weight is not None:
-            kept_rows = check_row_weights(weight, rows).detach() > 0
+            kept_rows = valid_row_weights(weight, rows).detach() > 0
             keep = kept_rows.reshape(self.views, num_samples).all(dim=0).to(student_logits)
         if num_samples == 0:
             return student_logits.sum() * 0.0
