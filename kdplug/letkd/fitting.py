@@ -25,9 +25,10 @@ a task with image targets gives (``ClassificationTask``).
 import copy
 import math
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Tuple
 
 import torch
+from torch import nn
 
 from kdplug.engine.checkpoint import checkpoint_identity
 
@@ -35,6 +36,10 @@ from . import codewords
 from .codewords import Log
 from .io import new_codewords_file
 from .loss import align_teacher_feature, rows
+
+if TYPE_CHECKING:
+    from mmengine.config import Config
+    from torch.utils.data import DataLoader
 
 
 class CodewordsFitError(ValueError):
@@ -45,7 +50,7 @@ def _silent(_message: str) -> None:
     """No progress messages."""
 
 
-def build_distiller(cfg, device: torch.device):
+def build_distiller(cfg: 'Config', device: torch.device) -> nn.Module:
     """The distiller of ``cfg`` (teacher loaded) with the run's data preprocessor, as the Runner builds it; in the
     current default scope, in eval mode on ``device``."""
     from mmengine.registry import MODELS
@@ -61,13 +66,13 @@ def build_distiller(cfg, device: torch.device):
     return distiller.to(device).eval()
 
 
-def teacher_checkpoint(cfg) -> Optional[str]:
+def teacher_checkpoint(cfg: 'Config') -> Optional[str]:
     """The checkpoint of the config's teacher (``model.teacher.checkpoint``), or None (e.g. an EMA teacher)."""
     teacher = cfg.model.get('teacher')
     return teacher.get('checkpoint') if isinstance(teacher, dict) else None
 
 
-def letkd_specs(distiller, out: Optional[str]) -> List[dict]:
+def letkd_specs(distiller: nn.Module, out: Optional[str]) -> List[dict]:
     """One dict per letKD loss of ``distiller``: its name, student module (position and layer), teacher stage,
     level, file (``out`` or the loss's ``codewords``), K (per class at the intermediate level)."""
     from kdplug.models.student_modules import student_modules
@@ -98,7 +103,8 @@ def letkd_specs(distiller, out: Optional[str]) -> List[dict]:
     return specs
 
 
-def build_loader(cfg, batch_size: Optional[int], workers: Optional[int], seed: int, augment: bool):
+def build_loader(cfg: 'Config', batch_size: Optional[int], workers: Optional[int], seed: int,
+                 augment: bool) -> 'DataLoader':
     """The config's training dataloader, shuffled with ``seed``, with the test pipeline unless ``augment``."""
     from mmengine.runner import Runner
     loader_cfg = copy.deepcopy(cfg.train_dataloader)
@@ -119,7 +125,7 @@ def build_loader(cfg, batch_size: Optional[int], workers: Optional[int], seed: i
 
 
 @torch.no_grad()
-def student_sizes(distiller, inputs: torch.Tensor, specs: List[dict]) -> Dict[str, Tuple[int, int]]:
+def student_sizes(distiller: nn.Module, inputs: torch.Tensor, specs: List[dict]) -> Dict[str, Tuple[int, int]]:
     """The spatial size of the feature each student layer sees on ``inputs`` (the teacher's is pooled to it), from
     one forward of the student's backbone through the task, in eval mode."""
     sizes: Dict[str, Tuple[int, int]] = {}
@@ -153,8 +159,8 @@ def _labels(distiller, data_samples: list, take: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def collect(distiller, loader, specs: List[dict], device: torch.device, max_images: Optional[int], max_vectors: int,
-            seed: int, log: Log = None) -> None:
+def collect(distiller: nn.Module, loader: Iterable, specs: List[dict], device: torch.device,
+            max_images: Optional[int], max_vectors: int, seed: int, log: Log = None) -> None:
     """Teacher features (subsampled positions) into ``spec['x']``, and for the intermediate level their image labels
     into ``spec['y']`` (None at the penultimate level); ``log`` hears of every tenth of the images."""
     say = log or _silent
@@ -224,9 +230,10 @@ def fit_section(spec: dict, device: torch.device, iters: int, seed: int, log: Lo
     return section
 
 
-def fit_codewords(cfg, out: Optional[str] = None, device: Optional[str] = None, max_images: Optional[int] = None,
-                  max_vectors: int = 1_000_000, batch_size: Optional[int] = None, workers: Optional[int] = None,
-                  iters: int = 30, seed: int = 0, augment: bool = False, log: Log = None) -> Dict[str, dict]:
+def fit_codewords(cfg: 'Config', out: Optional[str] = None, device: Optional[str] = None,
+                  max_images: Optional[int] = None, max_vectors: int = 1_000_000, batch_size: Optional[int] = None,
+                  workers: Optional[int] = None, iters: int = 30, seed: int = 0, augment: bool = False,
+                  log: Log = None) -> Dict[str, dict]:
     """Fit the codewords of every LetKDLoss of ``cfg`` (an mmengine Config); returns file path -> contents (the
     format of :mod:`kdplug.letkd.io`, not written: :func:`kdplug.letkd.io.save_codewords_file` writes one).
     ``out``: one file for every loss instead of the paths the config names; ``log`` hears of the progress."""

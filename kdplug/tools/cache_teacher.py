@@ -31,7 +31,7 @@ import itertools
 import os.path as osp
 import shlex
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ from kdplug.engine.checkpoint import allow_mmengine_checkpoints
 from kdplug.tools import read_config
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
     parser.add_argument('--out', help='the store folder (default: the store of a CachedTeacher config, else '
@@ -338,7 +338,7 @@ def cache_epochs(setup: Setup, args: argparse.Namespace) -> Tuple[object, int]:
     return store, scored
 
 
-def main(argv=None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     from mmengine.dist import get_dist_info, init_dist
 
     from kdplug.teachers.cache_store import TeacherCacheStore

@@ -9,11 +9,12 @@ A student built only from mmpretrain / mmdet components needs no kdplug to load;
 then finds them by name (``kdplug.ResNet8x4``): no custom_imports.
 """
 import argparse
+from typing import Optional, Sequence
 
 from kdplug.distillers.export import export_student
 
 
-def main(argv=None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('checkpoint', help='a checkpoint written by a kdplug distillation run')
     parser.add_argument('out', help='where to write the student-only checkpoint')

@@ -19,14 +19,14 @@ Also ``kdplug-fit-codewords`` and ``python -m kdplug.tools.fit_codewords`` from 
 """
 import argparse
 import os
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional, Sequence
 
 
 def log(message: str) -> None:
     print(f'[fit_codewords] {message}', flush=True)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='a letKD distillation config (kdplug.Distiller with LetKDLoss losses)')
@@ -65,7 +65,7 @@ def write_files(files: Mapping[str, Mapping]) -> None:
         log(f'wrote {path}: ' + ', '.join(f'{module} ({s["level"]})' for module, s in contents['sections'].items()))
 
 
-def run(argv=None) -> Dict[str, dict]:
+def run(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
     """Parse ``argv``, fit, write; returns the files written (path -> contents)."""
     from kdplug.letkd.fitting import CodewordsFitError, fit_codewords
     from kdplug.tools import read_config
@@ -83,7 +83,7 @@ def run(argv=None) -> Dict[str, dict]:
     return files
 
 
-def main(argv=None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     run(argv)
 
 

@@ -31,7 +31,7 @@ import numbers
 import os
 import os.path as osp
 import sys
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import mmengine
 from mmengine.config import Config, ConfigDict, DictAction
@@ -159,7 +159,7 @@ def json_metrics(metrics: dict) -> dict:
 METRICS_SUFFIXES = ('.json', '.yaml', '.yml', '.pkl', '.pickle')
 
 
-def main(argv=None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description='Evaluate a checkpoint')
     parser.add_argument('config')
     parser.add_argument('checkpoint')

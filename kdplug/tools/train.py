@@ -22,7 +22,7 @@ from kdplug.engine.checkpoint import load_checkpoints_strictly, route_local_chec
 from kdplug.tools import read_config
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a model (kdplug distillation or a plain teacher)')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
@@ -215,7 +215,7 @@ def load_student_weights_into_the_student(runner: Runner) -> None:
     runner.load_checkpoint = load_checkpoint
 
 
-def main(argv=None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     route_local_checkpoint_loads()  # resume / load_from: weights only (torch >= 2.6's default), kdplug's messages
     allocator = 'malloc left as it is (--default-malloc)' if args.default_malloc else keep_freed_memory()
