@@ -512,7 +512,7 @@ def hard_labels(target: Optional[Tensor], num_samples: int, num_classes: int, me
     return target
 
 
-def check_classes(logits: Tensor) -> None:
+def check_class_count(logits: Tensor) -> None:
     """Refuse logits of fewer than 2 classes: a softmax over one class is 1 whatever its logit, so every loss would
     be a silent 0 (and over none, undefined)."""
     if logits.shape[-1] < 2:
@@ -527,7 +527,7 @@ def check_logits(student_logits: Tensor, teacher_logits: Tensor) -> Tuple[Tensor
         raise ValueError(
             f'student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} must '
             'both be (N, C) with the same number of classes: check num_classes of the two heads')
-    check_classes(student_logits)
+    check_class_count(student_logits)
     return student_logits.float(), teacher_logits.detach().float()
 
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .functional import (EXCLUDED_LOGIT, check_classes, check_hyperparameter, descending_order, hard_labels,
+from .functional import (EXCLUDED_LOGIT, check_class_count, check_hyperparameter, descending_order, hard_labels,
                          reduce_per_sample)
 
 #: Weak-head label smoothing of the authors' code (their lines 59 and 61).
@@ -194,7 +194,7 @@ class USKDLoss(nn.Module):
         if student_logits.shape != weak_logits.shape or student_logits.dim() != 2:
             raise ValueError(f'student logits {tuple(student_logits.shape)} and weak-head logits '
                              f'{tuple(weak_logits.shape)} must both be (N, C)')
-        check_classes(student_logits)
+        check_class_count(student_logits)
         per_sample = uskd_per_sample(student_logits, weak_logits, target, self.alpha, self.beta, self.mu)
         return self.loss_weight * reduce_per_sample(per_sample)
 
