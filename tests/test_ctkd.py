@@ -13,8 +13,8 @@ from torch import nn
 
 from kdplug.engine.hooks import CTKDCurriculumHook
 from kdplug.losses import KDLoss
-from kdplug.losses.ctkd import CTKDLoss, cosine_curriculum
-from kdplug.losses.functional import LearnableTemperature, Temperature, reverse_gradient
+from kdplug.losses.ctkd import CTKDLoss, LearnableTemperature, cosine_curriculum, reverse_gradient
+from kdplug.losses.functional import Temperature
 from kdplug.registry import MODELS
 
 

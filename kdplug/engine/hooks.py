@@ -13,8 +13,8 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 
 from kdplug.engine.checkpoint import replaced_whole
-from kdplug.losses.ctkd import cosine_curriculum
-from kdplug.losses.functional import LearnableTemperature, check_hyperparameter
+from kdplug.losses.ctkd import LearnableTemperature, cosine_curriculum
+from kdplug.losses.functional import check_hyperparameter
 
 if TYPE_CHECKING:
     from mmengine.runner import Runner
@@ -106,7 +106,7 @@ class LossWarmupHook(Hook):
 class CTKDCurriculumHook(Hook):
     """CTKD's curriculum (Li et al., "Curriculum Temperature for Knowledge Distillation", AAAI 2023,
     arXiv:2211.16231, eq. 11): before every training iteration, the gradient-reversal strength lambda of every
-    learned temperature (:class:`~kdplug.losses.functional.LearnableTemperature`, e.g. in ``CTKDLoss``) among the
+    learned temperature (:class:`~kdplug.losses.ctkd.LearnableTemperature`, e.g. in ``CTKDLoss``) among the
     distiller's losses is set to
 
         lambda_n = lambda_min + 1/2 (lambda_max - lambda_min) (1 + cos((1 + min(n, loops) / loops) pi))

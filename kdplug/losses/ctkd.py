@@ -11,7 +11,7 @@ strength lambda follows an easy-to-hard curriculum over the epochs:
 with n the epoch counted from 1 and E the curriculum's length in epochs (10 of 240 on CIFAR, 5 of 120 on
 ImageNet). The student minimises L_CTKD; the temperature gets -lambda times its gradient, so it moves to raise the
 loss, more and more as lambda grows from 0 to 1. The temperature is
-:class:`~kdplug.losses.functional.LearnableTemperature`, a submodule of the loss: the distiller's optimizer trains
+:class:`LearnableTemperature`, a submodule of the loss: the distiller's optimizer trains
 it, its checkpoints hold it. ``kdplug.CTKDCurriculumHook`` sets lambda before every training iteration from the
 runner's epoch.
 
@@ -21,7 +21,7 @@ What kdplug follows, file by file (zhengli97/CTKD at commit 7d52522):
   ``KLDivLoss(reduction='batchmean')(log_softmax(s / T), softmax(t / T)) * T * T``, the same T for student and
   teacher; for the instance-wise T, the README's section "Instance-wise Temperature": the mean over the samples of
   T_i^2 KL_i;
-* the temperature, the GRL and how T is formed: see :class:`~kdplug.losses.functional.LearnableTemperature`
+* the temperature, the GRL and how T is formed: see :class:`LearnableTemperature`
   (``models/temp_global.py`` lines 9-40, ``helper/loops.py`` lines 132-134);
 * the curriculum: ``train_student.py`` lines 186-202 (``CosineDecay.get_value``: the step clamped to [0, E], then
   (cos(n pi / E) + 1) / 2 scaled between the bounds), called with the epoch counted from 1 (lines 409-419), with
@@ -42,14 +42,143 @@ probabilities), and the instance-wise MLP sees detached inputs (its code is not 
 Defaults: t_start = 1, t_range = 20 (T in (1, 21)), global temperature.
 """
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from .base import LogitLoss
-from .functional import LearnableTemperature, check_hyperparameter, softened_kl_rows
+from .functional import Temperature, check_hyperparameter, softened_kl_rows
 
 MODES = ('global', 'instance')
+
+
+class _GradientReversal(torch.autograd.Function):
+    """Identity forward; the gradient times ``-strength`` backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, strength: float) -> Tensor:
+        ctx.strength = strength
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tuple[Tensor, None]:
+        return grad * -ctx.strength, None
+
+
+def reverse_gradient(x: Tensor, strength: float) -> Tensor:
+    """The gradient reversal layer (Ganin and Lempitsky, "Unsupervised Domain Adaptation by Backpropagation",
+    ICML 2015, arXiv:1409.7495): ``x`` unchanged forward, the incoming gradient multiplied by ``-strength``
+    backward. ``strength`` is CTKD's lambda (0 stops the gradient, 1 reverses it fully)."""
+    return _GradientReversal.apply(x, float(strength))
+
+
+class LearnableTemperature(nn.Module, Temperature):
+    """The temperature learned by CTKD: a :class:`Temperature` whose value is trained, adversarially, with the
+    student (Li et al., "Curriculum Temperature for Knowledge Distillation", AAAI 2023, arXiv:2211.16231).
+
+    One temperature per batch (global) or per sample (instance-wise), shared by student and teacher::
+
+        T = t_start + t_range * sigmoid(GRL(T_pred)),     T in (t_start, t_start + t_range)
+
+    * global: ``T_pred`` is one parameter, initialised to 1 (T = 1 + 20 sigmoid(1) = 15.62 with the defaults);
+    * instance-wise (``num_classes`` given): ``T_pred_i = MLP([softmax(t_i), softmax(s_i)])``, a two-layer MLP
+      (Linear(2C, hidden), ReLU, Linear(hidden, 1)) on the concatenated class probabilities of teacher and
+      student, whose inputs are detached: the student learns only through the distillation at the predicted T.
+    * GRL: :func:`reverse_gradient` with strength ``grl_lambda`` (the curriculum's lambda, set each epoch by
+      ``kdplug.CTKDCurriculumHook``; 0 until set, which leaves the temperature untrained). The student minimises
+      the loss; the temperature receives ``-lambda`` times its gradient, so the optimiser step raises the loss.
+
+    Called as ``temperature(student_logits, teacher_logits)``, not with one model's logits as the fixed
+    temperature: it returns the (N, 1) temperatures of the batch, the same for both models. The loss weight is
+    :meth:`Temperature.compensation`, T^2 per sample. ``values`` holds ``t_start``, the lower bound. The
+    parameters belong to the loss module, so a distiller's optimizer trains them with the student's (weight
+    decay included, as in the authors' code) and its checkpoints hold them.
+
+    What the authors' code does (zhengli97/CTKD at commit 7d52522, the file and its lines):
+
+    * ``models/temp_global.py`` lines 9-17: ``global_T = nn.Parameter(torch.ones(1))``, returned through the GRL;
+      lines 21-40: the GRL's forward is ``x.clone()``, its backward multiplies the gradient by ``lambda_``;
+    * ``helper/loops.py`` lines 132-134: ``temp = t_start + t_end * sigmoid(mlp_net(logit_t, logit_s, lambda))``
+      (``train_student.py`` lines 89-90: ``t_start = 1``, ``t_end = 20``; kdplug calls the second ``t_range``, as
+      it is the width of the range, not its end);
+    * ``train_student.py`` lines 186-202 and 418-419: their lambda runs from 0 down to -1 (``--decay_max 0
+      --decay_min -1``) and multiplies the gradient; kdplug's runs from 0 up to 1 and multiplies by ``-lambda``,
+      as the paper writes it: the same gradient.
+    * The instance-wise module is not in the repository (its README points to a Drive archive); kdplug follows the
+      paper's Fig. 2(b) and the authors' project page (an MLP on the concatenated teacher and student
+      predictions, one temperature per sample). The hidden width (256 by default) is kdplug's choice.
+    """
+
+    #: The hook that drives it (it sets ``scheduled``), and what a run without that hook would train: the words of
+    #: the distiller's refusal (any loss part that a hook must drive says the same two things).
+    SCHEDULE_HOOK = 'kdplug.CTKDCurriculumHook'
+    UNSCHEDULED = ('its adversarial strength lambda would stay 0: plain KD at the initial temperature, which weight '
+                   'decay alone moves')
+
+    def __init__(self, t_start: float = 1.0, t_range: float = 20.0, num_classes: Optional[int] = None,
+                 hidden_channels: int = 256) -> None:
+        nn.Module.__init__(self)
+        Temperature.__init__(self, t_start)
+        self.t_range = check_hyperparameter('t_range', t_range)
+        self.grl_lambda = 0.0
+        # set by the curriculum that drives grl_lambda (the hook named by SCHEDULE_HOOK): a distiller refuses to
+        # train a module whose ``scheduled`` stays False, with its UNSCHEDULED words
+        self.scheduled = False
+        self.last_temperature: Optional[Tensor] = None  # the mean T of the last batch, detached (for logging)
+        if num_classes is None:
+            if hidden_channels != 256:  # the default: the global temperature has no hidden layer to size
+                raise ValueError(f'hidden_channels={hidden_channels!r} sizes the instance-wise temperature\'s MLP '
+                                 "(CTKDLoss(mode='instance', num_classes=...)); the global temperature has none: "
+                                 'leave hidden_channels out')
+            self.global_t = nn.Parameter(torch.ones(1))
+            self.mlp = None
+            return
+        for name, value, minimum in (('num_classes', num_classes, 2), ('hidden_channels', hidden_channels, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
+        self.global_t = None
+        self.mlp = nn.Sequential(nn.Linear(2 * num_classes, hidden_channels), nn.ReLU(),
+                                 nn.Linear(hidden_channels, 1))
+
+    @property
+    def t_start(self) -> float:
+        return self.values[0]
+
+    @property
+    def per_sample(self) -> bool:
+        return self.mlp is not None
+
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        """The temperatures of the batch, (N, 1), float32, through the gradient reversal."""
+        if self.mlp is None:  # one value, repeated over the rows
+            t_pred = self.global_t.float().view(1, 1)
+            # the gradient reversal as arithmetic: fixed + (t_pred - fixed) * -lambda is exactly t_pred, and its
+            # gradient is -lambda; three built-in nodes cost less than a Python autograd Function each way
+            fixed = t_pred.detach()
+            temperature = self.t_start + self.t_range * torch.sigmoid(fixed + (t_pred - fixed) * -self.grl_lambda)
+            self.last_temperature = temperature.detach()[0, 0]
+            return temperature.expand(student_logits.shape[0], 1)
+        in_features = self.mlp[0].in_features
+        if 2 * student_logits.shape[-1] != in_features:
+            raise ValueError(f'the instance-wise temperature was built for num_classes={in_features // 2}, '
+                             f'got logits of shape {tuple(student_logits.shape)}')
+        probs = torch.cat([teacher_logits.detach().float().softmax(dim=-1),
+                           student_logits.detach().float().softmax(dim=-1)], dim=-1)
+        with torch.autocast(device_type=probs.device.type, enabled=False):  # float32 under AMP too
+            raw = self.mlp(probs.to(self.mlp[0].weight.dtype)).float()
+        raw = reverse_gradient(raw, self.grl_lambda)
+        temperature = self.t_start + self.t_range * torch.sigmoid(raw)
+        self.last_temperature = temperature.detach().mean() if temperature.numel() else None
+        return temperature
+
+    def compensation(self, teacher_temperature: Tensor) -> Tensor:
+        """T^2 per sample, (N,): one temperature per sample, so no maximum to take (and differentiate)."""
+        return teacher_temperature.squeeze(-1).square()
+
+    def extra_repr(self) -> str:
+        mode = 'global' if self.mlp is None else 'instance-wise'
+        return f'{mode}, t_start={self.t_start}, t_range={self.t_range}, grl_lambda={self.grl_lambda}'
 
 
 def kd_at_temperature(student_logits: Tensor, teacher_logits: Tensor, temperature: LearnableTemperature) -> Tensor:
