@@ -168,9 +168,10 @@ class TeacherCacheStore:
         return {'file': images, 'label': labels, 'size': sizes}
 
     def check_images(self, sample_idx: Sequence[int], paths: Optional[Sequence[str]] = None,
-                     labels: Optional[Sequence[Sequence[int]]] = None) -> None:
-        """Raise unless image ``sample_idx[k]`` of the store is the file ``paths[k]`` and has the label(s)
-        ``labels[k]``; what the store or the run does not record is not compared."""
+                     labels: Optional[Sequence[Sequence[int]]] = None, sizes: bool = True) -> None:
+        """Raise unless image ``sample_idx[k]`` of the store is the file ``paths[k]`` (and, with ``sizes``, of the
+        recorded size) and has the label(s) ``labels[k]``; what the store or the run does not record is not
+        compared."""
         if self._images is None:
             self._images = self._recorded_images()
         for what, values in (('file', None if paths is None else [image_key(p) for p in paths]),
@@ -185,10 +186,10 @@ class TeacherCacheStore:
                         f'image {int(index)} of this run has the {what} {value!r}, in the teacher cache {there!r}: '
                         'the store was made from another dataset (list, order, subset or split); make it again '
                         'from this config')
-        sizes = self._images['size']
-        if sizes and paths is not None:
+        recorded = self._images['size']
+        if sizes and recorded and paths is not None:
             for index, path in zip(sample_idx, paths):
-                there, here = sizes[int(index)] if 0 <= int(index) < len(sizes) else -1, file_size(path)
+                there, here = recorded[int(index)] if 0 <= int(index) < len(recorded) else -1, file_size(path)
                 if there >= 0 and here >= 0 and there != here:
                     raise TeacherCacheError(
                         f'image {int(index)} of this run, {path}, has {here} bytes; the store was made from a file '

@@ -249,7 +249,9 @@ class CachedTeacher(TeacherSource):
         paths = [s.metainfo['img_path'] for s in data_samples] if 'img_path' in data_samples[0].metainfo else None
         self.steps += 1
         labels = sample_labels(data_samples) if self.reads_labels(data_samples) else None
-        self.store.check_images(index, paths, labels)
+        # the files' sizes at the first step and every interval (a stat per image: slow on network file systems); a
+        # copy of the dataset with other pixels differs in nearly every batch
+        self.store.check_images(index, paths, labels, sizes=(self.steps - 1) % self.LABEL_CHECK_INTERVAL == 0)
         logits = self.store.lookup(index, [s.metainfo['view'] for s in data_samples])
         target = rows[0].logits
         return [torch.from_numpy(logits).to(device=target.device, dtype=torch.float32)], {}
