@@ -141,7 +141,8 @@ class TwoStageDetectionTask(Task):
                              'metainfo=dict(classes=...) with the classes to train')
         loads = [step for step in getattr(getattr(dataset, 'pipeline', None), 'transforms', [])
                  if type(step).__name__ == 'LoadAnnotations']
-        if getattr(student.roi_head, 'with_mask', False) and loads and not any(step.with_mask for step in loads):
+        masks = any(getattr(step, 'with_mask', False) for step in loads)  # mmcv's own LoadAnnotations has none
+        if getattr(student.roi_head, 'with_mask', False) and loads and not masks:
             raise ValueError('the student has a mask head (Mask R-CNN), and the training pipeline loads no masks: '
                              "use dict(type='LoadAnnotations', with_bbox=True, with_mask=True)")
 

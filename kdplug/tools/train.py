@@ -200,7 +200,9 @@ def load_student_weights_into_the_student(runner: Runner) -> None:
                         revise_keys: Sequence = ((r'^module.', ''),)):
         model = unwrap(runner.model)
         if isinstance(model, Distiller):
-            keys = {re.sub(r'^module\.', '', key) for key in load_weights(filename, role='the load_from')}
+            keys = set(load_weights(filename, role='the load_from'))
+            for pattern, replacement in revise_keys:  # the names mmengine will load them under
+                keys = {re.sub(pattern, replacement, key) for key in keys}
             if keys.isdisjoint(model.state_dict(keep_vars=True)):
                 if keys.isdisjoint(model.student.state_dict(keep_vars=True)):
                     raise SystemExit(
