@@ -167,6 +167,43 @@ def test_labels_holding_nearly_all_the_mass_keep_the_non_target_term_exact(lead)
     check_against_reference(s, w, gt.argmax(1))
 
 
+@pytest.mark.parametrize('drop', [30.0, 100.0])
+def test_labels_the_student_all_but_rules_out_keep_their_log_probability_exact(drop):
+    """A label's log-probability is the log of its softmax only down to p = 1e-20: at e^-100 (below it, a float32
+    subnormal) the loss takes a log-softmax, at e^-30 (above) the log of the softmax; both as the reference. Student
+    and weak head."""
+    n, c = 8, 10
+    s, w = inputs(n, c, 23)
+    gt = mixup_labels(n, c, 24)
+    with torch.no_grad():
+        s -= drop * (gt > 0)
+        w -= drop * (gt > 0)
+    check_against_reference(s, w, gt)
+    s.grad = w.grad = None
+    check_against_reference(s, w, gt.argmax(1))
+
+
+@pytest.mark.parametrize('soft', [False, True])
+@pytest.mark.parametrize('lead', [0.0, 90.0, -60.0])
+def test_an_accelerator_path_without_read_backs_gives_the_same_loss(soft, lead, monkeypatch):
+    """Where reading a value back would synchronise with a device, the loss never tests a probability and takes
+    the log-softmaxes: the same value and gradients as the CPU's single softmax (and its fallbacks)."""
+    import kdplug.losses.uskd as uskd
+    s, w = inputs(16, 12, 25)
+    gt = mixup_labels(16, 12, 26) if soft else torch.randint(0, 12, (16,), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        s += lead * (F.one_hot(gt, 12) if not soft else (gt > 0)).float()
+    results = []
+    for cheap in (True, False):
+        monkeypatch.setattr(uskd, 'reads_are_cheap', lambda x, cheap=cheap: cheap)
+        s.grad = w.grad = None
+        value = USKDLoss(alpha=0.7, beta=0.4, mu=0.3)(s, w, gt)
+        value.backward()
+        results.append((value.detach(), s.grad.clone(), w.grad.clone()))
+    for on_cpu, on_device in zip(*results):
+        torch.testing.assert_close(on_cpu, on_device, rtol=1e-5, atol=1e-7)
+
+
 def test_soft_labels_keep_both_mixed_classes():
     """Both mixed classes leave the non-target set and enter the target term with their own weights."""
     s, w = inputs(4, 6, 6)

@@ -8,7 +8,6 @@ a NaN or inf in a row makes that row's loss non-finite (the distiller excludes a
 import math
 from typing import Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -162,16 +161,12 @@ def descending_order(score: Tensor) -> Tensor:
     if not reads_are_cheap(score) or score.dtype != torch.float32 or bool(score.sum().isnan()):
         return score.argsort(dim=-1, descending=True, stable=True)
     with torch.no_grad():  # 0 - x: descending x is ascending -x, and -0.0 becomes +0.0, which torch ties with it
-        bits = (0.0 - score).numpy().view(np.int32)
-    flip = bits >> 31  # negative floats: magnitude bits flipped (in place: each temporary is a pass over memory)
-    flip &= 0x7FFFFFFF
-    flip ^= bits
-    keys = flip.astype(np.int64)
-    keys <<= 32
-    keys |= np.arange(score.shape[-1], dtype=np.int64)
-    keys.sort(axis=-1)
-    keys &= 0xFFFFFFFF
-    return torch.from_numpy(keys)
+        bits = (0.0 - score).view(torch.int32)
+        # the keys are built by torch (its element-wise passes use every core), sorted in place by numpy
+        keys = (bits >> 31).bitwise_and_(0x7FFFFFFF).bitwise_xor_(bits)  # negative floats: magnitude bits flipped
+        keys = keys.to(torch.int64).bitwise_left_shift_(32).bitwise_or_(torch.arange(score.shape[-1]))
+    keys.numpy().sort(axis=-1)
+    return keys.bitwise_and_(0xFFFFFFFF)
 
 
 #: The logit that leaves a class out of a softmax (DKD's and NKD's target column of their non-target softmax): its

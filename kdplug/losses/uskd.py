@@ -38,17 +38,19 @@ mu = 0.005; CIFAR-100 alpha = 0.1, beta = 0.1, mu = 0.1.
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from .functional import (EXCLUDED_LOGIT, check_class_count, check_hyperparameter, descending_order, hard_labels,
-                         reduce_per_sample)
+                         reads_are_cheap, reduce_per_sample)
 
 #: Weak-head label smoothing of the authors' code (their lines 59 and 61).
 WEAK_LABEL_SMOOTHING = 0.1
 #: Added to both denominators of the ranking score (their line 73).
 RANK_EPS = 1e-6
+#: The smallest probability whose logarithm, or whose share of a sum, one float32 softmax gives to float32 precision
+#: here (:func:`softmax_parts`, :func:`kept_softmax`); below it the loss takes log-softmaxes, as exact and slower.
+PROBABILITY_FLOOR = 1e-20
 
 
 def uskd_labels(target: Optional[Tensor], num_samples: int, num_classes: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -67,19 +69,38 @@ def uskd_labels(target: Optional[Tensor], num_samples: int, num_classes: int) ->
     return labels, weights, active
 
 
-def zipf_non_target_ranks(log_p_student: Tensor, p_weak: Tensor, labels: Tensor, active: Tensor
-                          ) -> Tuple[Tensor, Tensor, Tensor]:
-    """Zipf's 1 / rank of every class (N, C), 0 on each sample's labels, not yet renormalised; the inverse of each
-    row's sum (N, 1), 0 where no class is left; the label columns dropped (N, K). Detached.
-    ``log_p_student``: the student's log-probabilities, ``p_weak``: the weak head's probabilities.
+def softmax_parts(x: Tensor, columns: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """softmax(x) (N, C), its values and logarithms at ``columns`` (N, K) and each row's log-sum-exp (N, 1), from
+    one softmax: log p at a column is the log of its probability, and logsumexp(x) = x_l - log p_l at the first.
+    Where a column's probability is below PROBABILITY_FLOOR (its logarithm would lose digits, or be -inf) or cannot
+    be read back without a device synchronisation, the logarithms come from a log-softmax instead."""
+    p = torch.softmax(x, dim=-1)
+    at = p.gather(1, columns)
+    if reads_are_cheap(x) and bool((at >= PROBABILITY_FLOOR).all()):  # False for NaN: the log-softmax's result
+        log_at = at.log()
+    else:
+        log_at = torch.log_softmax(x, dim=-1).gather(1, columns)
+    return p, at, log_at, x.gather(1, columns[:, :1]) - log_at[:, :1]
 
-    Ranks all C classes (labels included) by the authors' score, then drops the labels."""
+
+def ranking_score(student_logits: Tensor, p_weak: Tensor, log_p_label: Tensor, p_weak_label: Tensor, active: Tensor
+                  ) -> Tensor:
+    """The authors' ranking score (their line 73) of every class (N, C), less a constant per row, which leaves each
+    row's order as it is: their log p_k is s_k - logsumexp(s), and s_k saves a pass. ``log_p_label`` and
+    ``p_weak_label`` (N, K): the student's log-probabilities and the weak head's probabilities at the labels."""
+    weak_label = (p_weak_label * active).sum(1, keepdim=True)
+    student_label = (log_p_label * active).sum(1, keepdim=True)  # log p: the authors' code (module docstring)
+    return torch.addcmul(p_weak / (1 - weak_label + RANK_EPS), student_logits, 1 / (1 - student_label + RANK_EPS))
+
+
+def zipf_non_target_ranks(score: Tensor, labels: Tensor, active: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Zipf's 1 / rank of every class (N, C) by ``score`` (1 = highest), 0 on each sample's labels, not yet
+    renormalised; the inverse of each row's sum (N, 1), 0 where no class is left; the label columns dropped (N, K).
+
+    Ranks all C classes (labels included), then drops the labels, as the authors' code does."""
     with torch.no_grad():
-        weak_label = (p_weak.gather(1, labels) * active).sum(1, keepdim=True)
-        student_label = (log_p_student.gather(1, labels) * active).sum(1, keepdim=True)  # log p: the authors' code
-        score = p_weak / (1 - weak_label + RANK_EPS) + log_p_student / (1 - student_label + RANK_EPS)
-        # 1 = highest score; ties to the lower class index (a stable sort). One sort, and each class's 1 / rank
-        # scattered to it, not the two argsorts of the authors' code: the sort is the largest part of the loss's time
+        # ties to the lower class index (a stable sort). One sort, and each class's 1 / rank scattered to it, not
+        # the two argsorts of the authors' code: the sort is the largest part of the loss's time
         order = descending_order(score)
         num_classes = score.shape[-1]
         one_over_rank = 1.0 / torch.arange(1, num_classes + 1, device=score.device, dtype=score.dtype)
@@ -96,9 +117,29 @@ def zipf_non_target_ranks(log_p_student: Tensor, p_weak: Tensor, labels: Tensor,
 def zipf_non_target_labels(log_p_student: Tensor, p_weak: Tensor, labels: Tensor, active: Tensor
                            ) -> Tuple[Tensor, Tensor]:
     """The Zipf soft labels z (N, C), 0 on each sample's labels and renormalised, and the label columns they drop
-    (N, K); detached. Arguments as :func:`zipf_non_target_ranks`."""
-    ranks, inverse_sum, dropped = zipf_non_target_ranks(log_p_student, p_weak, labels, active)
+    (N, K); detached. ``log_p_student``: the student's log-probabilities, ``p_weak``: the weak head's probabilities."""
+    score = ranking_score(log_p_student, p_weak, log_p_student.gather(1, labels), p_weak.gather(1, labels), active)
+    ranks, inverse_sum, dropped = zipf_non_target_ranks(score, labels, active)
     return ranks.mul_(inverse_sum), dropped
+
+
+def kept_softmax(student: Tensor, p: Tensor, lse: Tensor, dropped: Tensor
+                 ) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+    """The softmax over the classes that are no label, r (N, C), as ``kept``, ``scale_non``, ``scale_target`` with
+    r = kept * scale_non and p = kept * scale_target on the kept columns (None: 1), and logsumexp over the kept
+    logits (N, 1). ``p``: softmax(student), set to 0 on the dropped columns here (in place).
+
+    From p: r = p / m with m the kept classes' mass (a sum of small numbers: no 1 - p(labels) cancels). Where m is
+    below PROBABILITY_FLOOR (labels holding all but e^-46 of the mass; its p_k lose digits or underflow), from a
+    log-softmax over the kept logits, the labels' set to EXCLUDED_LOGIT (probability exactly 0, finite: a sample
+    with no class left, C = 2 and two labels, gives 0 in value and gradient, not NaN)."""
+    kept = p.scatter_(1, dropped, 0.0)
+    mass = kept.sum(dim=-1, keepdim=True)
+    if reads_are_cheap(p) and bool((mass >= PROBABILITY_FLOOR).all()):
+        return kept, 1 / mass, None, lse + mass.log()
+    masked = student.scatter(1, dropped, EXCLUDED_LOGIT)
+    lse_kept = torch.logsumexp(masked, dim=-1, keepdim=True)
+    return masked.sub_(lse_kept).exp_(), None, (lse_kept - lse).exp_(), lse_kept
 
 
 class _USKDTerms(torch.autograd.Function):
@@ -110,54 +151,64 @@ class _USKDTerms(torch.autograd.Function):
         d L_non / d s    = Z_1 r - z                           (0 in the label columns: r and z are 0 there)
         d L_weak / d w   = (sum_k t_k) p_w - t
 
-    Autograd went through three log-softmaxes, the gathers, the scatter and the products: twice the passes."""
+    One softmax per model gives every term: log p at the labels, logsumexp from them (:func:`softmax_parts`),
+    L_non = Z_1 logsumexp(kept logits) - z . s and r from p (:func:`kept_softmax`), sum_k log p_w(k) =
+    sum_k w_k - C logsumexp(w). On this CPU a loss's time is its passes over (N, C) and its calls: three
+    log-softmaxes, an exp of each and the kept logits' copy cost more than the ranking's sort."""
 
     @staticmethod
     def forward(ctx, student: Tensor, weak: Tensor, labels: Tensor, weights: Tensor, active: Tensor,
                 soft: Optional[Tensor], alpha: float, beta: float, mu: float) -> Tensor:
         num_classes = student.shape[-1]
-        log_p, log_p_weak = F.log_softmax(student, dim=-1), F.log_softmax(weak, dim=-1)
-        p_weak = log_p_weak.exp()
-        log_p_label = log_p.gather(1, labels)
-        squared = log_p_label.exp().square()
+        p, p_label, log_p_label, lse = softmax_parts(student, labels)
+        p_weak, p_weak_label, log_p_weak_label, lse_weak = softmax_parts(weak, labels)
+        squared = p_label.square()
         column_mean = (squared * active).sum(0) / active.sum(0).clamp_min(1)
         q = torch.where(active & (weights > 0), squared + weights - column_mean, 0.0)
         target_term = -(q * log_p_label).sum(dim=-1)
 
-        ranks, inverse_sum, dropped = zipf_non_target_ranks(log_p, p_weak, labels, active)  # z = ranks / sum
-        # log-softmax over the kept classes only: the labels' logits set to EXCLUDED_LOGIT (probability exactly 0
-        # and finite, so a sample with no class left, C = 2 and two labels, gives 0, not NaN, in value and gradient)
-        log_kept = F.log_softmax(student.scatter(1, dropped, EXCLUDED_LOGIT), dim=-1)
-        non_target = -torch.linalg.vecdot(ranks, log_kept) * inverse_sum.squeeze(-1)
+        score = ranking_score(student, p_weak, log_p_label, p_weak_label, active)
+        ranks, inverse_sum, dropped = zipf_non_target_ranks(score, labels, active)  # z = ranks * inverse_sum
+        p_dropped = p_label * active  # p at the dropped columns; 0 for an inactive label (it repeats the first)
+        kept, scale_non, scale_target, lse_kept = kept_softmax(student, p, lse, dropped)
+        # -z . (s - logsumexp(kept)): Z_1 is 1, or 0 where no class is left (then lse_kept is -1e30 and counts 0)
+        non_target = (lse_kept * (inverse_sum > 0)).squeeze(-1) - torch.linalg.vecdot(ranks, student) * \
+            inverse_sum.squeeze(-1)
 
         # cross-entropy with (1 - e) * label + e / C: (1 - e) * (label . log p) + e / C * sum_k log p_k
-        labelled = log_p_weak.gather(1, labels[:, :1]).squeeze(1) if soft is None else \
-            torch.linalg.vecdot(soft, log_p_weak)
+        lse_weak = lse_weak.squeeze(-1)
+        labelled = log_p_weak_label[:, 0] if soft is None else torch.linalg.vecdot(soft, weak) - soft.sum(-1) * lse_weak
         weak_term = -((1 - WEAK_LABEL_SMOOTHING) * labelled +
-                      WEAK_LABEL_SMOOTHING / num_classes * log_p_weak.sum(dim=-1))
+                      WEAK_LABEL_SMOOTHING / num_classes * (weak.sum(dim=-1) - num_classes * lse_weak))
         ctx.weights = alpha, beta, mu
-        ctx.save_for_backward(log_p, log_kept, ranks, inverse_sum, q, labels, p_weak, soft)
+        ctx.save_for_backward(kept, scale_non, scale_target, p_dropped, dropped, ranks, inverse_sum, q, labels, p_weak,
+                              soft)
         return alpha * target_term + beta * non_target + mu * weak_term
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple:
-        log_p, log_kept, ranks, inverse_sum, q, labels, p_weak, soft = ctx.saved_tensors
+        kept, scale_non, scale_target, p_dropped, dropped, ranks, inverse_sum, q, labels, p_weak, soft = \
+            ctx.saved_tensors
         alpha, beta, mu = ctx.weights
         grad = grad.unsqueeze(-1)
         grad_student = grad_weak = None
         if ctx.needs_input_grad[0]:
-            grad_non = beta * grad
-            grad_student = log_kept.exp().mul_(grad_non * (inverse_sum > 0))  # Z_1 r: 0 where no class is left
-            grad_student.addcmul_(ranks, grad_non * inverse_sum, value=-1.0)  # z = ranks * inverse_sum
-            grad_target = alpha * grad * q
-            grad_student.addcmul_(log_p.exp(), grad_target.sum(dim=-1, keepdim=True))
+            grad_non, grad_target = beta * grad, alpha * grad * q
+            target_sum = grad_target.sum(dim=-1, keepdim=True)
+            # Z_1 r + (sum_j q_j) p on the kept columns, one pass; r = 0 where no class is left (Z_1 = 0)
+            coefficient = grad_non * (inverse_sum > 0)
+            coefficient = (coefficient if scale_non is None else coefficient * scale_non) + \
+                (target_sum if scale_target is None else target_sum * scale_target)
+            grad_student = kept * coefficient
+            grad_student.addcmul_(ranks, grad_non * inverse_sum, value=-1.0)  # - z
+            grad_student.scatter_add_(1, dropped, p_dropped * target_sum)  # (sum_j q_j) p on the label columns
             grad_student.scatter_add_(1, labels, -grad_target)
         if ctx.needs_input_grad[1]:
             grad_weak_term, smoothing = mu * grad, WEAK_LABEL_SMOOTHING
             label_sum = 1.0 if soft is None else soft.sum(dim=-1, keepdim=True)  # sum_k t_k
-            grad_weak = p_weak * (((1 - smoothing) * label_sum + smoothing) * grad_weak_term)
-            grad_weak.sub_(grad_weak_term * (smoothing / p_weak.shape[-1]))
+            grad_weak = torch.addcmul(grad_weak_term * (-smoothing / p_weak.shape[-1]), p_weak,
+                                      ((1 - smoothing) * label_sum + smoothing) * grad_weak_term)
             if soft is None:
                 grad_weak.scatter_add_(1, labels[:, :1], grad_weak_term * -(1 - smoothing))
             else:
