@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from runner_helpers import KD_CONFIG, data_options, load_tool
+from runner_helpers import KD_CONFIG, data_options, load_tool, make_runner
 
 # Kill the process (SIGKILL: no cleanup, as a preempted job or an OOM kill) half-way through writing the checkpoint
 # of the second epoch, after half of its bytes reached the disk.
@@ -217,6 +217,20 @@ def test_a_resumed_epoch_based_run_draws_the_views_of_an_uninterrupted_one(cifar
     assert straight.keys() == resumed.keys()
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+
+
+def test_a_default_hook_set_to_none_is_switched_off(tmp_path, capsys, teacher_checkpoint):
+    """default_hooks.teacher_data=None (kdplug's) or visualization=None (mmpretrain's) switches the hook off, as None
+    does for mmengine's own default hooks; mmengine answered it with a bare AssertionError. mmengine's own None stays
+    for mmengine to take out (without it mmengine would register its default)."""
+    cfg = train_tool().merge_args(*_args(tmp_path, '--cfg-options', 'default_hooks.teacher_data=None',
+                                         'default_hooks.timer=None'))
+    assert 'teacher_data' not in cfg.default_hooks and cfg.default_hooks.timer is None
+    assert 'default hooks switched off (None): teacher_data' in capsys.readouterr().out
+    cfg.model.teacher.checkpoint = teacher_checkpoint
+    runner = make_runner(cfg)
+    names = [type(hook).__name__ for hook in runner.hooks]
+    assert 'TeacherDataCheckHook' not in names and 'IterTimerHook' not in names and 'TeacherEvalHook' in names
 
 
 def test_mmdet_2_fp16_switch_is_said_to_be_ignored(tmp_path, capsys):

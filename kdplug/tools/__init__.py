@@ -15,3 +15,19 @@ def read_config(path: str):
         raise SystemExit(f'{path}: no such config file (from {os.getcwd()}); the configs are under configs/, e.g. '
                          'configs/demo/kd_resnet20_resnet8_4e_cifar10-10k.py')
     return Config.fromfile(path)
+
+
+#: The default hooks mmengine's Runner registers by itself (``Runner.register_default_hooks``): only these may be
+#: switched off there with None; it answered any other None with a bare ``assert hook is not None``.
+MMENGINE_DEFAULT_HOOKS = ('runtime_info', 'timer', 'sampler_seed', 'logger', 'param_scheduler', 'checkpoint')
+
+
+def drop_switched_off_hooks(cfg) -> list:
+    """Takes out of ``cfg.default_hooks`` the hooks a config or ``--cfg-options`` switches off with None that
+    mmengine does not know (kdplug's ``teacher_data``, mmpretrain's and mmdet's ``visualization``), as mmengine
+    does for its own; returns their names. ``default_hooks.teacher_data=None`` then runs without the hook."""
+    hooks = cfg.get('default_hooks') or {}
+    dropped = [name for name, hook in hooks.items() if hook is None and name not in MMENGINE_DEFAULT_HOOKS]
+    for name in dropped:
+        hooks.pop(name)
+    return dropped
