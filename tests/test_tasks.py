@@ -157,6 +157,20 @@ def test_features_are_recorded_at_named_positions_and_unknown_ones_refused(task_
 
 
 @pytest.mark.parametrize('task_name,example_name', CASES)
+def test_stages_are_positions_in_order_and_their_channels_are_those_of_their_features(task_name, example_name):
+    """The stages a task names (the weak head's choices) are positions of the backbone, and the channels it reads
+    for a stage are the channels of the feature recorded there."""
+    example = EXAMPLES[task_name][example_name]()
+    task, student = build(example)
+    stages = task.stages(student)
+    assert len(stages) >= 2 and example['position'] in stages
+    task.check_positions(student, stages, 'student')
+    feats = task.features(student, example['inputs'], stages)
+    for stage in stages:
+        assert task.channels_at(student, stage) == feats[stage].shape[1], stage
+
+
+@pytest.mark.parametrize('task_name,example_name', CASES)
 def test_a_distiller_step_of_every_task_is_finite_and_reaches_the_student(task_name, example_name, tmp_path):
     from kdplug.registry import MODELS
     example = EXAMPLES[task_name][example_name]()

@@ -17,7 +17,9 @@ segmentors...) and nothing about losses or where the teacher comes from. The dis
 
 Features at named positions (for feature-level methods) are recorded with forward hooks on the model's backbone
 (:meth:`Task.recording`): a position is a submodule name of the backbone (``'layer3'``) or ``'out'`` (its last
-output). A task whose models keep their backbone elsewhere overrides :meth:`Task.backbone`.
+output). A task whose models keep their backbone elsewhere overrides :meth:`Task.backbone`; one whose stages are
+not the backbone's children with layers inside, or whose channels no BatchNorm gives, overrides
+:meth:`Task.stages` / :meth:`Task.channels_at` (the weak head's stage and its input size).
 
 A task is one module plus one line in a plugin's ``kdplug_tasks`` hook; see docs/plugins.md, "Writing a task".
 """
@@ -227,6 +229,18 @@ class Task:
             raise TypeError(f'{type(model).__name__} has no backbone: {type(self).__name__} records features at '
                             'positions of model.backbone')
         return backbone
+
+    def stages(self, model: nn.Module) -> List[str]:
+        """The positions of the backbone's stages, in order: its children that are blocks of layers with weights (a
+        stem's conv1 / bn1 are single layers, not stages)."""
+        return [name for name, child in self.backbone(model).named_children()
+                if next(child.parameters(), None) is not None and next(child.children(), None) is not None]
+
+    def channels_at(self, model: nn.Module, position: str) -> Optional[int]:
+        """The channels of the backbone's feature at ``position``: those of its last BatchNorm, None without one."""
+        module = self.backbone(model) if position == OUT else dict(self.backbone(model).named_modules())[position]
+        norms = [m.num_features for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        return norms[-1] if norms else None
 
     def check_positions(self, model: nn.Module, positions: Iterable[str], role: str) -> None:
         """Raise unless every position is ``'out'`` or a submodule of the model's backbone."""

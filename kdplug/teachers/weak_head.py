@@ -34,26 +34,23 @@ class WeakHeadTeacher(TeacherSource):
 
     def setup(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
         task.check_positions(student, self.student_positions, 'student')
-        # stages: blocks of layers with weights (a stem's conv1 / bn1 are single layers, not stages)
-        stages = [name for name, child in task.backbone(student).named_children()
-                  if next(child.parameters(), None) is not None and next(child.children(), None) is not None]
+        stages = task.stages(student)
         if self.position == OUT or (stages and self.position == stages[-1]):
             raise ValueError(f'the weak head reads {self.position!r}, the last stage of the student\'s backbone, '
                              f'which its own head reads: pick a middle stage, e.g. {", ".join(stages[:-1])}')
         num_classes = task.num_classes(student)
         if num_classes is None:
             raise ValueError(f'{type(self).__name__} needs a student head with num_classes')
-        stage = dict(task.backbone(student).named_modules())[self.position]
-        norms = [m.num_features for m in stage.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        channels = self.in_channels
+        stage_channels, channels = task.channels_at(student, self.position), self.in_channels
         if channels is None:
-            if not norms:
+            if stage_channels is None:
                 raise ValueError(f'the student\'s {self.position!r} has no BatchNorm to read its channels from: '
                                  f'give in_channels=')
-            channels = norms[-1]
-        elif not isinstance(channels, int) or channels < 1 or (norms and channels != norms[-1]):
+            channels = stage_channels
+        elif not isinstance(channels, int) or channels < 1 or (stage_channels is not None and
+                                                               channels != stage_channels):
             raise ValueError(f'in_channels={channels!r}, but the student\'s {self.position!r} gives '
-                             f'{norms[-1] if norms else "an unknown number of"} channels: leave in_channels out (it '
+                             f'{stage_channels or "an unknown number of"} channels: leave in_channels out (it '
                              'is read from the stage) or give that number')
         self.head = nn.Linear(channels, num_classes)
 
