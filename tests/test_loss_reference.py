@@ -181,6 +181,29 @@ def test_nkd_soft_labels_use_argmax(T, gamma, scale, n, c):
     close(out, NKDLoss(temperature=T, gamma=gamma)(s32, t32, torch.tensor(hard)), rtol=1e-6, atol=0.0)
 
 
+@pytest.mark.parametrize('drop', [30.0, 110.0])
+@pytest.mark.parametrize('T,gamma', [(1.0, 1.5), (3.0, 3.5)])
+def test_nkd_target_the_student_all_but_rules_out_keeps_its_log_probability(T, gamma, drop):
+    """NKD's target term takes log p^s_y as the log of the student's softmax at y down to p = 1e-20: at e^-110 (the
+    float32 softmax gives 0 there) from a log-softmax; value and gradient as the float64 reference's."""
+    s32, t32, y, _, t64 = make_inputs(1.0, 7, 10, seed_extra=13)
+    s32 = s32 - drop * torch.nn.functional.one_hot(y, 10).float()
+    s32.requires_grad_()
+    out = NKDLoss(temperature=T, gamma=gamma)(s32, t32, y)
+    close(out, ref.nkd_loss(s32.detach().double(), t64, y.tolist(), T, gamma))
+    out.backward()
+    # the gradient: autograd through NKD's formula in float64 (the target's column left out of the non-target sum)
+    s64 = s32.detach().double().requires_grad_()
+    target = torch.nn.functional.one_hot(y, 10).bool()
+    p_t = torch.softmax(t64, dim=-1)
+    log_q = torch.log_softmax((s64 / T).masked_fill(target, -torch.inf), dim=-1).masked_fill(target, 0.0)
+    p_nt = torch.softmax((t64 / T).masked_fill(target, -torch.inf), dim=-1)
+    per_sample = (-(p_t * torch.log_softmax(s64, dim=-1) * target).sum(-1)
+                  - gamma * T ** 2 * (p_nt * log_q).sum(-1))
+    per_sample.mean().backward()
+    torch.testing.assert_close(s32.grad.double(), s64.grad, rtol=1e-4, atol=1e-6)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # loss_weight: loss_weight=3 gives 3x the reference
 # --------------------------------------------------------------------------------------------------------------

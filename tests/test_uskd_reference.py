@@ -188,6 +188,7 @@ def test_labels_the_student_all_but_rules_out_keep_their_log_probability_exact(d
 def test_an_accelerator_path_without_read_backs_gives_the_same_loss(soft, lead, monkeypatch):
     """Where reading a value back would synchronise with a device, the loss never tests a probability and takes
     the log-softmaxes: the same value and gradients as the CPU's single softmax (and its fallbacks)."""
+    import kdplug.losses.functional as functional
     import kdplug.losses.uskd as uskd
     s, w = inputs(16, 12, 25)
     gt = mixup_labels(16, 12, 26) if soft else torch.randint(0, 12, (16,), generator=torch.Generator().manual_seed(2))
@@ -195,7 +196,8 @@ def test_an_accelerator_path_without_read_backs_gives_the_same_loss(soft, lead, 
         s += lead * (F.one_hot(gt, 12) if not soft else (gt > 0)).float()
     results = []
     for cheap in (True, False):
-        monkeypatch.setattr(uskd, 'reads_are_cheap', lambda x, cheap=cheap: cheap)
+        for module in (uskd, functional):
+            monkeypatch.setattr(module, 'reads_are_cheap', lambda x, cheap=cheap: cheap)
         s.grad = w.grad = None
         value = USKDLoss(alpha=0.7, beta=0.4, mu=0.3)(s, w, gt)
         value.backward()

@@ -169,6 +169,25 @@ def descending_order(score: Tensor) -> Tensor:
     return keys.bitwise_and_(0xFFFFFFFF)
 
 
+#: The smallest probability whose logarithm, or whose share of a sum, one float32 softmax gives to float32 precision
+#: (:func:`softmax_parts`, USKD's kept classes); below it a loss takes log-softmaxes, as exact and slower.
+PROBABILITY_FLOOR = 1e-20
+
+
+def softmax_parts(x: Tensor, columns: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """softmax(x) (N, C), its values and logarithms at ``columns`` (N, K) and each row's log-sum-exp (N, 1), from
+    one softmax: log p at a column is the log of its probability, and logsumexp(x) = x_l - log p_l at the first.
+    Where a column's probability is below PROBABILITY_FLOOR (its logarithm would lose digits, or be -inf) or cannot
+    be read back without a device synchronisation, the logarithms come from a log-softmax instead."""
+    p = torch.softmax(x, dim=-1)
+    at = p.gather(1, columns)
+    if reads_are_cheap(x) and bool((at >= PROBABILITY_FLOOR).all()):  # False for NaN: the log-softmax's result
+        log_at = at.log()
+    else:
+        log_at = torch.log_softmax(x, dim=-1).gather(1, columns)
+    return p, at, log_at, x.gather(1, columns[:, :1]) - log_at[:, :1]
+
+
 #: The logit that leaves a class out of a softmax (DKD's and NKD's target column of their non-target softmax): its
 #: probability is exactly 0 (exp underflows) at any temperature, and unlike -inf it keeps every product finite
 #: (0 * -inf is NaN), so a hand-written gradient needs no mask.

@@ -19,7 +19,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .base import LogitLoss
-from .functional import EXCLUDED_LOGIT, Temperature, check_hyperparameter, hard_labels, one_temperature, sum_kl_terms
+from .functional import (EXCLUDED_LOGIT, Temperature, check_hyperparameter, hard_labels, one_temperature,
+                         softmax_parts, sum_kl_terms)
 
 
 class _NKDTerms(torch.autograd.Function):
@@ -36,29 +37,32 @@ class _NKDTerms(torch.autograd.Function):
     @staticmethod
     def forward(ctx, student: Tensor, t_student: Tensor, teacher: Tensor, t_teacher: Tensor,
                 index: Tensor) -> Tuple[Tensor, Tensor]:
-        log_p_student = torch.log_softmax(student, dim=-1)  # (a fused kernel: cheaper than logsumexp + gather)
-        log_p_student_y = log_p_student.gather(1, index)
-        p_teacher_y = torch.log_softmax(teacher, dim=-1).gather(1, index).exp_()
+        # p^s itself (the backward's), and log p^s_y as its log: one softmax, no exp in the backward
+        p_student, _, log_p_student_y, _ = softmax_parts(student, index)
+        p_teacher_y = torch.softmax(teacher, dim=-1).gather(1, index)
         z_s = (student / t_student).scatter_(1, index, EXCLUDED_LOGIT)
         log_q = torch.log_softmax(z_s, dim=-1)
         p = torch.log_softmax((teacher / t_teacher).scatter_(1, index, EXCLUDED_LOGIT), dim=-1).exp_()
         non_target = -sum_kl_terms(p * log_q, p)[0]  # sum_kl_terms: 0 where p is 0, even against a -inf
-        ctx.save_for_backward(log_p_student, p_teacher_y, log_q, p, index, t_student,
+        ctx.save_for_backward(p_student, p_teacher_y, log_q, p, index, t_student,
                               z_s if ctx.needs_input_grad[1] else None)
         return -(p_teacher_y * log_p_student_y).squeeze(1), non_target
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_target: Tensor, grad_non_target: Tensor) -> tuple:
-        log_p_student, p_teacher_y, log_q, p, index, t_student, z_s = ctx.saved_tensors
+        p_student, p_teacher_y, log_q, p, index, t_student, z_s = ctx.saved_tensors
         weight_target = grad_target.unsqueeze(-1) * p_teacher_y                                   # (N, 1)
-        grad_z = log_q.exp().sub_(p).mul_(grad_non_target.unsqueeze(-1))                      # 0 at the target
         grad_t = None
         if ctx.needs_input_grad[1]:
+            grad_z = log_q.exp().sub_(p).mul_(grad_non_target.unsqueeze(-1))                  # 0 at the target
             grad_t = -torch.linalg.vecdot(grad_z, z_s).unsqueeze(-1) / t_student
+            grad_z.div_(t_student)
+        else:  # d / d s of the non-target term, its 1 / T_s taken with the upstream gradient: one pass fewer
+            grad_z = log_q.exp().sub_(p).mul_(grad_non_target.unsqueeze(-1) / t_student)
         if not ctx.needs_input_grad[0]:
             return None, grad_t, None, None, None
-        grad_student = grad_z.div_(t_student).addcmul_(log_p_student.exp(), weight_target)
+        grad_student = grad_z.addcmul_(p_student, weight_target)
         grad_student.scatter_add_(1, index, -weight_target)
         return grad_student, grad_t, None, None, None
 

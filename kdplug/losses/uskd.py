@@ -41,16 +41,13 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .functional import (EXCLUDED_LOGIT, check_class_count, check_hyperparameter, descending_order, hard_labels,
-                         reads_are_cheap, reduce_per_sample)
+from .functional import (EXCLUDED_LOGIT, PROBABILITY_FLOOR, check_class_count, check_hyperparameter, descending_order,
+                         hard_labels, reads_are_cheap, reduce_per_sample, softmax_parts)
 
 #: Weak-head label smoothing of the authors' code (their lines 59 and 61).
 WEAK_LABEL_SMOOTHING = 0.1
 #: Added to both denominators of the ranking score (their line 73).
 RANK_EPS = 1e-6
-#: The smallest probability whose logarithm, or whose share of a sum, one float32 softmax gives to float32 precision
-#: here (:func:`softmax_parts`, :func:`kept_softmax`); below it the loss takes log-softmaxes, as exact and slower.
-PROBABILITY_FLOOR = 1e-20
 
 
 def uskd_labels(target: Optional[Tensor], num_samples: int, num_classes: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -67,20 +64,6 @@ def uskd_labels(target: Optional[Tensor], num_samples: int, num_classes: int) ->
     active = torch.ones_like(labels, dtype=torch.bool)
     active[:, 1:] = weights[:, 1:] > 0
     return labels, weights, active
-
-
-def softmax_parts(x: Tensor, columns: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """softmax(x) (N, C), its values and logarithms at ``columns`` (N, K) and each row's log-sum-exp (N, 1), from
-    one softmax: log p at a column is the log of its probability, and logsumexp(x) = x_l - log p_l at the first.
-    Where a column's probability is below PROBABILITY_FLOOR (its logarithm would lose digits, or be -inf) or cannot
-    be read back without a device synchronisation, the logarithms come from a log-softmax instead."""
-    p = torch.softmax(x, dim=-1)
-    at = p.gather(1, columns)
-    if reads_are_cheap(x) and bool((at >= PROBABILITY_FLOOR).all()):  # False for NaN: the log-softmax's result
-        log_at = at.log()
-    else:
-        log_at = torch.log_softmax(x, dim=-1).gather(1, columns)
-    return p, at, log_at, x.gather(1, columns[:, :1]) - log_at[:, :1]
 
 
 def ranking_score(student_logits: Tensor, p_weak: Tensor, log_p_label: Tensor, p_weak_label: Tensor, active: Tensor
