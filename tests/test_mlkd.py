@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from kdplug.losses.mlkd import WEAK_IN_STRONG, MLKDLoss, mlkd_terms
+from kdplug.losses.mlkd import WEAK_IN_STRONG, CorrectedMLKDLoss, MLKDLoss, mlkd_terms
 from kdplug.registry import MODELS
+
+#: The authors' computation (the reference's faithful=True) and the corrected one, by the reference's flag.
+LOSS = {True: MLKDLoss, False: CorrectedMLKDLoss}
 
 TEMPERATURES = (3.0, 5.0, 2.0, 6.0)  # after the base temperature, KD_ours lines 115-162
 
@@ -110,7 +113,7 @@ def tolerance(weight):
 @pytest.mark.parametrize('n', [8, 7, 13])  # 13 > C = 10: the class term from the C x C Grams, not the N x N ones
 def test_two_views_match_the_reference(faithful, temperature, logit_norm, n):
     s_w, t_w, s_s, t_s = two_views(n=n, seed=n)
-    loss = MLKDLoss(temperature=temperature, views=2, faithful=faithful, logit_norm=logit_norm, loss_weight=0.9)
+    loss = LOSS[faithful](temperature=temperature, views=2, logit_norm=logit_norm, loss_weight=0.9)
     value = loss(torch.cat([s_w, s_s]), torch.cat([t_w, t_s]))
     expected = 0.9 * sum(reference(s_w, t_w, s_s, t_s, temperature, logit_norm == 'zscore', faithful).values())
     assert value.item() == pytest.approx(expected, rel=1e-4, abs=tolerance(0.9 * 36))
@@ -120,7 +123,7 @@ def test_two_views_match_the_reference(faithful, temperature, logit_norm, n):
 @pytest.mark.parametrize('logit_norm', [None, 'zscore'])
 def test_one_view_is_the_weak_views_terms(faithful, logit_norm):
     s, t = logits(seed=20), logits(seed=21)
-    value = MLKDLoss(temperature=3.0, faithful=faithful, logit_norm=logit_norm)(s, t)
+    value = LOSS[faithful](temperature=3.0, logit_norm=logit_norm)(s, t)
     expected = sum(reference(s, t, T=3.0, zscore=logit_norm == 'zscore', faithful=faithful).values())
     assert value.item() == pytest.approx(expected, rel=1e-4, abs=tolerance(36))
 
@@ -129,31 +132,31 @@ def test_one_view_is_the_weak_views_terms(faithful, logit_norm):
 @pytest.mark.parametrize('n', [8, 13])
 def test_every_term_matches_the_reference(faithful, n):
     s_w, t_w, s_s, t_s = [x.double() for x in two_views(n=n, seed=30)]
-    ours = mlkd_terms([s_w, s_s], [t_w, t_s], 4.0, 'zscore', faithful)
+    ours = mlkd_terms([s_w, s_s], [t_w, t_s], 4.0, 'zscore', corrected=not faithful)
     expected = reference(s_w, t_w, s_s, t_s, 4.0, True, faithful)
     assert set(ours) == set(expected) and len(ours) == 20
     for key, value in expected.items():
         assert ours[key].item() == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
-def test_faithful_and_corrected_differ_exactly_where_the_quirks_are():
+def test_the_authors_and_the_corrected_terms_differ_exactly_where_the_quirks_are():
     """Quirk 1 (every masked term: instance, batch and class of the weak view) and quirk 2 (the strong instance
     terms at T = 2 and 6); every other term is the same computation."""
     s_w, t_w, s_s, t_s = [x.double() for x in two_views(seed=40)]
-    faithful = mlkd_terms([s_w, s_s], [t_w, t_s], 4.0, None, True)
-    corrected = mlkd_terms([s_w, s_s], [t_w, t_s], 4.0, None, False)
+    faithful = mlkd_terms([s_w, s_s], [t_w, t_s], 4.0, None)
+    corrected = mlkd_terms([s_w, s_s], [t_w, t_s], 4.0, None, corrected=True)
     differ = {key for key in faithful if not torch.isclose(faithful[key], corrected[key], rtol=1e-9, atol=0.0)}
     quirks = {(level, 'weak', j) for level in ('instance', 'batch', 'class') for j in range(5)}
     quirks |= {('instance', 'strong', j) for j in WEAK_IN_STRONG}
     assert differ == quirks
     # quirk 2: the authors' strong T = 2, 6 terms are the weak view's unmasked ones, whatever the strong view
-    other = mlkd_terms([s_w, s_s * 2 + 1], [t_w, t_s - 3], 4.0, None, True)
+    other = mlkd_terms([s_w, s_s * 2 + 1], [t_w, t_s - 3], 4.0, None)
     for j in WEAK_IN_STRONG:
         assert torch.equal(other['instance', 'strong', j], faithful['instance', 'strong', j])
         assert not torch.isclose(other['instance', 'strong', j - 2], faithful['instance', 'strong', j - 2])
     assert WEAK_IN_STRONG == (3, 4) and (4.0,) + TEMPERATURES == (4.0, 3.0, 5.0, 2.0, 6.0)
     # quirk 1: the mask scales the whole batch's mean by the fraction it keeps (1/2 for an even N without ties)
-    weak_mean = mlkd_terms([s_w], [t_w], 4.0, None, True)
+    weak_mean = mlkd_terms([s_w], [t_w], 4.0, None)
     full = torch.tensor(kd_rows(s_w.numpy(), t_w.numpy(), 4.0).mean(), dtype=torch.float64)
     torch.testing.assert_close(weak_mean['instance', 'weak', 0], 0.5 * full)
 
@@ -163,7 +166,7 @@ def test_the_gradient_matches_finite_differences_of_the_reference(n, c):
     s_w, t_w, s_s, t_s = two_views(n=n, c=c, seed=50)
     for faithful in (True, False):
         s = torch.cat([s_w, s_s]).double().requires_grad_()
-        loss = MLKDLoss(temperature=4.0, views=2, faithful=faithful, logit_norm='zscore')
+        loss = LOSS[faithful](temperature=4.0, views=2, logit_norm='zscore')
         loss(s, torch.cat([t_w, t_s]).double()).backward()
         h = 1e-6
         for row, col in [(0, 0), (3, c - 1), (n + 1, 2), (2 * n - 1, c - 2)]:
@@ -186,7 +189,7 @@ def test_teacher_rows_with_weight_zero_leave_every_term():
     weight[6 + 2] = 0.0
     keep = torch.tensor([0, 1, 3, 4, 5])
     for faithful in (True, False):
-        loss = MLKDLoss(views=2, faithful=faithful)
+        loss = LOSS[faithful](views=2)
         value = loss(torch.cat([s_w, s_s]), torch.cat([t_w, t_s_bad]), weight=weight)
         expected = loss(torch.cat([s_w[keep], s_s[keep]]), torch.cat([t_w[keep], t_s[keep]]))
         torch.testing.assert_close(value, expected)
@@ -205,7 +208,6 @@ def test_contract_errors_name_the_problem():
 @pytest.mark.parametrize('cfg,message', [
     (dict(views=3), 'views=3'),
     (dict(views=True), 'views=True'),
-    (dict(faithful='yes'), 'faithful must be True'),
     (dict(temperature=0.0), 'temperature must be a finite number > 0'),
     (dict(temperature=float('nan')), 'temperature must be a finite number'),
     (dict(loss_weight=-1.0), 'loss_weight must be a finite number'),
@@ -235,8 +237,8 @@ def test_zscore_makes_mlkd_ls_instance_terms_invariant_to_shift_and_scale():
     g = torch.Generator().manual_seed(71)
     a = torch.rand(8, 1, generator=g, dtype=torch.float64) * 3 + 0.5
     b = torch.randn(8, 1, generator=g, dtype=torch.float64)
-    base = mlkd_terms([s_w, s_s], [t_w, t_s], 2.0, 'zscore', False)
-    moved = mlkd_terms([s_w * a + b, s_s * a + b], [t_w, t_s], 2.0, 'zscore', False)
+    base = mlkd_terms([s_w, s_s], [t_w, t_s], 2.0, 'zscore')
+    moved = mlkd_terms([s_w * a + b, s_s * a + b], [t_w, t_s], 2.0, 'zscore')
     for key in base:  # up to the 1e-7 added to the std, which the scale does not move
         assert torch.isclose(base[key], moved[key], rtol=1e-6) == (key[0] == 'instance'), key
 
@@ -248,7 +250,7 @@ def test_fuzz_two_views_keep_finite_values_and_gradients(dtype, faithful, logit_
     """tests/test_nonfinite.py's fuzz (which builds every loss with its defaults: one view) for two views: each fuzz
     case's logits as the weak view, a second draw as the strong one."""
     from test_nonfinite import FUZZ, fuzz_inputs
-    loss = MLKDLoss(views=2, faithful=faithful, logit_norm=logit_norm, loss_weight=0.9)
+    loss = LOSS[faithful](views=2, logit_norm=logit_norm, loss_weight=0.9)
     failures = []
     for seed, (n, c, scale, kind) in enumerate(FUZZ):
         s_w, t_w, _ = fuzz_inputs(n, c, scale, kind, dtype, seed)

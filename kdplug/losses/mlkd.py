@@ -20,14 +20,14 @@ For one view v (w: weak, s: strong), with x~ = logit_norm(x) and P_x = softmax(x
 
 (the masks from the teacher's raw logits of the weak view at temperature 1; median = numpy's 50th percentile,
 linear interpolation; j = 1..5 here, :func:`mlkd_terms` keys count from 0). The authors' computation,
-``faithful=True`` (the default)::
+:class:`MLKDLoss`::
 
     L = sum_j mean_i(m) * 1/N sum_i I_ij^w                      (masked weak instance terms: quirk 1)
       + sum_{j = 1..3} 1/N sum_i I_ij^s + sum_{j = 4, 5} 1/N sum_i I_ij^w        (strong instance terms: quirk 2)
       + sum_j mean_c(k) * 1/C sum_cd D^C_j,cd                   (class terms: quirk 1)
       + sum_j mean_i(m) * 1/N sum_ab D^B_j,ab                   (batch terms: quirk 1)
 
-and the corrected form, ``faithful=False``, where each mask selects what it indexes::
+and the corrected form, :class:`CorrectedMLKDLoss`, where each mask selects what it indexes::
 
     L = sum_j 1/N sum_i m_i I_ij^w + sum_j 1/N sum_i I_ij^s
       + sum_j 1/C sum_cd D^C_j,cd k_d + sum_j 1/N sum_ab D^B_j,ab m_b
@@ -54,7 +54,7 @@ as "KD_ours L / MLKD L":
   ``kd_loss`` only, to both models' logits, before the temperature; ``cc_loss``, ``bc_loss`` and the masks take
   the raw logits. kdplug applies ``logit_norm`` the same way, in both forms: to the instance terms only.
 
-The quirks (``faithful=True`` keeps them; ``faithful=False`` corrects them):
+The quirks (:class:`MLKDLoss` keeps them; :class:`CorrectedMLKDLoss` corrects them):
 
 1. Masks on an already averaged loss. ``(kd_loss(...) * mask).mean()`` (KD_ours 115-140 / MLKD 123-153): ``kd_loss``
    returns the batch mean, a scalar (the ``reduce=False`` that would keep one value per sample is commented out on
@@ -218,13 +218,14 @@ def gram_terms(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
 
 
 def mlkd_terms(student_views: Sequence[Tensor], teacher_views: Sequence[Tensor], temperature: float,
-               logit_norm: Optional[str] = None, faithful: bool = True,
+               logit_norm: Optional[str] = None, corrected: bool = False,
                keep: Optional[Tensor] = None) -> Dict[TermKey, Tensor]:
     """Every term of L (module docstring), before ``loss_weight``, keyed (level, view, j): level 'instance',
     'batch' or 'class', view 'weak' or 'strong', j the position of the temperature in (T, 3, 5, 2, 6).
 
     ``student_views`` / ``teacher_views``: the weak view's (N, C) logits, then the strong view's if there is one;
-    ``keep`` (N,): 1 for the samples that count, 0 for those left out (default: all count).
+    ``keep`` (N,): 1 for the samples that count, 0 for those left out (default: all count). ``corrected``: the
+    corrected form's terms, not the authors' (module docstring).
     """
     weak_s, weak_t = student_views[0], teacher_views[0]
     num_samples, num_classes = weak_s.shape
@@ -242,17 +243,17 @@ def mlkd_terms(student_views: Sequence[Tensor], teacher_views: Sequence[Tensor],
     terms: Dict[TermKey, Tensor] = {}
     for j, temperature_j in enumerate(temperature_set(temperature)):
         weak_rows = kept_rows(0, temperature_j)
-        if faithful:  # quirk 1: the batch mean, scaled by the fraction of masked samples
-            terms[('instance', 'weak', j)] = sample_fraction * weak_rows.sum() / count
-        else:
+        if corrected:
             terms[('instance', 'weak', j)] = (sample_mask * weak_rows).sum() / count
+        else:  # quirk 1: the batch mean, scaled by the fraction of masked samples
+            terms[('instance', 'weak', j)] = sample_fraction * weak_rows.sum() / count
         if len(student_views) > 1:
-            weak_logits = faithful and j in WEAK_IN_STRONG  # quirk 2: the weak view's logits at T = 2 and 6
+            weak_logits = not corrected and j in WEAK_IN_STRONG  # quirk 2: the weak view's logits at T = 2 and 6
             strong_rows = weak_rows if weak_logits else kept_rows(1, temperature_j)
             terms[('instance', 'strong', j)] = strong_rows.sum() / count
-        # quirk 1 again (faithful): whole sums scaled by the masks' fractions; corrected: the masks weigh columns
-        weights = (None, None) if faithful else (sample_mask, class_mask)
-        scales = (sample_fraction, class_fraction) if faithful else (1.0, 1.0)
+        # quirk 1 again (the authors'): whole sums scaled by the masks' fractions; corrected: the masks weigh columns
+        weights = (sample_mask, class_mask) if corrected else (None, None)
+        scales = (1.0, 1.0) if corrected else (sample_fraction, class_fraction)
         batch, classes = gram_terms(weak_s, weak_t, temperature_j, keep, *weights)
         terms[('batch', 'weak', j)] = scales[0] * batch / count
         terms[('class', 'weak', j)] = scales[1] * classes / num_classes
@@ -264,26 +265,25 @@ class MLKDLoss(LogitLoss):
 
     ``views=2`` (the paper's method) takes the two views' logits stacked along the batch, (2N, C): weak rows, then
     strong rows; the distiller refuses a pipeline without mmpretrain's ``MultiView`` for it. ``views=1`` is MLKD on
-    a single view (its weak-view terms). ``faithful=False`` corrects the two quirks of the authors' code (module
-    docstring).
+    a single view (its weak-view terms). The authors' computation, quirks included (module docstring);
+    :class:`CorrectedMLKDLoss` corrects them.
     """
 
     #: Its batch- and class-level terms compare the rows of a batch with each other (N x N Grams): the rows must be
     #: the batch's images; the distiller refuses it for tasks whose rows are RoIs or pixels (memory N^2, other terms).
     compares_rows = True
 
-    def __init__(self, temperature: float = 4.0, views: int = 1, faithful: bool = True,
-                 logit_norm: Optional[str] = None, loss_weight: float = 1.0) -> None:
+    #: The corrected form's terms (:class:`CorrectedMLKDLoss`), not the authors'.
+    corrected = False
+
+    def __init__(self, temperature: float = 4.0, views: int = 1, logit_norm: Optional[str] = None,
+                 loss_weight: float = 1.0) -> None:
         super().__init__(loss_weight=loss_weight, logit_norm=logit_norm)
         if isinstance(views, bool) or views not in VIEWS:
             raise ValueError(f'views={views!r}: MLKD takes 2 views of every image (weak, strong; a MultiView '
                              'pipeline) or 1 (its weak-view terms only)')
-        if not isinstance(faithful, bool):
-            raise ValueError(f'faithful must be True (the authors\' computation) or False (corrected), got '
-                             f'{faithful!r}')
         self.temperature = check_hyperparameter('temperature', temperature, strict=True)
         self.views = views
-        self.faithful = faithful
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor] = None,
                 weight: Optional[Tensor] = None) -> Tensor:
@@ -301,9 +301,16 @@ class MLKDLoss(LogitLoss):
             return student_logits.sum() * 0.0
         with torch.autocast(device_type=student_logits.device.type, enabled=False):  # Gram matrices in float32
             terms = mlkd_terms(student_logits.split(num_samples), teacher_logits.split(num_samples),
-                               self.temperature, self.logit_norm, self.faithful, keep)
+                               self.temperature, self.logit_norm, self.corrected, keep)
         return self.loss_weight * torch.stack(list(terms.values())).sum()
 
     def extra_repr(self) -> str:
-        return (f'temperatures={temperature_set(self.temperature)}, views={self.views}, faithful={self.faithful}, '
-                f'{super().extra_repr()}')
+        return f'temperatures={temperature_set(self.temperature)}, views={self.views}, {super().extra_repr()}'
+
+
+class CorrectedMLKDLoss(MLKDLoss):
+    """MLKD with the two quirks of the authors' code corrected (module docstring): each mask selects the samples or
+    classes it indexes, and the strong view's instance terms take the strong view's logits at all five
+    temperatures. The same hyper-parameters as :class:`MLKDLoss`."""
+
+    corrected = True

@@ -8,5 +8,5 @@ from kdplug import hookimpl
 def kdplug_losses() -> List[type]:
     from kdplug.losses import DKDLoss, KDLoss, MultiTempKDLoss, NKDLoss, NormKDLoss, USKDLoss
     from kdplug.losses.ctkd import CTKDLoss
-    from kdplug.losses.mlkd import MLKDLoss
-    return [KDLoss, DKDLoss, NKDLoss, NormKDLoss, MultiTempKDLoss, USKDLoss, CTKDLoss, MLKDLoss]
+    from kdplug.losses.mlkd import CorrectedMLKDLoss, MLKDLoss
+    return [KDLoss, DKDLoss, NKDLoss, NormKDLoss, MultiTempKDLoss, USKDLoss, CTKDLoss, MLKDLoss, CorrectedMLKDLoss]
