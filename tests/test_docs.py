@@ -41,7 +41,8 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
         'transforms': ['kdplug.transforms.cached_load.CachedLoadImageFromFile',
                        'kdplug.transforms.checked_load.CheckedLoadImageFromFile'],
         'models': ['kdplug.models.cifar.ResNet8', 'kdplug.models.student_modules'],
-        'letkd': ['kdplug.letkd.layer.LetKDLayer', 'kdplug.letkd.loss.LetKDLoss', 'kdplug.letkd.codewords.kmeans',
+        'letkd': ['kdplug.letkd.layer.LetKDLayer', 'kdplug.letkd.loss.LetKDPenultimateLoss',
+                  'kdplug.letkd.loss.LetKDIntermediateLoss', 'kdplug.letkd.codewords.kmeans',
                   'kdplug.letkd.fitting.fit_codewords', 'kdplug.letkd.io'],
     }
     for page, anchors in expected.items():

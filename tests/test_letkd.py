@@ -262,7 +262,7 @@ def test_codewords_of_another_teacher_or_class_count_and_a_changing_teacher_are_
     from mmpretrain.structures import DataSample
 
     from runner_helpers import save_teacher
-    from kdplug.letkd.loss import LetKDLoss
+    from kdplug.letkd.loss import LetKDIntermediateLoss
     samples = [DataSample().set_gt_label(i) for i in range(2)]
     path, _ = codewords
     retrained = save_teacher(tmp_path / 'retrained.pth', seed=1)
@@ -277,7 +277,7 @@ def test_codewords_of_another_teacher_or_class_count_and_a_changing_teacher_are_
         with pytest.raises(ValueError, match=r"codewords fitted once from a fixed teacher's checkpoint.*EMA.*"
                                              r"CheckpointTeacher"):
             MODELS.build(ema)
-    loss = LetKDLoss('layer2', level='intermediate', codewords=str(path))
+    loss = LetKDIntermediateLoss('layer2', codewords=str(path))
     layer = torch.nn.Module()
     layer.assignment_logits = torch.randn(1, 160, 16, 16)  # a layer of 20 classes x 8 sub-classes
     with pytest.raises(ValueError, match=r'fitted for 10 classes x 8 sub-classes = 80 assignments, the student layer '
@@ -308,12 +308,12 @@ def test_loss_reports_the_mean_entropy_of_both_assignments():
     p_T = (e, 1) / (e + 1); one at (0.5, 0) is equidistant, p_T uniform. The student's logits (0, 0) and (log 3, 0)
     give p_S = (1/2, 1/2) and (3/4, 1/4)."""
     from torch import nn
-    from kdplug.letkd.loss import LetKDLoss
+    from kdplug.letkd.loss import LetKDPenultimateLoss
 
     def entropy(*p):
         return -sum(x * math.log(x) for x in p)
 
-    loss = LetKDLoss('out', level='penultimate')
+    loss = LetKDPenultimateLoss('out')
     loss.load_codewords(dict(level='penultimate', codewords=torch.tensor([[0.0, 0.0], [1.0, 0.0]])))
     teacher = torch.tensor([[0.0, 0.5], [0.0, 0.0]]).view(1, 2, 1, 2)  # channels x positions: (0, 0) and (0.5, 0)
     layer = nn.Module()
@@ -333,10 +333,10 @@ def test_loss_reports_the_mean_entropy_of_both_assignments():
 
 def test_loss_pools_a_larger_teacher_map_and_checks_the_sizes():
     from kdplug.letkd.layer import LetKDLayer
-    from kdplug.letkd.loss import LetKDLoss
+    from kdplug.letkd.loss import LetKDPenultimateLoss
     layer = LetKDLayer(8, 6)
     layer(torch.randn(2, 8, 4, 4))
-    loss = LetKDLoss('out', codewords=None)
+    loss = LetKDPenultimateLoss('out', codewords=None)
     loss.load_codewords({'level': 'penultimate', 'codewords': torch.randn(4, 5)})  # 4 < 6 codewords: padded
     with pytest.warns(UserWarning, match='2 extra outputs get target 0'):
         out = loss(layer, torch.randn(2, 5, 8, 8), torch.tensor([0, 1]))
@@ -357,11 +357,11 @@ def test_wrong_positions_are_named(tmp_path, teacher_checkpoint):
     student = classifier_cfg()
     student['backbone'] = dict(type='kdplug.BackboneWithModules', backbone=dict(type='kdplug.ResNet8'),
                                modules=dict(out=dict(type='kdplug.LetKDLayer', in_channels=64, num_codewords=8)))
-    cfg = distiller_cfg(teacher_checkpoint, student=student, losses=dict(letkd=dict(type='LetKDLoss',
+    cfg = distiller_cfg(teacher_checkpoint, student=student, losses=dict(letkd=dict(type='LetKDPenultimateLoss',
                                                                                      student_module='layer2')))
     with pytest.raises(ValueError, match="student module at 'layer2', but the student has modules at 'out'"):
         MODELS.build(cfg)
-    cfg['losses'] = dict(letkd=dict(type='LetKDLoss', student_module='out', teacher_stage='stage3'))
+    cfg['losses'] = dict(letkd=dict(type='LetKDPenultimateLoss', student_module='out', teacher_stage='stage3'))
     with pytest.raises(ValueError, match=r"the teacher's backbone \(\w+\) has no position 'stage3'.*layer1"):
         MODELS.build(cfg)
 
@@ -401,17 +401,18 @@ def test_student_modules_are_a_plugin_kind_open_to_third_parties(python, tmp_pat
         infos = {i.name: i.contributions for i in plugin_infos()}
         print(infos['gatekd']['kdplug_student_modules'], infos['kdplug.letkd.plugin']['kdplug_student_modules'])'''),
         env={'PYTHONPATH': os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')])})
-    assert result.stdout.splitlines() == ['10', "['GateLayer'] ['LetKDLayer', 'LetKDLoss']"], result.stderr
+    assert result.stdout.splitlines() == ['10', "['GateLayer'] ['LetKDLayer', 'LetKDPenultimateLoss', "
+                                          "'LetKDIntermediateLoss']"], result.stderr
 
 
 def test_teacher_assignment_stays_float32_under_autocast():
     """--amp runs the loss under autocast: codeword distances in bfloat16 would scramble the teacher's assignment."""
     from torch import nn
-    from kdplug.letkd.loss import LetKDLoss
+    from kdplug.letkd.loss import LetKDPenultimateLoss
     torch.manual_seed(0)
     teacher_feature = 20 + torch.randn(2, 64, 4, 4)  # post-ReLU-like magnitudes: large norms, small differences
     codewords = teacher_feature.permute(0, 2, 3, 1).reshape(-1, 64)[::2] + 0.1 * torch.randn(16, 64)
-    loss = LetKDLoss('out', level='penultimate')
+    loss = LetKDPenultimateLoss('out')
     loss.load_codewords(dict(level='penultimate', codewords=codewords))
     layer = nn.Module()
     logits = torch.randn(2, 16, 4, 4)
@@ -423,10 +424,24 @@ def test_teacher_assignment_stays_float32_under_autocast():
     torch.testing.assert_close(mixed, plain)
 
 
+def test_each_letkd_level_is_its_own_loss_and_the_common_part_is_none():
+    """letKD-1's and letKD-2's teacher sides are two losses with their own hyper-parameters (the intermediate level
+    takes no temperature), not a level= switch; the common part cannot be built."""
+    from kdplug.letkd.loss import LetKDIntermediateLoss, LetKDLoss, LetKDPenultimateLoss
+    assert (LetKDPenultimateLoss.level, LetKDIntermediateLoss.level) == ('penultimate', 'intermediate')
+    with pytest.raises(TypeError, match='build LetKDPenultimateLoss .* or LetKDIntermediateLoss'):
+        LetKDLoss('out')
+    with pytest.raises(TypeError):
+        LetKDIntermediateLoss('layer2', temperature=2.0)
+    with pytest.raises(ValueError, match="the codewords of 'out' are for the penultimate level"):
+        LetKDIntermediateLoss('out').load_codewords(
+            {'sections': {'out': dict(level='penultimate', codewords=torch.randn(4, 5))}})
+
+
 @pytest.mark.parametrize('what, args, error', [
-    ('loss', dict(temperature=float('nan')), 'LetKDLoss: temperature must be a finite number > 0'),
+    ('loss', dict(temperature=float('nan')), 'LetKDPenultimateLoss: temperature must be a finite number > 0'),
     ('loss', dict(temperature='2'), None),  # a number written as text is read as the number
-    ('loss', dict(loss_weight=-1.0), 'LetKDLoss: loss_weight must be a finite number >= 0'),
+    ('loss', dict(loss_weight=-1.0), 'LetKDPenultimateLoss: loss_weight must be a finite number >= 0'),
     ('layer', dict(alpha=-1.0), 'LetKDLayer: alpha must be a finite number >= 0'),
     ('layer', dict(num_codewords=512.5), 'LetKDLayer: in_channels and num_codewords must be whole numbers >= 1'),
 ])
@@ -434,10 +449,10 @@ def test_letkd_hyper_parameters_are_checked_when_built(what, args, error):
     """temperature=nan trained NaN to the end with exit status 0; loss_weight=-1 maximised the KL; a fractional
     codeword count failed inside torch.randn."""
     from kdplug.letkd.layer import LetKDLayer
-    from kdplug.letkd.loss import LetKDLoss
+    from kdplug.letkd.loss import LetKDPenultimateLoss
 
     def build():
-        return LetKDLoss('penult', **args) if what == 'loss' else LetKDLayer(**dict(dict(in_channels=64,
+        return LetKDPenultimateLoss('penult', **args) if what == 'loss' else LetKDLayer(**dict(dict(in_channels=64,
                                                                                         num_codewords=512), **args))
     if error is None:
         assert build().temperature == 2.0

@@ -152,7 +152,7 @@ def test_the_installed_wheel_builds_computes_and_loads_its_plugins(installed, tm
             'kdplug.transforms.plugin'} <= set(out['plugins'])
     for name in ('NormKDLoss', 'Distiller', 'ClassificationTask', 'TwoStageDetectionTask', 'CheckpointTeacher',
                  'EMATeacher', 'WeakHeadTeacher', 'AtomicCheckpointHook', 'ResNet8', 'CachedLoadImageFromFile',
-                 'LetKDLayer', 'LetKDLoss'):
+                 'LetKDLayer', 'LetKDPenultimateLoss', 'LetKDIntermediateLoss'):
         assert name in out['table']
     assert out['weights_only_allowed']  # loading the plugins set torch's allow-list for mmengine checkpoints
 

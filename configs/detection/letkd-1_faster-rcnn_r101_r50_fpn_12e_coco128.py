@@ -25,7 +25,7 @@ model = dict(
             layer4=dict(type='kdplug.LetKDLayer', in_channels=2048, num_codewords=4096, alpha=1.0),
         ))),
     losses=dict(
-        letkd_penult=dict(type='LetKDLoss', student_module='layer4', teacher_stage='layer4', level='penultimate',
+        letkd_penult=dict(type='LetKDPenultimateLoss', student_module='layer4', teacher_stage='layer4',
                           codewords=codewords),
     ),
 )

@@ -17,6 +17,6 @@ model = dict(
             out=dict(type='kdplug.LetKDLayer', in_channels=64, num_codewords=4096, alpha=1.0),
         ))),
     losses=dict(
-        letkd_penult=dict(type='LetKDLoss', student_module='out', level='penultimate', codewords=codewords),
+        letkd_penult=dict(type='LetKDPenultimateLoss', student_module='out', codewords=codewords),
     ),
 )

@@ -19,7 +19,7 @@ model = dict(
             out=dict(type='kdplug.LetKDLayer', in_channels=128, num_codewords=4096, alpha=1.0),
         ))),
     losses=dict(
-        letkd_inter=dict(type='LetKDLoss', student_module='block2', level='intermediate', codewords=codewords),
-        letkd_penult=dict(type='LetKDLoss', student_module='out', level='penultimate', codewords=codewords),
+        letkd_inter=dict(type='LetKDIntermediateLoss', student_module='block2', codewords=codewords),
+        letkd_penult=dict(type='LetKDPenultimateLoss', student_module='out', codewords=codewords),
     ),
 )

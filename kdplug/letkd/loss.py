@@ -4,15 +4,16 @@ arXiv:2309.02843; supplement Alg. 1-2), the **teacher side** of a :class:`kdplug
 A loss of the distiller (not part of the student, never exported): the teacher's soft assignment ``p_T`` of each
 spatial feature of the teacher at the layer's stage, and ``KL(p_T || p_S)`` summed over the K assignments and
 averaged over every spatial position of the batch (``batchmean`` with a row per position), times ``loss_weight``.
+One loss per level of the paper, each its own class (:class:`LetKDLoss` is their common part):
 
-* ``level='penultimate'`` (letKD-1, Alg. 1): ``p_T = softmax(-||f - rho_k||^2 / T)`` over the K k-means codewords
-  ``rho`` of the teacher's features. The pseudo-code writes ``softmax(d)`` with ``d`` the squared distances; a soft
-  assignment must favour the NEAREST codeword, so kdplug uses ``softmax(-d)`` (the sign is a typo of the
-  pseudo-code; the authors' code, adagorgun/letKD-framework at commit 4fb2289, has ``softmax(-T * distances)``:
+* :class:`LetKDPenultimateLoss` (letKD-1, Alg. 1): ``p_T = softmax(-||f - rho_k||^2 / T)`` over the K k-means
+  codewords ``rho`` of the teacher's features. The pseudo-code writes ``softmax(d)`` with ``d`` the squared
+  distances; a soft assignment must favour the NEAREST codeword, so kdplug uses ``softmax(-d)`` (the sign is a typo
+  of the pseudo-code; the authors' code, adagorgun/letKD-framework at commit 4fb2289, has ``softmax(-T * distances)``:
   ``distillation/architectures/miscellaneous/vector_quantization.py`` line 102, with T = 1 in every config).
   ``T`` (``temperature``) is 1 in the paper.
-* ``level='intermediate'`` (letKD-2, Alg. 2): the teacher feature is projected by LDA (``W f + b``), the position is
-  given the nearest sub-class prototype **of its image's class** (``k*``,
+* :class:`LetKDIntermediateLoss` (letKD-2 adds it at a middle stage, Alg. 2): the teacher feature is projected by
+  LDA (``W f + b``), the position is given the nearest sub-class prototype **of its image's class** (``k*``,
   :func:`kdplug.letkd.codewords.assign_subclasses`), and ``p_T`` is the row ``k*`` of the sub-class score matrix
   ``s_T`` (C*K_inter x C*K_inter). The student predicts over C*K_inter sub-classes.
 
@@ -78,17 +79,16 @@ def kl_batchmean(target: Tensor, logits: Tensor) -> Tensor:
 
 
 class LetKDLoss(nn.Module):
-    """The letKD distillation loss of one :class:`~kdplug.letkd.layer.LetKDLayer` of the student (a student-module
-    loss).
+    """What the two letKD losses share (a student-module loss of :class:`kdplug.Distiller` training one
+    :class:`~kdplug.letkd.layer.LetKDLayer` of the student); build :class:`LetKDPenultimateLoss` or
+    :class:`LetKDIntermediateLoss`.
 
     Args:
         student_module: the position of the layer in the student (its key in ``BackboneWithModules.modules``,
             e.g. ``'out'`` or ``'layer2'``).
-        level: ``'penultimate'`` (letKD-1: k-means codewords) or ``'intermediate'`` (letKD-2: LDA + sub-classes).
         codewords: the file written by ``tools/fit_codewords.py`` (:mod:`kdplug.letkd.io`); read at the first
             training step (the model builds without it), section ``student_module``.
         teacher_stage: the position of the teacher feature (same syntax); default ``student_module``.
-        temperature: T of the penultimate soft assignment ``softmax(-d / T)`` (1 in the paper).
         loss_weight: factor of the loss.
 
     ``forward(layer, teacher_feature, target)`` returns ``{'loss': weighted KL, 'agreement': fraction of positions
@@ -97,21 +97,20 @@ class LetKDLoss(nn.Module):
     batch, detached (diagnostics: 0 is one-hot, log K uniform; with raw squared distances p_T may be near one-hot).
     """
 
-    def __init__(self, student_module: str, level: str = 'penultimate', codewords: Optional[str] = None,
-                 teacher_stage: Optional[str] = None, temperature: float = 1.0, loss_weight: float = 1.0) -> None:
+    #: The level of the paper, the key of the codewords file's section kind (:data:`kdplug.letkd.io.LEVELS`).
+    level = ''
+
+    def __init__(self, student_module: str, codewords: Optional[str] = None, teacher_stage: Optional[str] = None,
+                 loss_weight: float = 1.0) -> None:
         super().__init__()
-        if level not in LEVELS:
-            raise ValueError(f"LetKDLoss: level must be one of {LEVELS}, got {level!r}")
-        temperature = check_hyperparameter('LetKDLoss: temperature', temperature, strict=True)
-        loss_weight = check_hyperparameter('LetKDLoss: loss_weight', loss_weight)
-        if level == 'intermediate' and temperature != 1.0:
-            raise ValueError('LetKDLoss: the intermediate level distils the fitted sub-class scores, which take no '
-                             f'temperature; got temperature={temperature}: leave it at 1')
-        self.student_module, self.level, self.codewords_path = student_module, level, codewords
+        if self.level not in LEVELS:
+            raise TypeError('LetKDLoss is the common part of letKD\'s losses: build LetKDPenultimateLoss (letKD-1) '
+                            'or LetKDIntermediateLoss (letKD-2\'s middle stage)')
+        loss_weight = check_hyperparameter(f'{type(self).__name__}: loss_weight', loss_weight)
+        self.student_module, self.codewords_path = student_module, codewords
         self.teacher_stage = teacher_stage or student_module
-        self.temperature, self.loss_weight = float(temperature), float(loss_weight)
+        self.loss_weight = float(loss_weight)
         self._buffer_names: Optional[Tuple[str, ...]] = None  # the codewords' buffers, once loaded
-        self.subclasses = 0
         self._padding_warned = False
         self.teacher_checkpoint: Optional[str] = None  # the run's teacher (check_teacher), compared with the file's
 
@@ -121,7 +120,7 @@ class LetKDLoss(nn.Module):
         checkpoint is compared with the file's when the codewords are read."""
         checkpoint = getattr(source, 'checkpoint', None)
         if not isinstance(checkpoint, str):
-            raise ValueError(f'LetKDLoss({self.student_module!r}) distils through codewords fitted once from a fixed '
+            raise ValueError(f'{self}: distils through codewords fitted once from a fixed '
                              f'teacher\'s checkpoint (python {FIT_TOOL} CONFIG), and {source.description} has none: '
                              "use teacher=dict(type='CheckpointTeacher', model=..., checkpoint=...)")
         self.teacher_checkpoint = checkpoint
@@ -136,7 +135,7 @@ class LetKDLoss(nn.Module):
         section dict; the tensors become non-persistent buffers (they follow ``.to()``, never in checkpoints)."""
         source = self.codewords_path if source is None else source
         if source is None:
-            raise ValueError(f'LetKDLoss({self.student_module!r}): no codewords file: set codewords= to the file '
+            raise ValueError(f'{self}: no codewords file: set codewords= to the file '
                              f'of python {FIT_TOOL} CONFIG')
         where = source if isinstance(source, str) else 'the given codewords'
         loaded = load_codewords_file(source) if isinstance(source, str) else source
@@ -151,14 +150,16 @@ class LetKDLoss(nn.Module):
         for name in names:
             self.register_buffer(f'cw_{name}', section[name].clone(), persistent=False)
         self._buffer_names = names
-        if self.level == 'intermediate':
-            self.subclasses = int(section['subclasses'])
+        self.section_loaded(section)
+
+    def section_loaded(self, section: Mapping) -> None:
+        """What a level keeps of its section besides the tensors (the intermediate level: K_inter)."""
 
     def _tensors(self) -> Dict[str, Tensor]:
-        out = {name: getattr(self, f'cw_{name}') for name in self._buffer_names}
-        if self.level == 'intermediate':
-            out['subclasses'] = self.subclasses
-        return out
+        return {name: getattr(self, f'cw_{name}') for name in self._buffer_names}
+
+    def __str__(self) -> str:
+        return f'{type(self).__name__}({self.student_module!r})'
 
     # -- the loss ----------------------------------------------------------------------------------------------------
     def teacher_assignment(self, teacher_feature: Tensor, size: Tuple[int, int],
@@ -170,18 +171,27 @@ class LetKDLoss(nn.Module):
         feature = align_teacher_feature(teacher_feature.float(), size)
         teacher_rows = rows(feature)
         tensors = self._tensors()
-        expected = (tensors['codewords'] if self.level == 'penultimate' else tensors['lda_weight']).shape[1]
+        expected = self.feature_channels(tensors)
         if teacher_rows.shape[1] != expected:
-            raise ValueError(f'LetKDLoss({self.student_module!r}): the teacher feature at {self.teacher_stage!r} has '
+            raise ValueError(f'{self}: the teacher feature at {self.teacher_stage!r} has '
                              f'{teacher_rows.shape[1]} channels, the codewords {expected}: they were fitted for '
                              f'another teacher or stage; fit them again with python {FIT_TOOL} CONFIG')
-        if self.level == 'penultimate':
-            return penultimate_assignment(teacher_rows, tensors['codewords'], self.temperature)
-        if target is None:
-            raise ValueError('the intermediate letKD loss needs the labels of the images')
-        labels = target.argmax(1) if target.dim() == 2 else target
-        per_position = labels.long().repeat_interleave(feature.shape[2] * feature.shape[3])
-        return intermediate_assignment(teacher_rows, per_position, tensors)
+        return self.assignment(teacher_rows, feature.shape[2] * feature.shape[3], tensors, target)
+
+    def feature_channels(self, tensors: Mapping[str, Tensor]) -> int:
+        """The channels of the teacher features the loaded codewords were fitted on."""
+        raise NotImplementedError
+
+    def assignment(self, teacher_rows: Tensor, positions: int, tensors: Mapping[str, Tensor],
+                   target: Optional[Tensor]) -> Tensor:
+        """``p_T`` of the teacher's rows (``positions`` per image), (n, K)."""
+        raise NotImplementedError
+
+    def check_assignments(self, k_teacher: int, k_student: int) -> None:
+        """Refuse a layer that predicts fewer assignments than the codewords give (more are padded with 0)."""
+        if k_teacher > k_student:
+            raise ValueError(f'{self}: the codewords give {k_teacher} assignments but the '
+                             f'student layer predicts {k_student}: set its num_codewords to {k_teacher}')
 
     def forward(self, layer: nn.Module, teacher_feature: Tensor, target: Optional[Tensor] = None
                 ) -> Dict[str, Tensor]:
@@ -190,7 +200,7 @@ class LetKDLoss(nn.Module):
                             'loss with a student_module as loss(layer, teacher_feature, target)), not as a logit loss')
         logits = getattr(layer, 'assignment_logits', None)
         if logits is None:
-            raise RuntimeError(f'LetKDLoss({self.student_module!r}): the student layer has no assignment logits: '
+            raise RuntimeError(f'{self}: the student layer has no assignment logits: '
                                'the student must run forward in training mode before the loss')
         layer.assignment_logits = None  # consumed: never reused by a later step
         # distances to codewords cancel badly in float16 / bfloat16: the assignment is float32 even under --amp
@@ -198,18 +208,10 @@ class LetKDLoss(nn.Module):
             p_t = self.teacher_assignment(teacher_feature, tuple(logits.shape[-2:]), target)
         student_rows = rows(logits)
         k_student, k_teacher = student_rows.shape[1], p_t.shape[1]
-        if self.level == 'intermediate' and k_teacher != k_student:  # C classes x K sub-classes: no capping here
-            raise ValueError(f'LetKDLoss({self.student_module!r}): the codewords were fitted for '
-                             f'{k_teacher // self.subclasses} classes x {self.subclasses} sub-classes = {k_teacher} '
-                             f'assignments, the student layer predicts {k_student}: fitted on another dataset (or '
-                             f'class count)? Fit them again with python {FIT_TOOL} CONFIG, or set the layer\'s '
-                             f'num_codewords to {k_teacher}')
-        if k_teacher > k_student:
-            raise ValueError(f'LetKDLoss({self.student_module!r}): the codewords give {k_teacher} assignments but the '
-                             f'student layer predicts {k_student}: set its num_codewords to {k_teacher}')
+        self.check_assignments(k_teacher, k_student)
         if k_teacher < k_student:
             if not self._padding_warned:
-                warnings.warn(f'LetKDLoss({self.student_module!r}): the codewords file has {k_teacher} codewords, the '
+                warnings.warn(f'{self}: the codewords file has {k_teacher} codewords, the '
                               f'layer predicts {k_student}: the {k_student - k_teacher} extra outputs get target 0')
                 self._padding_warned = True
             p_t = F.pad(p_t, (0, k_student - k_teacher))
@@ -221,5 +223,60 @@ class LetKDLoss(nn.Module):
                 'entropy_student': entropy_student}
 
     def extra_repr(self) -> str:
-        return (f'student_module={self.student_module!r}, level={self.level!r}, teacher_stage={self.teacher_stage!r}, '
+        return (f'student_module={self.student_module!r}, teacher_stage={self.teacher_stage!r}, '
                 f'codewords={self.codewords_path!r}, loss_weight={self.loss_weight}')
+
+
+class LetKDPenultimateLoss(LetKDLoss):
+    """letKD-1 (Alg. 1): ``p_T = softmax(-||f - rho_k||^2 / T)`` over the K k-means codewords of the teacher's
+    features (module docstring). ``temperature``: T (1 in the paper); the other arguments as :class:`LetKDLoss`."""
+
+    level = 'penultimate'
+
+    def __init__(self, student_module: str, codewords: Optional[str] = None, teacher_stage: Optional[str] = None,
+                 temperature: float = 1.0, loss_weight: float = 1.0) -> None:
+        super().__init__(student_module, codewords, teacher_stage, loss_weight)
+        self.temperature = float(check_hyperparameter(f'{type(self).__name__}: temperature', temperature,
+                                                      strict=True))
+
+    def feature_channels(self, tensors: Mapping[str, Tensor]) -> int:
+        return tensors['codewords'].shape[1]
+
+    def assignment(self, teacher_rows: Tensor, positions: int, tensors: Mapping[str, Tensor],
+                   target: Optional[Tensor]) -> Tensor:
+        return penultimate_assignment(teacher_rows, tensors['codewords'], self.temperature)
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, temperature={self.temperature}'
+
+
+class LetKDIntermediateLoss(LetKDLoss):
+    """letKD-2's middle-stage loss (Alg. 2): the LDA-projected teacher feature's nearest sub-class of its image's
+    class gives its row of the sub-class scores as ``p_T`` (module docstring); the student's layer predicts C x
+    K_inter sub-classes. No temperature (the fitted scores take none); arguments as :class:`LetKDLoss`."""
+
+    level = 'intermediate'
+    subclasses = 0  # K_inter, from the codewords file
+
+    def section_loaded(self, section: Mapping) -> None:
+        self.subclasses = int(section['subclasses'])
+
+    def _tensors(self) -> Dict[str, Tensor]:
+        return dict(super()._tensors(), subclasses=self.subclasses)
+
+    def feature_channels(self, tensors: Mapping[str, Tensor]) -> int:
+        return tensors['lda_weight'].shape[1]
+
+    def assignment(self, teacher_rows: Tensor, positions: int, tensors: Mapping[str, Tensor],
+                   target: Optional[Tensor]) -> Tensor:
+        if target is None:
+            raise ValueError(f'{self} needs the labels of the images')
+        labels = target.argmax(1) if target.dim() == 2 else target
+        return intermediate_assignment(teacher_rows, labels.long().repeat_interleave(positions), tensors)
+
+    def check_assignments(self, k_teacher: int, k_student: int) -> None:
+        if k_teacher != k_student:  # C classes x K sub-classes: no padding here
+            raise ValueError(f'{self}: the codewords were fitted for {k_teacher // self.subclasses} classes x '
+                             f'{self.subclasses} sub-classes = {k_teacher} assignments, the student layer predicts '
+                             f'{k_student}: fitted on another dataset (or class count)? Fit them again with python '
+                             f'{FIT_TOOL} CONFIG, or set the layer\'s num_codewords to {k_teacher}')
