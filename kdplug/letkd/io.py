@@ -80,3 +80,17 @@ def codewords_section(loaded: Mapping, student_module: str, level: str, where: s
     if missing:
         raise ValueError(f'{where}: section {student_module!r} lacks {missing}')
     return section
+
+
+def check_fitted_from(loaded: Mapping, teacher_checkpoint: Optional[str], where: str) -> None:
+    """Refuse codewords fitted from another teacher checkpoint than ``teacher_checkpoint`` (the run's; None: not
+    known, nothing compared): they assign another teacher's features. The sha256 of the checkpoint is compared."""
+    fitted_from = (loaded.get('meta') or {}).get('teacher_identity')
+    if not fitted_from or not teacher_checkpoint:
+        return
+    from kdplug.engine.checkpoint import checkpoint_identity
+    if checkpoint_identity(teacher_checkpoint) != fitted_from:
+        raise ValueError(f'{where}: the codewords were fitted from another teacher checkpoint '
+                         f'({loaded["meta"].get("teacher_checkpoint")!r}, sha256 {fitted_from[:12]}...) than this '
+                         f'run\'s ({teacher_checkpoint!r}): they assign another teacher\'s features. Fit '
+                         f'them again with python {FIT_TOOL} CONFIG')

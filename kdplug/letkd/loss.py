@@ -34,11 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdplug.engine.checkpoint import checkpoint_identity
 from kdplug.losses.functional import check_hyperparameter, kl_rows, reduce_per_sample
 
 from .codewords import assign_subclasses, squared_distances
-from .io import FIT_TOOL, LEVELS, SECTION_TENSORS, codewords_section, load_codewords_file
+from .io import FIT_TOOL, LEVELS, SECTION_TENSORS, check_fitted_from, codewords_section, load_codewords_file
 
 
 def rows(feature: Tensor) -> Tensor:
@@ -140,12 +139,7 @@ class LetKDLoss(nn.Module):
         where = source if isinstance(source, str) else 'the given codewords'
         loaded = load_codewords_file(source) if isinstance(source, str) else source
         section = codewords_section(loaded, self.student_module, self.level, where)
-        fitted_from = (loaded.get('meta') or {}).get('teacher_identity')
-        if fitted_from and self.teacher_checkpoint and checkpoint_identity(self.teacher_checkpoint) != fitted_from:
-            raise ValueError(f'{where}: the codewords were fitted from another teacher checkpoint '
-                             f'({loaded["meta"].get("teacher_checkpoint")!r}, sha256 {fitted_from[:12]}...) than this '
-                             f'run\'s ({self.teacher_checkpoint!r}): they assign another teacher\'s features. Fit '
-                             f'them again with python {FIT_TOOL} CONFIG')
+        check_fitted_from(loaded, self.teacher_checkpoint, where)
         names = SECTION_TENSORS[self.level]
         for name in names:
             self.register_buffer(f'cw_{name}', section[name].clone(), persistent=False)
