@@ -3,6 +3,7 @@ teacher) through an mmengine Runner, on real CIFAR-10 images."""
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config, ConfigDict
@@ -69,6 +70,33 @@ def test_export_loads_in_plain_mmpretrain(cifar10_root, tmp_path, teacher_checkp
     runner.model.eval()
     inputs = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(plain(inputs), runner.model(inputs))
+
+
+def test_export_writes_the_students_own_config_for_mmpretrains_inferencer(cifar10_root, tmp_path, teacher_checkpoint):
+    """student.pth comes with student.py: mmpretrain's ImageClassificationInferencer (no kdplug tool) given the two
+    predicts what the run's student predicts, normalisation included (the run's mean / std sit in the config's
+    top-level data_preprocessor); the teacher's hooks are left out, the others kept."""
+    from mmengine.config import Config
+    from mmpretrain.apis import ImageClassificationInferencer
+    from kdplug.distillers.export import export_student
+    runner = make_runner(run_config(cifar10_root, tmp_path, teacher_checkpoint, max_iters=2))
+    runner.train()
+    export_student(str(tmp_path / 'iter_2.pth'), str(tmp_path / 'out' / 'student.pth'), str(tmp_path / 'out' / 's.py'))
+    own = Config.fromfile(str(tmp_path / 'out' / 's.py'))
+    assert own.default_scope == 'mmpretrain' and own.model.type == 'ImageClassifier'
+    assert own.model.data_preprocessor.mean == list(runner.cfg.data_preprocessor.mean)
+    assert not own.resume and own.load_from is None and 'work_dir' not in own  # the run's state, not the student's
+    hooks = [hook.type for hook in own.custom_hooks] + [hook.type for hook in own.default_hooks.values()]
+    assert 'kdplug.TeacherEvalHook' not in hooks and 'kdplug.TeacherDataCheckHook' not in hooks
+    assert 'kdplug.AtomicCheckpointHook' in hooks
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    inferencer = ImageClassificationInferencer(str(tmp_path / 'out' / 's.py'), str(tmp_path / 'out' / 'student.pth'),
+                                               device='cpu')
+    scores = inferencer(image)[0]['pred_scores']
+    runner.model.eval()
+    with torch.no_grad():
+        expected = runner.model.test_step(next(inferencer.preprocess([image])))[0].pred_score
+    np.testing.assert_allclose(scores, expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_resume_continues_at_the_same_iteration_with_the_same_state(cifar10_root, tmp_path, teacher_checkpoint):

@@ -202,8 +202,14 @@ def check_export_loads_in_plain_mmdet(checkpoint: Path, out: Path, student, cfg_
     from mmengine.hub import get_config
     from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
+    from mmdet.apis import init_detector
     from kdplug.distillers.export import export_student
-    export_student(str(checkpoint), str(out))
+    export_student(str(checkpoint), str(out), str(out.with_suffix('.py')))
+    # the student's own config written beside it: mmdet's init_detector (DetInferencer's loader) takes the two
+    detector = init_detector(str(out.with_suffix('.py')), str(out), device='cpu')
+    assert type(detector).__name__ == type(student).__name__
+    for key, value in student.state_dict().items():
+        torch.testing.assert_close(detector.state_dict()[key], value, msg=key)
     plain_cfg = Config(dict(model=get_config(cfg_path).model))
     plain_cfg.merge_from_dict(dict(model=model or overrides()))
     with DefaultScope.overwrite_default_scope('mmdet'):

@@ -34,7 +34,11 @@ def test_train_resume_test_and_export_from_the_command_line(cifar10_root, tmp_pa
                    '--cfg-options', *common)
     assert "'accuracy/top1'" in log
     log = run_tool(REPO / 'tools' / 'export_student.py', work_dir / 'epoch_2.pth', tmp_path / 'student.pth')
-    assert 'student tensors' in log
+    assert 'student tensors' in log and f'wrote {tmp_path / "student.py"}: the student\'s own config' in log
+    # ... with the student's own config written beside it, made from the run's (the data options included)
+    log = run_tool(REPO / 'tools' / 'test.py', tmp_path / 'student.py', tmp_path / 'student.pth', '--work-dir',
+                   tmp_path / 'test_own')
+    assert "'accuracy/top1'" in log
     # the export evaluates as a plain mmpretrain model, with the plain student config
     log = run_tool(REPO / 'tools' / 'test.py', STUDENT_CONFIG, tmp_path / 'student.pth', '--work-dir',
                    tmp_path / 'test_student', '--cfg-options', *data_options(cifar10_root))

@@ -1,11 +1,14 @@
-"""Student-only export: a distillation run's checkpoint -> a checkpoint that plain mmpretrain / mmdet loads.
+"""Student-only export: a distillation run's checkpoint -> a checkpoint that plain mmpretrain / mmdet loads, and the
+student's own config beside it.
 
 The distiller's state dict holds ``student.*`` and, for some teacher sources, training-only state (an EMA teacher's
 ``teacher.ema.*``, USKD's weak head ``teacher.head.*``; a checkpoint teacher is never saved), which is dropped: the
-export is exactly the student model.
+export is exactly the student model. :func:`student_config` turns the run's config into the student's own, for the
+libraries' inferencers and test tools (``ImageClassificationInferencer``, ``DetInferencer``, ``init_detector``).
 """
+import copy
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -15,8 +18,11 @@ from kdplug.engine.checkpoint import load_checkpoint_file, replaced_whole
 PREFIX = 'student.'
 
 
-def export_student(checkpoint: str, out: str) -> Dict[str, Any]:
-    """Write the student of ``checkpoint`` to ``out`` as ``{'state_dict', 'meta'}``; returns what was written."""
+def export_student(checkpoint: str, out: str, config_out: Optional[str] = None, config: Any = None
+                   ) -> Dict[str, Any]:
+    """Write the student of ``checkpoint`` to ``out`` as ``{'state_dict', 'meta'}``; returns what was written. With
+    ``config_out``, also the student's own config there (:func:`student_config`) from ``config``, the run's config,
+    by default the one mmengine saved in the checkpoint."""
     if os.path.exists(out) and os.path.exists(checkpoint) and os.path.samefile(out, checkpoint):
         raise ValueError(f'{out!r} is the checkpoint to export: writing the student there would replace the run\'s '
                          'checkpoint (its optimizer, teacher and training state). Give another output path')
@@ -28,6 +34,13 @@ def export_student(checkpoint: str, out: str) -> Dict[str, Any]:
                          'plain mmpretrain / mmdet checkpoint is already a student and needs no export')
     student = {key[len(PREFIX):]: value for key, value in state_dict.items() if key.startswith(PREFIX)}
     meta = dict(loaded.get('meta') or {})
+    own_config = None
+    if config_out is not None:  # before anything is written: a config that cannot become the student's stops here
+        config = config if config is not None else run_config_of(meta)
+        if config is None:
+            raise ValueError(f'{checkpoint!r} holds no config (mmengine saves the run\'s in its meta): give the run\'s '
+                             'config with --config, or --no-config for the weights alone')
+        own_config = student_config(config)
     exported = {
         'state_dict': student,
         'meta': {
@@ -38,6 +51,59 @@ def export_student(checkpoint: str, out: str) -> Dict[str, Any]:
             'kdplug_version': kdplug.__version__,
         },
     }
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with replaced_whole(out) as partial:  # whole or not at all: an interrupted export leaves no truncated file
         torch.save(exported, partial)
+    if own_config is not None:
+        with replaced_whole(config_out) as partial:
+            with open(partial, 'w', encoding='utf-8') as f:
+                f.write(own_config.pretty_text)
     return exported
+
+
+def student_config(cfg: Any) -> Any:
+    """The student's own config (an mmengine ``Config``) from a distillation run's ``cfg``: ``model`` is the student
+    (its ``cfg_path`` resolved) with the distiller's data preprocessor, ``default_scope`` the task's library
+    (``mmpretrain``, ``mmdet``), and the hooks only a distiller runs (``distillation_only``: the teacher's checks and
+    evaluation, loss warm-up, CTKD's curriculum, the EMA teacher's update) are left out, and so are the run's
+    ``resume``, ``load_from``, ``work_dir`` and launcher. Data, schedule, evaluator and visualizer stay the run's."""
+    from mmengine.config import Config
+
+    from kdplug.registry import HOOKS, TASKS
+    model = cfg.get('model') or {}
+    if str(model.get('type', '')).split('.')[-1] != 'Distiller':
+        raise ValueError(f'the config\'s model is {model.get("type")!r}, not kdplug.Distiller: it is already a '
+                         'student\'s (or another model\'s) config')
+    task_cfg = model['task']
+    task = TASKS.build(dict(type=task_cfg) if isinstance(task_cfg, str) else copy.deepcopy(dict(task_cfg)))
+    student = task.model_config(model['student'])
+    # the distiller's preprocessor as the run built it: mmengine's Runner gives a model without one the config's
+    # top-level data_preprocessor (mmpretrain's configs keep mean / std there)
+    student['data_preprocessor'] = task.data_preprocessor(
+        model.get('data_preprocessor') or cfg.get('data_preprocessor'), student)
+    out = Config(copy.deepcopy(cfg.to_dict()))
+    out.model = student
+    # what the run was, not what the student is: a resumed run's resume / load_from, its work dir and launcher
+    out.resume, out.load_from, out.launcher = False, None, 'none'
+    out.pop('work_dir', None)
+    if task.scope:
+        out.default_scope = task.scope
+
+    def distiller_only(hook: Any) -> bool:
+        kind = hook.get('type') if isinstance(hook, dict) else hook
+        found = HOOKS.get(kind.split('.', 1)[-1] if isinstance(kind, str) and kind.startswith('kdplug.') else kind) \
+            if isinstance(kind, str) else kind
+        return bool(getattr(found, 'distillation_only', False))
+    hooks = out.get('default_hooks') or {}
+    for name in [name for name, hook in hooks.items() if hook is not None and distiller_only(hook)]:
+        hooks.pop(name)
+    if out.get('custom_hooks'):
+        out.custom_hooks = [hook for hook in out.custom_hooks if not distiller_only(hook)]
+    return out
+
+
+def run_config_of(checkpoint_meta: Optional[dict]) -> Optional[Any]:
+    """The run's config that mmengine saved in a checkpoint's ``meta['cfg']`` (its text), or None."""
+    from mmengine.config import Config
+    text = (checkpoint_meta or {}).get('cfg')
+    return Config.fromstring(text, '.py') if isinstance(text, str) and text.strip() else None

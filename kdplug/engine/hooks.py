@@ -81,6 +81,7 @@ class LossWarmupHook(Hook):
     """
 
     priority = 'NORMAL'
+    distillation_only = True  # a hook of the distiller: a student's own config (the export) leaves it out
 
     def __init__(self, warmup: int, losses: Union[str, Sequence[str], None] = None, by_epoch: bool = True) -> None:
         self.by_epoch = check_by_epoch('LossWarmupHook', by_epoch)
@@ -121,6 +122,7 @@ class CTKDCurriculumHook(Hook):
     """
 
     priority = 'NORMAL'
+    distillation_only = True  # a hook of the distiller: a student's own config (the export) leaves it out
 
     def __init__(self, lambda_min: float = 0.0, lambda_max: float = 1.0, loops: float = 10,
                  losses: Optional[Sequence[str]] = None, by_epoch: bool = True) -> None:
@@ -187,6 +189,7 @@ class TeacherDataCheckHook(Hook):
     configs/_base_/distill_runtime.py, where a config's own ``custom_hooks`` do not replace it."""
 
     priority = 'HIGH'
+    distillation_only = True  # a hook of the distiller: a student's own config (the export) leaves it out
 
     def before_train(self, runner: 'Runner') -> None:
         model = unwrap(runner.model)
@@ -213,6 +216,7 @@ class TeacherEvalHook(Hook):
     takes minutes before the first training iteration."""
 
     priority = 'LOW'
+    distillation_only = True  # a hook of the distiller: a student's own config (the export) leaves it out
 
     def __init__(self, interval: int = 10) -> None:
         self.interval = check_count('TeacherEvalHook', 'interval', interval, 'batches')
@@ -268,6 +272,7 @@ class EMATeacherHook(Hook):
     """Update an EMA self-teacher (``teacher=dict(type='EMATeacher', xi=...)``) after every optimizer step."""
 
     priority = 'ABOVE_NORMAL'
+    distillation_only = True  # a hook of the distiller: a student's own config (the export) leaves it out
 
     @staticmethod
     def source(runner: 'Runner') -> tuple:
