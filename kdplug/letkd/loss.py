@@ -119,7 +119,7 @@ class LetKDLoss(nn.Module):
         checkpoint is compared with the file's when the codewords are read."""
         checkpoint = getattr(source, 'checkpoint', None)
         if not isinstance(checkpoint, str):
-            raise ValueError(f'{self}: distils through codewords fitted once from a fixed '
+            raise ValueError(f'{self.described} distils through codewords fitted once from a fixed '
                              f'teacher\'s checkpoint (python {FIT_TOOL} CONFIG), and {source.description} has none: '
                              "use teacher=dict(type='CheckpointTeacher', model=..., checkpoint=...)")
         self.teacher_checkpoint = checkpoint
@@ -134,7 +134,7 @@ class LetKDLoss(nn.Module):
         section dict; the tensors become non-persistent buffers (they follow ``.to()``, never in checkpoints)."""
         source = self.codewords_path if source is None else source
         if source is None:
-            raise ValueError(f'{self}: no codewords file: set codewords= to the file '
+            raise ValueError(f'{self.described}: no codewords file: set codewords= to the file '
                              f'of python {FIT_TOOL} CONFIG')
         where = source if isinstance(source, str) else 'the given codewords'
         loaded = load_codewords_file(source) if isinstance(source, str) else source
@@ -152,7 +152,9 @@ class LetKDLoss(nn.Module):
     def _tensors(self) -> Dict[str, Tensor]:
         return {name: getattr(self, f'cw_{name}') for name in self._buffer_names}
 
-    def __str__(self) -> str:
+    @property
+    def described(self) -> str:
+        """The loss as errors name it: ``LetKDPenultimateLoss('out')``."""
         return f'{type(self).__name__}({self.student_module!r})'
 
     # -- the loss ----------------------------------------------------------------------------------------------------
@@ -167,7 +169,7 @@ class LetKDLoss(nn.Module):
         tensors = self._tensors()
         expected = self.feature_channels(tensors)
         if teacher_rows.shape[1] != expected:
-            raise ValueError(f'{self}: the teacher feature at {self.teacher_stage!r} has '
+            raise ValueError(f'{self.described}: the teacher feature at {self.teacher_stage!r} has '
                              f'{teacher_rows.shape[1]} channels, the codewords {expected}: they were fitted for '
                              f'another teacher or stage; fit them again with python {FIT_TOOL} CONFIG')
         return self.assignment(teacher_rows, feature.shape[2] * feature.shape[3], tensors, target)
@@ -184,7 +186,7 @@ class LetKDLoss(nn.Module):
     def check_assignments(self, k_teacher: int, k_student: int) -> None:
         """Refuse a layer that predicts fewer assignments than the codewords give (more are padded with 0)."""
         if k_teacher > k_student:
-            raise ValueError(f'{self}: the codewords give {k_teacher} assignments but the '
+            raise ValueError(f'{self.described}: the codewords give {k_teacher} assignments but the '
                              f'student layer predicts {k_student}: set its num_codewords to {k_teacher}')
 
     def forward(self, layer: nn.Module, teacher_feature: Tensor, target: Optional[Tensor] = None
@@ -194,7 +196,7 @@ class LetKDLoss(nn.Module):
                             'loss with a student_module as loss(layer, teacher_feature, target)), not as a logit loss')
         logits = getattr(layer, 'assignment_logits', None)
         if logits is None:
-            raise RuntimeError(f'{self}: the student layer has no assignment logits: '
+            raise RuntimeError(f'{self.described}: the student layer has no assignment logits: '
                                'the student must run forward in training mode before the loss')
         layer.assignment_logits = None  # consumed: never reused by a later step
         # distances to codewords cancel badly in float16 / bfloat16: the assignment is float32 even under --amp
@@ -205,7 +207,7 @@ class LetKDLoss(nn.Module):
         self.check_assignments(k_teacher, k_student)
         if k_teacher < k_student:
             if not self._padding_warned:
-                warnings.warn(f'{self}: the codewords file has {k_teacher} codewords, the '
+                warnings.warn(f'{self.described}: the codewords file has {k_teacher} codewords, the '
                               f'layer predicts {k_student}: the {k_student - k_teacher} extra outputs get target 0')
                 self._padding_warned = True
             p_t = F.pad(p_t, (0, k_student - k_teacher))
@@ -264,13 +266,13 @@ class LetKDIntermediateLoss(LetKDLoss):
     def assignment(self, teacher_rows: Tensor, positions: int, tensors: Mapping[str, Tensor],
                    target: Optional[Tensor]) -> Tensor:
         if target is None:
-            raise ValueError(f'{self} needs the labels of the images')
+            raise ValueError(f'{self.described} needs the labels of the images')
         labels = target.argmax(1) if target.dim() == 2 else target
         return intermediate_assignment(teacher_rows, labels.long().repeat_interleave(positions), tensors)
 
     def check_assignments(self, k_teacher: int, k_student: int) -> None:
         if k_teacher != k_student:  # C classes x K sub-classes: no padding here
-            raise ValueError(f'{self}: the codewords were fitted for {k_teacher // self.subclasses} classes x '
-                             f'{self.subclasses} sub-classes = {k_teacher} assignments, the student layer predicts '
-                             f'{k_student}: fitted on another dataset (or class count)? Fit them again with python '
-                             f'{FIT_TOOL} CONFIG, or set the layer\'s num_codewords to {k_teacher}')
+            raise ValueError(f'{self.described}: the codewords were fitted for {k_teacher // self.subclasses} '
+                             f'classes x {self.subclasses} sub-classes = {k_teacher} assignments, the student layer '
+                             f'predicts {k_student}: fitted on another dataset (or class count)? Fit them again with '
+                             f'python {FIT_TOOL} CONFIG, or set the layer\'s num_codewords to {k_teacher}')
