@@ -94,6 +94,13 @@ def _plugin_entry_points() -> List[EntryPoint]:
     return sorted(entry_points(group=GROUP), key=lambda e: e.name)
 
 
+def misspelled_groups() -> List[str]:
+    """Entry-point groups of the installed packages whose name is close to kdplug's (``kdplg``, ``kd_plug``): a
+    plugin declared there is never loaded, without a word."""
+    groups = set(entry_points().groups) - {GROUP}
+    return difflib.get_close_matches(GROUP, sorted(groups), n=3, cutoff=0.75)
+
+
 def _check_blocked(blocked: set, eps: Sequence[EntryPoint]) -> None:
     """A blocked name that matches no plugin blocks nothing: most likely a typo that leaves the plugin loaded."""
     installed = sorted({ep.name for ep in eps})
@@ -233,8 +240,10 @@ def _collect_contributions(pm: pluggy.PluginManager) -> None:
             except Exception as err:
                 raise PluginError(f'kdplug plugin {info.name!r} ({info.distribution} {info.version}): its hook '
                                   f'{hook_name}() raised {type(err).__name__}: {err}. {_fixes(info)}') from err
-            if contributed is None:  # pluggy's convention: None is no result
-                contributed = []
+            if contributed is None:  # a hook of kdplug returns its classes: None is a forgotten `return`
+                raise PluginError(f'kdplug plugin {info.name!r} ({info.distribution} {info.version}): its hook '
+                                  f'{hook_name}() returned None: did it forget `return [MyClass, ...]`? A hook '
+                                  f'with nothing to contribute returns [] (or is left out). {_fixes(info)}')
             # a bare class fails with a TypeError, a str or dict iterates its characters or keys: take a list or
             # tuple only, and say so
             if not isinstance(contributed, (list, tuple)):
@@ -318,6 +327,8 @@ def format_plugins() -> str:
             if names:
                 lines.append(f'    {hook_name}: {", ".join(names)}')
     lines.extend(f'{name}  skipped: {why}' for name, why in skipped_plugins().items())
+    lines.extend(f'entry points in the group {group!r} are not read: did their package mean "{GROUP}"?'
+                 for group in misspelled_groups())
     return '\n'.join(lines)
 
 

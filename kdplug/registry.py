@@ -17,7 +17,7 @@ every lookup, loads the plugins once (:func:`kdplug.plugins.load_plugins`) and r
 import difflib
 import inspect
 import threading
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
@@ -55,9 +55,11 @@ class PluginRegistry(Registry):
             names = sorted(self.all_names())
             close = difflib.get_close_matches(obj_type.split('.')[-1], names, n=3)
             hint = f' Did you mean {" or ".join(repr(c) for c in close)}?' if close else ''
-            from .plugins import skipped_plugins
+            from .plugins import misspelled_groups, skipped_plugins
             skipped = ''.join(f' The installed plugin {name!r} is not loaded: {why}.'
                               for name, why in skipped_plugins().items())
+            skipped += ''.join(f' Installed entry points in the group {group!r} are not read: did their package mean '
+                               f'"{SCOPE}"?' for group in misspelled_groups())
             raise UnknownTypeError(
                 f'{obj_type!r} is not in the kdplug::{self.name} registry.{hint} Registered: {", ".join(names)}.'
                 f'{skipped} A component of a third-party plugin appears once its package is installed (entry-point '
@@ -70,9 +72,14 @@ class PluginRegistry(Registry):
             if signature is not None:
                 signature.bind(*args, **cfg, **kwargs)
         except TypeError as err:
-            raise TypeError(f'{obj_type}({", ".join(cfg)}): {err}. Check the keys of its config against '
-                            f'{obj_cls.__module__}.{obj_cls.__qualname__} (a key of the same dict in a _base_ config '
-                            'stays unless the dict says _delete_=True, e.g. to put another type in its place)') from err
+            accepted = [name for name, p in signature.parameters.items()
+                        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            close = {key: difflib.get_close_matches(key, accepted, n=1) for key in cfg if key not in accepted}
+            hints = ''.join(f' Did you mean {found[0]!r} for {key!r}?' for key, found in close.items() if found)
+            raise TypeError(f'{obj_type}({", ".join(cfg)}): {err}.{hints} It takes: {", ".join(accepted)}. Check the '
+                            f'keys of its config against {obj_cls.__module__}.{obj_cls.__qualname__} (a key of the '
+                            'same dict in a _base_ config stays unless the dict says _delete_=True, e.g. to put '
+                            'another type in its place)') from err
         return obj_cls(*args, **cfg, **kwargs)
 
     def all_names(self) -> list:
@@ -116,23 +123,43 @@ def register_plugins() -> None:
             # a kdplug config run by any tool (mmpretrain's, mmdet's, a plain Runner) resumes under torch >= 2.6
             allow_mmengine_checkpoints()
             load_plugins()
-            owners: Dict[tuple, str] = {}  # (registry, class name) -> plugin name
+            owners: Dict[tuple, tuple] = {}  # (registry, class name) -> (plugin name, hook name)
             for hook_name, registry in HOOK_REGISTRIES.items():
                 for info in plugin_infos():
                     for cls in info.classes.get(hook_name, []):
                         key = (registry.name, cls.__name__)
                         if key in owners or cls.__name__ in registry._module_dict:
-                            raise PluginError(
-                                f'name clash in the kdplug::{registry.name} registry: {cls.__name__!r} from plugin '
-                                f'{info.name!r} ({info.distribution}) is already contributed by plugin '
-                                f'{owners.get(key, "an earlier registration")!r}. Rename the class in one of the two '
-                                f'packages, or block one with {BLOCK_ENV}=<plugin name>')
+                            raise PluginError(name_clash(registry, cls, info, hook_name, owners.get(key), BLOCK_ENV))
                         registry.register_module(name=cls.__name__, module=cls)
-                        owners[key] = info.name
+                        owners[key] = (info.name, hook_name)
         except BaseException:
             reset_registries()
             forget_plugins()
             raise
+
+
+def name_clash(registry: Registry, cls: type, info: Any, hook: str, owner: Optional[tuple], block_env: str) -> str:
+    """The message of a class name registered twice in ``registry``: by two plugins, twice by one plugin, or by an
+    OpenMMLab ``@register_module()`` decorator besides the plugin's hook (kdplug's registries take hooks only).
+    ``hook``: the plugin's hook that returned ``cls``; ``owner``: (plugin, hook) of the first registration, None when
+    no plugin made it."""
+    name = cls.__name__
+    variable = next(n for n in ('MODELS', 'HOOKS', 'TRANSFORMS', 'TASKS', 'TEACHERS') if globals()[n] is registry)
+    where = f'the kdplug::{registry.name} registry'
+    this = f'plugin {info.name!r} ({info.distribution})'
+    if owner is None and registry._module_dict.get(name) is cls:
+        return (f'{name!r} from {this} is registered twice in {where}: by a @kdplug.registry.{variable}.'
+                'register_module() decorator and by the plugin\'s hook. kdplug\'s registries are filled by the hooks '
+                'alone: remove the decorator')
+    if owner is None:
+        return (f'name clash in {where}: {name!r} from {this} is already registered by other code (a '
+                '@register_module() decorator?). Rename the class, or remove that registration: a plugin\'s hook '
+                'registers its classes')
+    if owner[0] == info.name:
+        twice = f'from {owner[1]}() and from {hook}()' if owner[1] != hook else f'twice from {hook}()'
+        return f'{this} returns {name!r} {twice}: return each class once, from the hook of its kind'
+    return (f'name clash in {where}: {name!r} from {this} is already contributed by plugin {owner[0]!r}. Rename the '
+            f'class in one of the two packages, or block one with {block_env}=<plugin name>')
 
 
 def reset_registries() -> None:

@@ -277,7 +277,8 @@ def test_letkd_layer_in_a_faster_rcnn_backbone_trains_and_is_exported(coco128, t
     backbone.modules.layer4.update(in_channels=512, num_codewords=num_codewords)
     cfg.model.teacher.model.backbone = copy.deepcopy(SMALL['backbone'])
     loss_cfg = cfg.model.losses.letkd_penult
-    assert (loss_cfg.student_module, loss_cfg.teacher_stage, loss_cfg.level) == ('layer4', 'layer4', 'penultimate')
+    assert (loss_cfg.type, loss_cfg.student_module, loss_cfg.teacher_stage) == ('LetKDPenultimateLoss', 'layer4',
+                                                                            'layer4')
     loss_cfg.codewords = str(codewords)
 
     # the codewords, fitted as tools/fit_codewords.py fits them: k-means of the teacher's layer4 features (through

@@ -67,6 +67,7 @@ def test_misspelled_type_suggests_the_right_name(python):
 def test_wrong_config_key_names_the_class(python):
     result = python("from kdplug.registry import MODELS; MODELS.build(dict(type='NormKDLoss', tnorm=2.0))")
     assert 'NormKDLoss(tnorm)' in result.stderr and 'kdplug.losses.normkd.NormKDLoss' in result.stderr
+    assert "Did you mean 't_norm' for 'tnorm'? It takes: t_norm, logit_norm, loss_weight" in result.stderr
 
 
 def test_a_wrong_distiller_key_names_the_keys_and_where_options_go(python):
@@ -113,6 +114,72 @@ def test_name_clash_names_both_plugins(python, tmp_path):
     result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
     assert "'KDLoss' from plugin 'clashing' (clashing)" in result.stderr
     assert "plugin 'kdplug.losses.plugin'" in result.stderr and 'Rename the class' in result.stderr
+
+
+@pytest.mark.parametrize('code, message', [
+    # the OpenMMLab habit: a decorator as well as the hook
+    ("""
+        from torch import nn
+        from kdplug import hookimpl
+        from kdplug.registry import MODELS
+        @MODELS.register_module()
+        class DecoLoss(nn.Module):
+            pass
+        @hookimpl
+        def kdplug_losses():
+            return [DecoLoss]""", "'DecoLoss' from plugin 'twice' (twice) is registered twice in the kdplug::model "
+                                  "registry: by a @kdplug.registry.MODELS.register_module() decorator and by the "
+                                  "plugin's hook. kdplug's registries are filled by the hooks alone: remove the "
+                                  "decorator"),
+    ("""
+        from torch import nn
+        from kdplug import hookimpl
+        class SameLoss(nn.Module):
+            pass
+        @hookimpl
+        def kdplug_losses():
+            return [SameLoss]
+        @hookimpl
+        def kdplug_models():
+            return [SameLoss]""", "plugin 'twice' (twice) returns 'SameLoss' from kdplug_losses() and from "
+                                  "kdplug_models(): return each class once, from the hook of its kind"),
+    ("""
+        from torch import nn
+        from kdplug import hookimpl
+        class SameLoss(nn.Module):
+            pass
+        @hookimpl
+        def kdplug_losses():
+            return [SameLoss, SameLoss]""", "plugin 'twice' (twice) returns 'SameLoss' twice from kdplug_losses()"),
+    ("""
+        from torch import nn
+        from kdplug import hookimpl
+        class ForgotLoss(nn.Module):
+            pass
+        @hookimpl
+        def kdplug_losses():
+            [ForgotLoss]""", "its hook kdplug_losses() returned None: did it forget `return [MyClass, ...]`?"),
+])
+def test_a_class_registered_twice_or_a_forgotten_return_says_what_to_change(python, tmp_path, code, message):
+    """They read "already contributed by plugin 'an earlier registration'" (a decorator) or blamed one package as
+    two, with the fix to rename a class; a hook without `return` contributed nothing, without a word."""
+    fake_distribution(tmp_path, 'twice', code)
+    result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+def test_a_misspelled_entry_point_group_is_named_where_the_type_is_missing(python, tmp_path):
+    """A plugin declared in the group "kdplg" is never loaded: the lookup of its class and the plugin list say so."""
+    fake_distribution(tmp_path, 'typo', ONE_LOSS.format(name='Typo'))
+    entry_points = next(tmp_path.glob('typo-*.dist-info')) / 'entry_points.txt'
+    entry_points.write_text(entry_points.read_text().replace('[kdplug]', '[kdplg]'))
+    env = {'PYTHONPATH': str(tmp_path)}
+    result = python("from kdplug.registry import MODELS; MODELS.build(dict(type='TypoLoss'))", env=env)
+    assert "Installed entry points in the group 'kdplg' are not read: did their package mean \"kdplug\"?" in \
+        result.stderr, result.stderr
+    listed = subprocess.run([sys.executable, str(REPO / 'tools' / 'list_plugins.py')], capture_output=True, text=True,
+                            cwd=REPO, env={**os.environ, **env})
+    assert "entry points in the group 'kdplg' are not read" in listed.stdout, listed.stdout + listed.stderr
 
 
 def test_broken_plugin_names_its_distribution_and_the_fixes(python, tmp_path):

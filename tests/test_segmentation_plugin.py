@@ -12,6 +12,7 @@ Small models keep it fast on CPU: ResNetV1c-18 + FCN heads at 128 px without pre
 output stride 8 (16x16 logits) with an auxiliary head, the teacher at output stride 16 (8x8 logits: resized to the
 student's) with a wider head, saved to a checkpoint and loaded by ``CheckpointTeacher``.
 """
+import copy
 import importlib
 import json
 import os
@@ -186,6 +187,17 @@ def build_distiller(distill_setup, **task_options):
 def labels_at(data_samples, size, mode='nearest-exact'):
     labels = torch.stack([sample.gt_sem_seg.data for sample in data_samples]).float()
     return F.interpolate(labels, size=size, mode=mode).long().reshape(-1)
+
+
+def test_the_plugins_task_keeps_kdplug_s_contract(distill_setup, coco128_batch, tmp_path, one_thread):
+    """What a plugin's own tests do (docs/plugins.md): kdplug.testing's checks, with the plugin's example (the
+    segmentor student and the coco128 batch as its data preprocessor gives them)."""
+    from kdplug.testing import check_task
+    task_class, student, _ = distill_setup
+    batch, _ = coco128_batch
+    data = build_distiller(distill_setup).data_preprocessor(copy.deepcopy(batch), training=True)
+    check_task(dict(type=task_class), student, data['inputs'], data['data_samples'], position='layer3',
+               work_dir=tmp_path)
 
 
 def test_distillation_step_on_coco128(distill_setup, coco128_batch, one_thread):

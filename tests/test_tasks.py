@@ -1,9 +1,11 @@
-"""Every registered task and teacher source through one conformance test of its kind.
+"""kdplug's tasks and teacher sources through one conformance test of their kind (the checks: kdplug.testing, which
+a plugin's own tests call with its examples).
 
 The contract (kdplug/tasks/base.py, kdplug/teachers/base.py): a task's student forward gives rows of logits with
 their targets (and the student's own losses); a teacher network scores exactly those rows; features are recorded
 at named positions; the distiller's losses over the rows are finite and reach the student. A teacher source gives
-logits aligned with the rows. A task or source registered without an example here fails the test that lists them.
+logits aligned with the rows. A task or source of kdplug's registered without an example here fails the test that
+lists them.
 """
 import copy
 import importlib.util
@@ -108,9 +110,11 @@ def build(example: dict):
 
 
 def registered(kind: str) -> set:
-    """What the plugins of this environment contribute to a kind (``'kdplug_tasks'``...), kdplug's own included."""
-    from kdplug.plugins import plugin_infos
-    return {name for info in plugin_infos() for name in info.contributions.get(kind, [])}
+    """What kdplug's own plugins contribute to a kind (``'kdplug_tasks'``...). A third-party plugin's tasks and
+    sources are held to the contract by its own tests, with :mod:`kdplug.testing` and its own examples."""
+    from kdplug.plugins import BUILTIN_PLUGINS, plugin_infos
+    return {name for info in plugin_infos() if info.module in BUILTIN_PLUGINS
+            for name in info.contributions.get(kind, [])}
 
 
 def test_every_registered_task_has_a_conformance_example():
@@ -126,69 +130,30 @@ def test_every_registered_task_has_a_conformance_example():
 def test_a_teacher_network_scores_exactly_the_rows_of_the_student(task_name, example_name):
     """A teacher with the student's weights, both in eval mode, gives the student's logits row for row: the rows
     are the same rows (images, or the student's sampled RoIs, stage by stage), in the same order."""
+    from kdplug.testing import check_task_rows
     example = EXAMPLES[task_name][example_name]()
-    task, student = build(example)
-    student.eval()  # no BatchNorm batch statistics: the same weights must give the same logits
-    teacher = copy.deepcopy(student)
-    out = task.student_forward(student, example['inputs'], example['data_samples'])
-    assert out.rows and all(rows.logits.requires_grad for rows in out.rows)
-    # the student's own losses (mmdet's RPN ones: a list per level)
-    own = [v for key, value in out.losses.items() if 'loss' in key
-           for v in (value if isinstance(value, list) else [value])]
-    assert own and any(v.requires_grad for v in own)
-    with torch.no_grad():
-        teacher_rows = task.teacher_logits(teacher, example['inputs'], example['data_samples'], out)
-    assert len(teacher_rows) == len(out.rows)
-    for rows, logits in zip(out.rows, teacher_rows):
-        assert logits.shape == rows.logits.shape and rows.target.shape[0] == rows.logits.shape[0]
-        torch.testing.assert_close(logits, rows.logits.detach(), rtol=1e-4, atol=1e-4)
+    check_task_rows(example['task'], example['student'], example['inputs'], example['data_samples'])
 
 
 @pytest.mark.parametrize('task_name,example_name', CASES)
-def test_features_are_recorded_at_named_positions_and_unknown_ones_refused(task_name, example_name):
+def test_features_are_recorded_at_named_positions_and_stages_named_with_their_channels(task_name, example_name):
+    """Features at named positions, unknown ones refused with the positions there are; the stages a task names (the
+    weak head's choices) are positions, and the channels it reads for a stage are those of its feature."""
+    from kdplug.testing import check_task_features
     example = EXAMPLES[task_name][example_name]()
+    check_task_features(example['task'], example['student'], example['inputs'], example['data_samples'],
+                        example['position'])
     task, student = build(example)
-    feats = task.features(student, example['inputs'], [example['position'], 'out'])
-    assert feats[example['position']].dim() == 4 and feats['out'].dim() == 4
-    out = task.student_forward(student, example['inputs'], example['data_samples'], [example['position']])
-    assert out.features[example['position']].requires_grad
     with pytest.raises(ValueError, match="no position 'layer9'.*layer1"):
         task.check_positions(student, ['layer9'], 'student')
 
 
 @pytest.mark.parametrize('task_name,example_name', CASES)
-def test_stages_are_positions_in_order_and_their_channels_are_those_of_their_features(task_name, example_name):
-    """The stages a task names (the weak head's choices) are positions of the backbone, and the channels it reads
-    for a stage are the channels of the feature recorded there."""
-    example = EXAMPLES[task_name][example_name]()
-    task, student = build(example)
-    stages = task.stages(student)
-    assert len(stages) >= 2 and example['position'] in stages
-    task.check_positions(student, stages, 'student')
-    feats = task.features(student, example['inputs'], stages)
-    for stage in stages:
-        assert task.channels_at(student, stage) == feats[stage].shape[1], stage
-
-
-@pytest.mark.parametrize('task_name,example_name', CASES)
 def test_a_distiller_step_of_every_task_is_finite_and_reaches_the_student(task_name, example_name, tmp_path):
-    from kdplug.registry import MODELS
+    from kdplug.testing import check_task_in_a_distiller_step
     example = EXAMPLES[task_name][example_name]()
-    task, teacher = build(example)
-    torch.save({'state_dict': teacher.state_dict()}, tmp_path / 'teacher.pth')
-    distiller = MODELS.build(dict(
-        type='Distiller', task=example['task'], student=example['student'],
-        teacher=dict(type='CheckpointTeacher', model=example['student'], checkpoint=str(tmp_path / 'teacher.pth')),
-        losses=dict(kd=dict(type='KDLoss', temperature=2.0), nkd=dict(type='NKDLoss')))).train()
-    losses = distiller.loss(example['inputs'], example['data_samples'])
-    distill = {key: value for key, value in losses.items() if key.startswith('distill.') and 'loss' in key}
-    assert distill and all(torch.isfinite(value) for value in distill.values())
-    assert any(key.startswith('student.') for key in losses)
-    total, _ = distiller.parse_losses(losses)  # as mmengine's train_step sums them
-    total.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in distiller.student.parameters())
-    assert not any(key.startswith('teacher') for key in distiller.state_dict())
-    assert all(not p.requires_grad for p in distiller.teacher_model.parameters())
+    check_task_in_a_distiller_step(example['task'], example['student'], example['inputs'], example['data_samples'],
+                                   tmp_path)
 
 
 def cascade_distiller(tmp_path, stage_weights: list) -> tuple:
@@ -298,29 +263,12 @@ def test_every_registered_teacher_source_has_a_conformance_example():
 
 @pytest.mark.parametrize('source', sorted(SOURCES))
 def test_a_teacher_source_gives_logits_for_the_rows_of_the_student(source, tmp_path):
-    from kdplug.registry import MODELS
-    from kdplug.teachers.base import TeacherSource
+    from kdplug.testing import check_teacher_source
     example = classification_example()
     # a head of the student (the weak head) is trained by a self-distillation loss only: USKD's (refused with KD)
-    loss = 'uskd' if source == 'WeakHeadTeacher' else 'kd'
-    distiller = MODELS.build(dict(type='Distiller', task=example['task'], student=example['student'],
-                                  teacher=SOURCES[source](tmp_path),
-                                  losses={loss: dict(type='USKDLoss' if loss == 'uskd' else 'KDLoss')}))
-    assert isinstance(distiller.teacher, TeacherSource) and isinstance(distiller.teacher.external, bool)
-    distiller.teacher.hook_attached = True  # the EMA teacher's hook, as the Runner would attach it
-    distiller.train()
-    if distiller.teacher_model is not None:
-        assert not distiller.teacher_model.training  # train() never reaches a teacher network
-    distiller.teacher.before_step(distiller.student)
-    out = distiller.task.student_forward(distiller.student, example['inputs'], example['data_samples'],
-                                         distiller.teacher.student_positions)
-    logits, feats = distiller.teacher.teach(distiller.task, example['inputs'], example['data_samples'], out)
-    assert len(logits) == len(out.rows) and logits[0].shape == out.rows[0].logits.shape and feats == {}
-    assert torch.isfinite(logits[0]).all()
-    # gradient only where the source is trained with the student (USKD's weak head), never into a teacher network
-    assert logits[0].requires_grad == (not distiller.teacher.external)
-    losses = distiller.loss(example['inputs'], example['data_samples'])
-    assert torch.isfinite(losses[f'distill.loss_{loss}'])
+    loss = dict(type='USKDLoss' if source == 'WeakHeadTeacher' else 'KDLoss')
+    check_teacher_source(SOURCES[source](tmp_path), example['task'], example['student'], example['inputs'],
+                         example['data_samples'], loss)
 
 
 @pytest.mark.parametrize('answer,error', [
