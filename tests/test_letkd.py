@@ -470,3 +470,26 @@ def test_letkd_with_a_source_without_a_checkpoint_names_checkpoint_teacher_only(
     cfg.model.teacher = dict(type='WeakHeadTeacher', position='backbone')
     with pytest.raises(ValueError, match=r"the weak head has none: use teacher=dict\(type='CheckpointTeacher'"):
         MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('config', sorted(p.name for p in (REPO / 'configs' / 'letkd').glob('letkd-2_*.py')
+                                          if '4e_cifar10-10k' not in p.name))
+def test_letkd_2_configs_put_the_intermediate_layer_after_the_first_block_of_the_last_stage(config):
+    """Where the authors' code puts it (adagorgun/letKD-framework, classification_subclass_quest_value.py lines
+    151-171 with which_stage = the last stage): after its first block, for the student's layer and the teacher's
+    features alike; the layer's width is the last stage's (a layer of the wrong width fails at its first forward)."""
+    from mmengine.config import Config
+    from kdplug.tasks.classification import ClassificationTask
+    cfg = Config.fromfile(str(REPO / 'configs' / 'letkd' / config))
+    position = cfg.model.losses.letkd_inter.student_module
+    task = ClassificationTask()
+    student = task.build_model(task.model_config(cfg.model.student.to_dict()), 'student').train()
+    inner = student.backbone.backbone
+    last = [name for name, child in inner.named_children() if name.startswith(('layer', 'block'))][-1]
+    blocks = dict(inner.named_modules())[last]
+    first = next(name for name, _ in blocks.named_modules() if name and name.split('.')[-1] == '0')
+    assert position == f'{last}.{first}' and cfg.model.losses.letkd_inter.get('teacher_stage') in (None, position)
+    size = 64 if 'tiny-imagenet' in config else 32
+    student.extract_feat(torch.randn(2, 3, size, size))
+    assert student.backbone.module_at(position).assignment_logits.shape[1] == cfg.model.student.backbone.modules[
+        position].num_codewords

@@ -1,6 +1,6 @@
-# A short schedule for quick runs on CPU or one GPU: the CIFAR recipe's SGD with a cosine decay to 0 over
-# max_epochs (change both together). Used by configs/demo and the *_short_* configs. Validated after every
-# epoch (best and last top-1).
+# A short schedule for quick runs on CPU or one GPU: the CIFAR recipe's lr, momentum and weight decay, with Nesterov
+# momentum (the 240-epoch recipe has plain momentum), and a cosine decay to 0 over max_epochs (change both together).
+# Used by configs/demo and the *_short_* configs. Validated after every epoch (best and last top-1).
 max_epochs = 4
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True))
 param_scheduler = [
