@@ -27,6 +27,18 @@ from mmengine.registry import Registry
 SCOPE = 'kdplug'
 
 
+#: Names of earlier kdplug versions and what replaced them, said where a config still uses them.
+REPLACED = {
+    'LetKDLoss': "type='LetKDPenultimateLoss' for level='penultimate' (letKD-1), type='LetKDIntermediateLoss' for "
+                 "level='intermediate' (letKD-2's middle stage), without the level key",
+}
+#: Config keys of earlier kdplug versions, by (type, key), and what replaced them.
+REPLACED_KEYS = {
+    ('MLKDLoss', 'faithful'): "faithful=False is now type='CorrectedMLKDLoss', faithful=True MLKDLoss itself: drop "
+                              "the key",
+}
+
+
 class UnknownTypeError(KeyError):
     """An unknown ``type`` in a kdplug registry (a KeyError, printed as plain text rather than as a repr)."""
 
@@ -55,6 +67,8 @@ class PluginRegistry(Registry):
             names = sorted(self.all_names())
             close = difflib.get_close_matches(obj_type.split('.')[-1], names, n=3)
             hint = f' Did you mean {" or ".join(repr(c) for c in close)}?' if close else ''
+            if obj_type.split('.')[-1] in REPLACED:
+                hint = f' It was replaced: {REPLACED[obj_type.split(".")[-1]]}.'
             from .plugins import misspelled_groups, skipped_plugins
             skipped = ''.join(f' The installed plugin {name!r} is not loaded: {why}.'
                               for name, why in skipped_plugins().items())
@@ -76,6 +90,8 @@ class PluginRegistry(Registry):
                         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
             close = {key: difflib.get_close_matches(key, accepted, n=1) for key in cfg if key not in accepted}
             hints = ''.join(f' Did you mean {found[0]!r} for {key!r}?' for key, found in close.items() if found)
+            hints += ''.join(f' {key!r} was replaced: {REPLACED_KEYS[obj_cls.__name__, key]}.' for key in cfg
+                             if (obj_cls.__name__, key) in REPLACED_KEYS)
             raise TypeError(f'{obj_type}({", ".join(cfg)}): {err}.{hints} It takes: {", ".join(accepted)}. Check the '
                             f'keys of its config against {obj_cls.__module__}.{obj_cls.__qualname__} (a key of the '
                             'same dict in a _base_ config stays unless the dict says _delete_=True, e.g. to put '

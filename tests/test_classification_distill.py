@@ -99,6 +99,30 @@ def test_export_writes_the_students_own_config_for_mmpretrains_inferencer(cifar1
     np.testing.assert_allclose(scores, expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_the_students_own_config_of_a_two_view_run_infers_with_mmpretrains_preprocessor():
+    """An MLKD run (MultiView pipeline) trains through SelfSupDataPreprocessor, which mmpretrain's classifier built
+    for inference refused (batch_augments) in the exported student.py: the student's own config infers with
+    ClsDataPreprocessor and the run's normalisation, at the top level too."""
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+    from kdplug.distillers.export import student_config
+    cfg = Config.fromfile(str(REPO / 'configs' / 'mlkd' / 'mlkd_resnet56_resnet20_30e_cifar10.py'))
+    assert cfg.data_preprocessor.type.endswith('SelfSupDataPreprocessor')
+    own = student_config(cfg)
+    for preprocessor in (own.model.data_preprocessor, own.data_preprocessor):
+        assert preprocessor.type == 'mmpretrain.ClsDataPreprocessor' and 'batch_augments' not in preprocessor
+        assert (preprocessor.mean, preprocessor.std) == (list(cfg.data_preprocessor.mean),
+                                                          list(cfg.data_preprocessor.std))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(own.model)
+    image = torch.full((3, 32, 32), 128, dtype=torch.uint8)
+    data = model.data_preprocessor(dict(inputs=[image], data_samples=[DataSample()]))
+    assert data['inputs'].shape == (1, 3, 32, 32)
+    expected = (128 - torch.tensor(cfg.data_preprocessor.mean)) / torch.tensor(cfg.data_preprocessor.std)
+    torch.testing.assert_close(data['inputs'][0, :, 0, 0], expected)  # a grey image: the channel order is moot
+
+
 def test_resume_continues_at_the_same_iteration_with_the_same_state(cifar10_root, tmp_path, teacher_checkpoint):
     def config(work_dir, **overrides):
         cfg = run_config(cifar10_root, work_dir, teacher_checkpoint, max_iters=4, **overrides)

@@ -31,7 +31,7 @@ def convert(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=' '.join(__doc__.split('\n\n')[0].split()))
     parser.add_argument('checkpoint', help='a model-zoo CIFAR checkpoint (.pth)')
     parser.add_argument('out', help='where to write the mmpretrain checkpoint')
     args = parser.parse_args(argv)

@@ -63,10 +63,13 @@ def export_student(checkpoint: str, out: str, config_out: Optional[str] = None, 
 
 def student_config(cfg: Any) -> Any:
     """The student's own config (an mmengine ``Config``) from a distillation run's ``cfg``: ``model`` is the student
-    (its ``cfg_path`` resolved) with the distiller's data preprocessor, ``default_scope`` the task's library
+    (its ``cfg_path`` resolved) with the distiller's data preprocessor as its library infers with it
+    (:meth:`~kdplug.tasks.base.Task.inference_data_preprocessor`), ``default_scope`` the task's library
     (``mmpretrain``, ``mmdet``), and the hooks only a distiller runs (``distillation_only``: the teacher's checks and
     evaluation, loss warm-up, CTKD's curriculum, the EMA teacher's update) are left out, and so are the run's
-    ``resume``, ``load_from``, ``work_dir`` and launcher. Data, schedule, evaluator and visualizer stay the run's."""
+    ``resume``, ``load_from``, ``work_dir`` and launcher. Data, schedule, evaluator and visualizer stay the run's:
+    the config is for inference and testing; training the student again from it keeps the run's settings (its
+    cross-entropy weight, a MultiView training pipeline), which a student's own recipe would set anew."""
     from mmengine.config import Config
 
     from kdplug.registry import HOOKS, TASKS
@@ -79,10 +82,12 @@ def student_config(cfg: Any) -> Any:
     student = task.model_config(model['student'])
     # the distiller's preprocessor as the run built it: mmengine's Runner gives a model without one the config's
     # top-level data_preprocessor (mmpretrain's configs keep mean / std there)
-    student['data_preprocessor'] = task.data_preprocessor(
-        model.get('data_preprocessor') or cfg.get('data_preprocessor'), student)
+    student['data_preprocessor'] = task.inference_data_preprocessor(task.data_preprocessor(
+        model.get('data_preprocessor') or cfg.get('data_preprocessor'), student))
     out = Config(copy.deepcopy(cfg.to_dict()))
     out.model = student
+    if 'data_preprocessor' in out:  # mmengine's Runner would give it to a model without one: the same
+        out.data_preprocessor = copy.deepcopy(student['data_preprocessor'])
     # what the run was, not what the student is: a resumed run's resume / load_from, its work dir and launcher
     out.resume, out.load_from, out.launcher = False, None, 'none'
     out.pop('work_dir', None)

@@ -99,7 +99,8 @@ def letkd_specs(distiller: nn.Module, out: Optional[str]) -> List[dict]:
             spec.update(k=layer.num_codewords // classes, num_classes=classes)
         specs.append(spec)
     if not specs:
-        raise CodewordsFitError('the config has no LetKDLoss: fit_codewords is for letKD configs (configs/letkd/)')
+        raise CodewordsFitError('the config has no letKD loss (LetKDPenultimateLoss, LetKDIntermediateLoss): '
+                                'fit_codewords is for letKD configs (configs/letkd/)')
     return specs
 
 

@@ -127,6 +127,12 @@ class Task:
             cfg['type'] = f'{self.scope}.{cfg["type"]}'
         return cfg
 
+    def inference_data_preprocessor(self, cfg: dict) -> dict:
+        """The preprocessor of the student's own config (:func:`kdplug.distillers.export.student_config`) from the
+        distiller's ``cfg`` (:meth:`data_preprocessor`'s): the same by default; a task whose training preprocessor
+        serves the distillation only (several views) gives the one its library infers with."""
+        return cfg
+
     def build_model(self, cfg: dict, role: str) -> nn.Module:
         """Build ``cfg`` (resolved) in :attr:`scope`; ``role`` (``'student'`` / ``'teacher'``) names it in errors.
         The config is a ``ConfigDict``: OpenMMLab models read ``train_cfg.rpn``, ``test_cfg.mode``... as attributes."""

@@ -63,6 +63,16 @@ class ClassificationTask(Task):
             cfg.setdefault('batch_augments', student_cfg['train_cfg'])
         return cfg
 
+    def inference_data_preprocessor(self, cfg: dict) -> dict:
+        """mmpretrain's ClsDataPreprocessor with the normalisation of a MultiView run's SelfSupDataPreprocessor
+        (which stacks views and takes no batch augments: mmpretrain's inferencer and test tool failed on it), or
+        the run's own without its batch augments (mixup / cutmix train, never infer)."""
+        cfg = {key: value for key, value in cfg.items() if key != 'batch_augments'}
+        if str(cfg.get('type')).endswith('SelfSupDataPreprocessor'):
+            kept = {key: cfg[key] for key in ('mean', 'std', 'to_rgb', 'pad_value') if key in cfg}
+            cfg = dict(type=f'{self.scope}.{self.default_data_preprocessor}', **kept)
+        return cfg
+
     def num_classes(self, model: nn.Module) -> Optional[int]:
         return getattr(getattr(model, 'head', None), 'num_classes', None)
 

@@ -18,7 +18,7 @@ from kdplug.tools import read_config
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=' '.join(__doc__.split('\n\n')[0].split()))
     parser.add_argument('checkpoint', help='a checkpoint written by a kdplug distillation run')
     parser.add_argument('out', help='where to write the student-only checkpoint (its config: the same name, .py)')
     parser.add_argument('--config', help="the run's config file (default: the one mmengine saved in the checkpoint)")

@@ -6,9 +6,10 @@ and LDA + per-class sub-classes (intermediate level), and save them to the file 
                                   [--cfg-options k=v ...]
 
 CONFIG is a letKD distillation config (``kdplug.Distiller`` with a teacher network, e.g. ``CheckpointTeacher``, and
-``LetKDLoss`` losses): a classifier's (configs/letkd/), or a two-stage detector's at the penultimate level
-(configs/detection/letkd-1_*). What is fitted, and how, is :mod:`kdplug.letkd.fitting`; this is its command line
-(arguments, progress lines, writing the files of :mod:`kdplug.letkd.io`).
+letKD losses, ``LetKDPenultimateLoss`` / ``LetKDIntermediateLoss``): a classifier's (configs/letkd/), or a two-stage
+detector's at the penultimate level (configs/detection/letkd-1_*). What is fitted, and how, is
+:mod:`kdplug.letkd.fitting`; this is its command line (arguments, progress lines, writing the files of
+:mod:`kdplug.letkd.io`).
 
 The file (``torch.save`` of tensors, strings and numbers: loadable with ``weights_only=True``) is written to
 ``--out`` or, by default, to the ``codewords`` path of each loss. Training reads it at its first step. On a GPU
@@ -28,8 +29,9 @@ def log(message: str) -> None:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     from mmengine.config import DictAction
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help='a letKD distillation config (kdplug.Distiller with LetKDLoss losses)')
+    parser = argparse.ArgumentParser(description=' '.join(__doc__.split('\n\n')[0].split()))
+    parser.add_argument('config', help='a letKD distillation config (kdplug.Distiller with LetKDPenultimateLoss / '
+                        'LetKDIntermediateLoss losses)')
     parser.add_argument('--out', help='the codewords file to write (default: the codewords path of the config)')
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
     parser.add_argument('--max-images', type=positive, default=None, help='use at most N training images (random)')
