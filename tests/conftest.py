@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,13 @@ def require_detection_stack(module_level: bool = False) -> None:
 def pip_install_to(target: Path, package: Path) -> dict:
     """Install ``package`` into the folder ``target`` (``pip install --target``), not into this environment: a test
     must not replace, then uninstall, a copy the user installed. Returns the env that puts it first on the path of
-    a fresh interpreter (:func:`run_python`); in this process, put ``target`` on sys.path."""
+    a fresh interpreter (:func:`run_python`); in this process, put ``target`` on sys.path.
+
+    pip builds a local folder in place (its ``build/`` and ``*.egg-info``): it builds a copy beside ``target``, so
+    the suite writes nothing into the clone."""
+    copy = target.parent / f'{target.name}-source' / package.name
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns('build', '*.egg-info', '__pycache__'))
+    package = copy
     subprocess.run([sys.executable, '-m', 'pip', '--disable-pip-version-check', '-q', 'install', '--no-deps',
                     '--no-build-isolation', '--no-index', '--target', str(target), str(package)], check=True)
     return {'PYTHONPATH': str(target)}
@@ -50,6 +57,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def default_scope_as_found():
+    """Each test leaves mmengine's default scope as it found it: a Runner sets it for the whole process
+    (``init_default_scope``), and mmpretrain's inferencer builds its pipeline in whatever scope is current, so a
+    detection test's mmdet scope would otherwise decide whether a later classification test passes."""
+    from mmengine.registry import DefaultScope
+    found = DefaultScope._instance_dict.copy()  # what DefaultScope.overwrite_default_scope restores, too
+    yield
+    DefaultScope._instance_dict = found
 
 
 @pytest.fixture

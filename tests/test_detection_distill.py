@@ -619,6 +619,43 @@ def test_the_detection_configs_training_pipeline_names_an_image_it_cannot_decode
         dataset(damaged, pipeline)[1]
 
 
+def test_the_tools_load_every_pipelines_images_with_the_checked_loader(coco128, tmp_path):
+    """mmdet's test pipeline names LoadImageFromFile (DetInferencer looks for it), whose empty-file error is OpenCV's
+    "!buf.empty()" without the file: kdplug's tools run every dataloader's mmcv loader as the checked one (wrapped
+    datasets too), and the student's exported config names mmcv's loader again."""
+    from mmdet.registry import DATASETS
+    from mmengine.registry import DefaultScope
+
+    from kdplug.distillers.export import student_config
+    from kdplug.tools.train import merge_args, parse_args
+    from kdplug.transforms.checked_load import dataloader_pipelines
+    cfg = Config.fromfile(str(KD_COCO128))
+    assert cfg.test_dataloader.dataset.pipeline[0].type == 'LoadImageFromFile'
+    wrapped = copy.deepcopy(cfg.train_dataloader.dataset)
+    wrapped.pipeline[0] = dict(type='mmcv.LoadImageFromFile', to_float32=True)
+    cfg.train_dataloader.dataset = dict(type='ConcatDataset', datasets=[dict(type='RepeatDataset', times=2,
+                                                                             dataset=wrapped)])
+    cfg = merge_args(cfg, parse_args([str(KD_COCO128), '--cfg-options', f'work_dir={tmp_path}']))
+    loaders = [pipeline[0] for pipeline in dataloader_pipelines(cfg)]
+    assert len(loaders) == 3 and all(loader['type'] == 'kdplug.CheckedLoadImageFromFile' for loader in loaders)
+    assert loaders[0]['to_float32'] is True  # the loader's options kept
+    assert [t.type for t in cfg.val_dataloader.dataset.pipeline[1:]] == ['Resize', 'LoadAnnotations', 'PackDetInputs']
+
+    damaged = tmp_path / 'coco128'
+    shutil.copytree(coco128, damaged)
+    val = dict(copy.deepcopy(cfg.val_dataloader.dataset), data_root=str(damaged))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        dataset = DATASETS.build(val)
+    path = Path(dataset.get_data_info(0)['img_path'])
+    path.write_bytes(b'')
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r' cannot be decoded .*empty, damaged or not an image'):
+        dataset[0]
+
+    exported = student_config(cfg)
+    assert exported.test_dataloader.dataset.pipeline[0].type == 'LoadImageFromFile'
+    assert [pipeline[0]['type'] for pipeline in dataloader_pipelines(exported)] == ['LoadImageFromFile'] * 3
+
+
 def test_tta_without_a_tta_model_takes_mmdets_default():
     """--tta on a detection config without tta_model was refused; mmdet's own test.py merges each image's and its
     flip's detections (DetTTAModel, NMS at IoU 0.5), the flip recorded in each view's meta keys."""

@@ -309,6 +309,7 @@ def test_letkd_layer_in_a_faster_rcnn_backbone_trains_and_is_exported(coco128, t
         assert {'distill.letkd_penult_agreement', 'distill.letkd_penult_entropy_teacher', 'student.loss_cls',
                 'student.loss_rpn_cls'} <= set(step)
         assert not [key for key in step if key.startswith('distill.') and 'loss' in key and 'letkd' not in key]
+        assert 'distill.num_rois' not in step  # no logit loss distils the RoIs: nothing to count
     train = [r for r in scalars(tmp_path) if 'distill.loss_letkd_penult' in r]
     assert len(train) == 2 and all(torch.isfinite(torch.tensor(r['distill.loss_letkd_penult'])) for r in train)
     assert [k for k, v in layer.state_dict().items() if not torch.equal(layer_before[k], v)], 'the layer never moved'

@@ -438,7 +438,8 @@ class Distiller(BaseModel):
                 losses.update(self.distill_losses(rows.logits, logits, rows.target, rows.weight, rows.scale,
                                                   rows.key))
         losses.update(self.module_losses_of(student, teacher_feats))
-        for key, value in student.diagnostics.items():
+        # diagnostics of the rows (detection's num_rois): nothing to say when no logit loss distils them (letKD)
+        for key, value in (student.diagnostics if self.logit_losses else {}).items():
             if f'distill.{key}' in losses:
                 raise ValueError(f'{type(self.task).__name__}.student_forward gave the diagnostic {key!r}, which is '
                                  f'also the name of a distillation value (distill.{key}): rename it')

@@ -73,6 +73,7 @@ def student_config(cfg: Any) -> Any:
     from mmengine.config import Config
 
     from kdplug.registry import HOOKS, TASKS
+    from kdplug.transforms.checked_load import dataloader_pipelines
     model = cfg.get('model') or {}
     if str(model.get('type', '')).split('.')[-1] != 'Distiller':
         raise ValueError(f'the config\'s model is {model.get("type")!r}, not kdplug.Distiller: it is already a '
@@ -93,6 +94,12 @@ def student_config(cfg: Any) -> Any:
     out.pop('work_dir', None)
     if task.scope:
         out.default_scope = task.scope
+    # mmcv's loader by its name, which mmdet's and mmpretrain's inferencers look for in the test pipeline (kdplug's
+    # tools check the images again: kdplug.tools.name_damaged_images)
+    for pipeline in dataloader_pipelines(out):
+        for transform in pipeline:
+            if isinstance(transform, dict) and transform.get('type') == 'kdplug.CheckedLoadImageFromFile':
+                transform['type'] = 'LoadImageFromFile'
 
     def distiller_only(hook: Any) -> bool:
         kind = hook.get('type') if isinstance(hook, dict) else hook

@@ -68,7 +68,8 @@ class StudentOutput:
     target: Optional[Tensor] = None                 # per-image targets (for feature-level losses); None: none
     features: Dict[str, Tensor] = field(default_factory=dict)   # position -> the student's feature there
     views: int = 1                                  # views of each image in the batch (MLKD: 2)
-    # logged as ``distill.<key>``; keys must not contain "loss" (mmengine sums every key that does)
+    # about the rows, logged as ``distill.<key>`` when logit losses distil them; keys must not contain "loss"
+    # (mmengine sums every key that does)
     diagnostics: Dict[str, Tensor] = field(default_factory=dict)
 
 

@@ -31,3 +31,33 @@ def drop_switched_off_hooks(cfg) -> list:
     for name in dropped:
         hooks.pop(name)
     return dropped
+
+
+def name_damaged_images(cfg) -> None:
+    """Every pipeline of ``cfg``'s dataloaders (datasets wrapped in others included) loads its images with
+    ``kdplug.CheckedLoadImageFromFile`` where it named mmcv's ``LoadImageFromFile``: same options, same results,
+    and an image that cannot be decoded stops the run with an error that names its file and the fix, not OpenCV's
+    ``(-215:Assertion failed) !buf.empty()``. Done by the tools, not written in the configs: mmdet's
+    ``DetInferencer`` and mmpretrain's inferencer look for a transform named ``LoadImageFromFile`` in a config's
+    test pipeline (an exported student's config names it again). A loader of another class under that name
+    (another library's own) is left as it is."""
+    from mmcv.transforms import LoadImageFromFile
+    from mmengine.registry import TRANSFORMS
+
+    from kdplug.transforms.checked_load import dataloader_pipelines
+
+    def mmcv_loader(kind) -> bool:
+        if not isinstance(kind, str):
+            return kind is LoadImageFromFile
+        if kind.split('.')[-1] != 'LoadImageFromFile':
+            return False
+        try:  # as the Runner would build it: in the run's default scope
+            with TRANSFORMS.switch_scope_and_registry(cfg.get('default_scope')) as registry:
+                return registry.get(kind) is LoadImageFromFile
+        except (KeyError, ImportError):
+            return False
+
+    for pipeline in dataloader_pipelines(cfg):
+        for transform in pipeline:
+            if isinstance(transform, dict) and mmcv_loader(transform.get('type')):
+                transform['type'] = 'kdplug.CheckedLoadImageFromFile'

@@ -10,7 +10,7 @@ FileNotFoundError, which names it). kdplug's
 classification configs get it through :class:`~kdplug.transforms.cached_load.CachedLoadImageFromFile`, its detection
 configs directly; any OpenMMLab pipeline can name it in place of ``LoadImageFromFile``.
 """
-from typing import Optional
+from typing import Any, Iterator, List, Optional
 
 from mmcv.transforms import LoadImageFromFile
 
@@ -29,3 +29,23 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
             raise ValueError(f'the image {path} cannot be decoded ({type(err).__name__}: {str(err).strip()}): it is '
                              'empty, damaged or not an image. Replace it, or take it out of the dataset (its folder, '
                              'or its entry in the annotation file)') from err
+
+
+#: The dataloaders whose pipelines :func:`dataloader_pipelines` gives.
+DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def dataloader_pipelines(cfg: Any) -> Iterator[List[Any]]:
+    """Each pipeline (a list of transform configs, to be changed in place) of ``cfg``'s dataloaders, the pipelines
+    of datasets wrapped in others (``dataset``, ``datasets``) included."""
+    def pipelines(dataset: Any) -> Iterator[List[Any]]:
+        if not isinstance(dataset, dict):
+            return
+        if dataset.get('pipeline'):
+            yield dataset['pipeline']
+        yield from pipelines(dataset.get('dataset'))
+        for inner in dataset.get('datasets') or []:
+            yield from pipelines(inner)
+
+    for name in DATALOADERS:
+        yield from pipelines((cfg.get(name) or {}).get('dataset'))

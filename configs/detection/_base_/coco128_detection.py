@@ -12,14 +12,18 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
-# the test pipeline keeps mmdet's loader: mmdet's DetInferencer looks for a transform named LoadImageFromFile there
+# mmcv's loader by name, which mmdet's DetInferencer looks for in the test pipeline; kdplug's tools/train.py and
+# tools/test.py run it as kdplug.CheckedLoadImageFromFile (kdplug.tools.name_damaged_images)
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=image_scale, keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
-train_dataloader = dict(batch_size=4, dataset=dict(data_root=data_root, pipeline=train_pipeline))
+# workers started anew each epoch (mmdet's base keeps them): a resumed run then draws the flips an uninterrupted one
+# draws (kdplug.RandomStateHook); starting two workers costs well under a second an epoch
+train_dataloader = dict(batch_size=4, persistent_workers=False,
+                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
