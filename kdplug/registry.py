@@ -64,27 +64,38 @@ class PluginRegistry(Registry):
             return obj_type(*args, **cfg, **kwargs)
         obj_cls = self.get(obj_type)
         if obj_cls is None:
-            names = sorted(self.all_names())
-            close = difflib.get_close_matches(obj_type.split('.')[-1], names, n=3)
-            hint = f' Did you mean {" or ".join(repr(c) for c in close)}?' if close else ''
-            if obj_type.split('.')[-1] in REPLACED:
-                hint = f' It was replaced: {REPLACED[obj_type.split(".")[-1]]}.'
-            from .plugins import misspelled_groups, skipped_plugins
-            skipped = ''.join(f' The installed plugin {name!r} is not loaded: {why}.'
-                              for name, why in skipped_plugins().items())
-            skipped += ''.join(f' Installed entry points in the group {group!r} are not read: did their package mean '
-                               f'"{SCOPE}"?' for group in misspelled_groups())
-            raise UnknownTypeError(
-                f'{obj_type!r} is not in the kdplug::{self.name} registry.{hint} Registered: {", ".join(names)}.'
-                f'{skipped} A component of a third-party plugin appears once its package is installed (entry-point '
-                'group "kdplug"); run tools/list_plugins.py to see what each plugin contributed.')
-        try:  # only a config that does not fit the signature is a config error; the constructor's own pass through
+            raise self.unknown_type(obj_type)
+        self.check_keys(obj_cls, obj_type, cfg, *args, **kwargs)
+        return obj_cls(*args, **cfg, **kwargs)
+
+    def unknown_type(self, obj_type: str) -> UnknownTypeError:
+        """The error of a ``type`` this registry does not hold: the closest names, every registered one, and the
+        plugins that are installed but not loaded."""
+        names = sorted(self.all_names())
+        close = difflib.get_close_matches(obj_type.split('.')[-1], names, n=3)
+        hint = f' Did you mean {" or ".join(repr(c) for c in close)}?' if close else ''
+        if obj_type.split('.')[-1] in REPLACED:
+            hint = f' It was replaced: {REPLACED[obj_type.split(".")[-1]]}.'
+        from .plugins import misspelled_groups, skipped_plugins
+        skipped = ''.join(f' The installed plugin {name!r} is not loaded: {why}.'
+                          for name, why in skipped_plugins().items())
+        skipped += ''.join(f' Installed entry points in the group {group!r} are not read: did their package mean '
+                           f'"{SCOPE}"?' for group in misspelled_groups())
+        return UnknownTypeError(
+            f'{obj_type!r} is not in the kdplug::{self.name} registry.{hint} Registered: {", ".join(names)}.'
+            f'{skipped} A component of a third-party plugin appears once its package is installed (entry-point '
+            'group "kdplug"); run tools/list_plugins.py to see what each plugin contributed.')
+
+    @staticmethod
+    def check_keys(obj_cls: type, obj_type: str, cfg: Dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        """Raise a TypeError naming the closest parameter of each config key that ``obj_cls`` does not take (only
+        a config that does not fit the signature is a config error; the constructor's own errors pass through)."""
+        try:
             signature = inspect.signature(obj_cls)
         except ValueError:  # no signature to check (a builtin): let the call tell
-            signature = None
+            return
         try:
-            if signature is not None:
-                signature.bind(*args, **cfg, **kwargs)
+            signature.bind(*args, **cfg, **kwargs)
         except TypeError as err:
             accepted = [name for name, p in signature.parameters.items()
                         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
@@ -92,11 +103,11 @@ class PluginRegistry(Registry):
             hints = ''.join(f' Did you mean {found[0]!r} for {key!r}?' for key, found in close.items() if found)
             hints += ''.join(f' {key!r} was replaced: {REPLACED_KEYS[obj_cls.__name__, key]}.' for key in cfg
                              if (obj_cls.__name__, key) in REPLACED_KEYS)
-            raise TypeError(f'{obj_type}({", ".join(cfg)}): {err}.{hints} It takes: {", ".join(accepted)}. Check the '
-                            f'keys of its config against {obj_cls.__module__}.{obj_cls.__qualname__} (a key of the '
-                            'same dict in a _base_ config stays unless the dict says _delete_=True, e.g. to put '
-                            'another type in its place)') from err
-        return obj_cls(*args, **cfg, **kwargs)
+            takes = f'It takes: {", ".join(accepted)}' if accepted else 'It takes no options'
+            raise TypeError(f'{obj_type}({", ".join(cfg)}): {err}.{hints} {takes}. Check the keys of its config '
+                            f'against {obj_cls.__module__}.{obj_cls.__qualname__} (a key of the same dict in a '
+                            '_base_ config stays unless the dict says _delete_=True, e.g. to put another type in its '
+                            'place)') from err
 
     def all_names(self) -> list:
         self.import_from_location()
@@ -139,7 +150,7 @@ def register_plugins() -> None:
             # a kdplug config run by any tool (mmpretrain's, mmdet's, a plain Runner) resumes under torch >= 2.6
             allow_mmengine_checkpoints()
             load_plugins()
-            owners: Dict[tuple, tuple] = {}  # (registry, class name) -> (plugin name, hook name)
+            owners: Dict[tuple, tuple] = {}  # (registry, class name) -> (plugin, hook, distribution)
             for hook_name, registry in HOOK_REGISTRIES.items():
                 for info in plugin_infos():
                     for cls in info.classes.get(hook_name, []):
@@ -147,7 +158,7 @@ def register_plugins() -> None:
                         if key in owners or cls.__name__ in registry._module_dict:
                             raise PluginError(name_clash(registry, cls, info, hook_name, owners.get(key), BLOCK_ENV))
                         registry.register_module(name=cls.__name__, module=cls)
-                        owners[key] = (info.name, hook_name)
+                        owners[key] = (info.name, hook_name, info.distribution)
         except BaseException:
             reset_registries()
             forget_plugins()
@@ -157,8 +168,8 @@ def register_plugins() -> None:
 def name_clash(registry: Registry, cls: type, info: Any, hook: str, owner: Optional[tuple], block_env: str) -> str:
     """The message of a class name registered twice in ``registry``: by two plugins, twice by one plugin, or by an
     OpenMMLab ``@register_module()`` decorator besides the plugin's hook (kdplug's registries take hooks only).
-    ``hook``: the plugin's hook that returned ``cls``; ``owner``: (plugin, hook) of the first registration, None when
-    no plugin made it."""
+    ``hook``: the plugin's hook that returned ``cls``; ``owner``: (plugin, hook, distribution) of the first
+    registration, None when no plugin made it."""
     name = cls.__name__
     variable = next(n for n in ('MODELS', 'HOOKS', 'TRANSFORMS', 'TASKS', 'TEACHERS') if globals()[n] is registry)
     where = f'the kdplug::{registry.name} registry'
@@ -174,8 +185,14 @@ def name_clash(registry: Registry, cls: type, info: Any, hook: str, owner: Optio
     if owner[0] == info.name:
         twice = f'from {owner[1]}() and from {hook}()' if owner[1] != hook else f'twice from {hook}()'
         return f'{this} returns {name!r} {twice}: return each class once, from the hook of its kind'
-    return (f'name clash in {where}: {name!r} from {this} is already contributed by plugin {owner[0]!r}. Rename the '
-            f'class in one of the two packages, or block one with {block_env}=<plugin name>')
+    first = f'plugin {owner[0]!r} ({owner[2]})'
+    if owner[2] == 'kdplug' or info.distribution == 'kdplug':  # blocking kdplug's module drops all its classes
+        plugin = info.name if owner[2] == 'kdplug' else owner[0]
+        return (f'name clash in {where}: {name!r} from {this} is already contributed by {first}, and kdplug\'s own '
+                f'names stay: rename the class in {plugin!r} (its config then names the new name), or uninstall it '
+                f'({block_env}={plugin} skips all of that plugin)')
+    return (f'name clash in {where}: {name!r} from {this} is already contributed by {first}. Rename the class in one '
+            f'of the two packages, or skip one plugin with {block_env}={info.name} or {block_env}={owner[0]}')
 
 
 def reset_registries() -> None:

@@ -1,9 +1,10 @@
 """The conformance checks of kdplug's plugin contracts, for a plugin's own tests as for kdplug's.
 
-kdplug's test suite runs every loss it finds registered, a plugin's too, through the loss contract (a loss builds
-from its defaults). A task, a teacher source or a student-side module needs an example (a model, a batch, a store)
-that only its author can give: kdplug's suite holds its own to the contract with the checks below, and a plugin's
-suite calls the same checks with its examples::
+A logit loss builds from its defaults, so :func:`check_logit_loss` needs its config alone
+(``check_logit_loss(dict(type='MyLoss'))``); kdplug's test suite runs every loss it finds registered, a plugin's
+too, through the same checks. A task, a teacher source or a student-side module needs an example (a model, a
+batch, a store) that only its author can give: kdplug's suite holds its own to the contract with the checks below,
+and a plugin's suite calls the same checks with its examples::
 
     from kdplug.testing import check_task
 
@@ -14,6 +15,7 @@ Each check raises AssertionError (or the error kdplug itself raises) naming the 
 kdplug's registries load when a check is called; pytest is not needed.
 """
 import copy
+import re
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Union
 
@@ -168,3 +170,143 @@ def check_student_module(layer: nn.Module, feature: torch.Tensor, loss: Optional
     value.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters()), \
         'no gradient reached the layer'
+
+
+# -- the logit-loss contract --------------------------------------------------------------------------------------
+def _logits(n: int, c: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple:
+    """Student and teacher logits (N, C) of spread 3, both requiring gradients (to see which one gets one), and
+    labels (N,)."""
+    g = torch.Generator().manual_seed(seed)
+    s = (torch.randn(n, c, generator=g) * 3).to(dtype).requires_grad_()
+    t = (torch.randn(n, c, generator=g) * 3).to(dtype).requires_grad_()
+    return s, t, torch.randint(0, c, (n,), generator=g)
+
+
+def _name(loss: nn.Module) -> str:
+    return type(loss).__name__
+
+
+def _takes_weight(loss: nn.Module) -> bool:
+    import inspect
+    return 'weight' in inspect.signature(loss.forward).parameters
+
+
+def check_loss_value_and_gradient(loss: nn.Module) -> None:
+    """A 0-dim float32 finite value whose gradient reaches the student's logits (finite, not all 0), and never the
+    teacher's for a teacher-based loss (``teacher_based``, default True), at N = 8, 1, 3 and C = 10, 10, 1000."""
+    for n, c in ((8, 10), (1, 10), (3, 1000)):
+        s, t, y = _logits(n, c)
+        value = loss(s, t, y)
+        shown = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        assert isinstance(value, torch.Tensor) and value.dim() == 0, \
+            f'{_name(loss)} returned {shown}: a 0-dim tensor is the contract'
+        assert value.dtype == torch.float32, f'{_name(loss)} returned {value.dtype}: a float32 value is the contract'
+        assert torch.isfinite(value), f'{_name(loss)} = {value.item()} at N={n}, C={c}'
+        assert value.requires_grad, f'{_name(loss)}: its value carries no gradient (is the student detached?)'
+        value.backward()
+        assert s.grad is not None, (f'{_name(loss)}: no gradient reaches the student\'s logits; forward takes '
+                                    '(student_logits, teacher_logits, target, weight=None), the student first')
+        assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0, f'{_name(loss)}: student gradient {s.grad}'
+        if getattr(type(loss), 'teacher_based', True):
+            assert t.grad is None, f'{_name(loss)}: a gradient reaches the teacher\'s logits (detach them)'
+
+
+def check_loss_half_precision(loss: nn.Module) -> None:
+    """float16 and bfloat16 inputs (an AMP run) give a finite float32 value and a finite gradient, a confident row
+    (logits -60 ... 60, where log(0) traps in low precision) included."""
+    for dtype in (torch.float16, torch.bfloat16):
+        s, t, y = _logits(16, 100, dtype)
+        s.data[0] = torch.linspace(-60, 60, 100).to(dtype)
+        value = loss(s, t, y)
+        assert value.dtype == torch.float32 and torch.isfinite(value), f'{_name(loss)} in {dtype}: {value}'
+        value.backward()
+        assert torch.isfinite(s.grad.float()).all(), f'{_name(loss)} in {dtype}: gradient not finite'
+
+
+def check_loss_constant_logits(loss: nn.Module) -> None:
+    """Constant student logits, an all-zero teacher, or both (a dead head, an untrained teacher) give a finite value
+    and gradient, never NaN or inf (a spread of 0 divides nothing)."""
+    for which in ('student', 'teacher', 'both'):
+        s, t, y = _logits(4, 10)
+        if which in ('student', 'both'):
+            s = torch.full((4, 10), 2.5, requires_grad=True)
+        if which in ('teacher', 'both'):
+            t = torch.zeros(4, 10)
+        value = loss(s, t, y)
+        assert torch.isfinite(value), f'{_name(loss)} with constant {which} logits: {value}'
+        value.backward()
+        assert torch.isfinite(s.grad).all(), f'{_name(loss)} with constant {which} logits: gradient not finite'
+
+
+def check_loss_empty_batch(loss: nn.Module) -> None:
+    """No rows (an image without RoIs, a batch whose teacher rows were all left out): 0, still in the graph, so
+    every rank's backward runs, and a zero gradient of the right shape."""
+    s = torch.zeros(0, 10, requires_grad=True)
+    value = loss(s, torch.zeros(0, 10), torch.zeros(0, dtype=torch.long))
+    assert value.item() == 0.0 and value.requires_grad, \
+        f'{_name(loss)} of an empty batch: {value} (0 in the graph is the contract)'
+    value.backward()
+    assert s.grad is not None and s.grad.shape == (0, 10), f'{_name(loss)} of an empty batch: no gradient'
+
+
+def _refused(call: Any, error: type, pattern: str, what: str) -> None:
+    try:
+        call()
+    except error as err:
+        assert re.search(pattern, str(err)), f'{what}: {type(err).__name__}({err}) does not match {pattern!r}'
+        return
+    raise AssertionError(f'{what}: not refused (a {error.__name__} matching {pattern!r} is the contract)')
+
+
+def check_loss_refuses_fewer_than_two_classes(loss: nn.Module) -> None:
+    """A softmax over one class is 1 whatever its logit, so every loss would be a silent 0: C < 2 is a ValueError
+    saying 'needs at least 2 classes' and 'check num_classes' (:func:`kdplug.losses.functional.check_class_count`)."""
+    for n, c in ((4, 1), (0, 0)):
+        s, t = torch.zeros(n, c, requires_grad=True), torch.zeros(n, c)
+        _refused(lambda: loss(s, t, torch.zeros(n, dtype=torch.long)), ValueError,
+                 'needs at least 2 classes.*check num_classes', f'{_name(loss)} with C = {c}')
+
+
+def check_loss_row_weights(loss: nn.Module) -> None:
+    """For a loss whose forward takes ``weight`` (the row weights of tasks and of the distiller's left-out teacher
+    rows): all ones is the unweighted loss; weight 0 removes the row from the value and the gradient
+    (sum(w * l) / sum(w)); another shape ((N, 1), (1,), N + 1) or a negative, NaN or inf weight is a ValueError
+    naming it (:func:`kdplug.losses.functional.check_row_weights`). A loss without ``weight`` passes: the distiller
+    refuses it where rows are weighed."""
+    if not _takes_weight(loss):
+        return
+    s, t, y = _logits(6, 10)
+    torch.testing.assert_close(loss(s, t, y, weight=torch.ones(6)), loss(s, t, y),
+                               msg=lambda m: f'{_name(loss)}: weights of 1 change the value. {m}')
+    weighted = loss(s, t, y, weight=torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.0]))
+    torch.testing.assert_close(weighted, loss(s[:5], t[:5], y[:5]),
+                               msg=lambda m: f'{_name(loss)}: a row of weight 0 is not left out of the value. {m}')
+    weighted.backward()
+    assert s.grad[5].abs().max() == 0 and s.grad[:5].abs().max() > 0, \
+        f'{_name(loss)}: a row of weight 0 gets a gradient, or the others none'
+    s, t, y = _logits(4, 10)
+    for weight in (torch.ones(4, 1), torch.ones(1), torch.ones(5)):
+        _refused(lambda: loss(s, t, y, weight=weight), ValueError,
+                 rf'weight of shape {re.escape(str(tuple(weight.shape)))}',
+                 f'{_name(loss)} with row weights of shape {tuple(weight.shape)} for 4 rows')
+    for bad in (-1.0, float('nan'), float('inf')):
+        _refused(lambda: loss(s, t, y, weight=torch.tensor([1.0, bad, 1.0, 1.0])), ValueError,
+                 'weights must be finite and >= 0', f'{_name(loss)} with a row weight {bad}')
+
+
+#: The logit-loss contract, one check per property (tests/test_loss_conformance.py runs each on every registered
+#: loss).
+LOGIT_LOSS_CHECKS = (check_loss_value_and_gradient, check_loss_half_precision, check_loss_constant_logits,
+                     check_loss_empty_batch, check_loss_refuses_fewer_than_two_classes, check_loss_row_weights)
+
+
+def check_logit_loss(loss: Union[Mapping, nn.Module]) -> None:
+    """The whole contract of a teacher-based logit loss (``forward(student_logits, teacher_logits, target,
+    weight=None)``): every check of :data:`LOGIT_LOSS_CHECKS`. ``loss``: a built loss, or its config
+    (``dict(type='MyLoss')``: built from kdplug's registry, as a distiller's ``losses`` builds it; from its defaults,
+    it is the paper's setting)."""
+    if isinstance(loss, Mapping):
+        from kdplug.registry import MODELS
+        loss = MODELS.build(copy.deepcopy(dict(loss)))
+    for check in LOGIT_LOSS_CHECKS:
+        check(loss)

@@ -1,13 +1,12 @@
 """One conformance test for every loss that any plugin registered (kdplug's own and third-party ones), and for the
 loss of the example third-party plugin that docs/plugins.md points authors to."""
 import importlib.util
-import inspect
-import re
 
 import pytest
 import torch
 
 from conftest import REPO
+from kdplug import testing
 from kdplug.plugins import plugin_infos
 from kdplug.registry import MODELS
 
@@ -33,92 +32,97 @@ def loss(request):
     return example_loss()() if request.param.startswith('example') else MODELS.build(dict(type=request.param))
 
 
-def student_and_teacher(n, c, dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    s = (torch.randn(n, c, generator=g) * 3).to(dtype).requires_grad_()
-    t = (torch.randn(n, c, generator=g) * 3).to(dtype).requires_grad_()
-    return s, t, torch.randint(0, c, (n,), generator=g)
-
-
 def test_every_builtin_loss_is_registered():
     assert {'KDLoss', 'DKDLoss', 'NKDLoss', 'NormKDLoss', 'MultiTempKDLoss'} <= set(registered_losses())
 
 
-@pytest.mark.parametrize('n,c', [(8, 10), (1, 10), (3, 1000)])
-def test_finite_scalar_and_gradient_reaches_the_student_only(loss, n, c):
-    s, t, y = student_and_teacher(n, c)
-    value = loss(s, t, y)
-    assert value.dim() == 0 and value.dtype == torch.float32 and torch.isfinite(value)
-    value.backward()
-    assert s.grad is not None and torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
-    if getattr(type(loss), 'teacher_based', True):
-        assert t.grad is None
+# each property of the contract is one check of kdplug.testing, the helpers a plugin's own tests call
+# (kdplug.testing.check_logit_loss runs them all)
+def test_finite_scalar_and_gradient_reaches_the_student_only(loss):
+    testing.check_loss_value_and_gradient(loss)
 
 
-@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
-def test_half_precision_inputs_give_a_float32_finite_loss(loss, dtype):
-    s, t, y = student_and_teacher(16, 100, dtype)
-    s.data[0] = torch.linspace(-60, 60, 100).to(dtype)  # a confident row: log(0) traps in low precision
-    value = loss(s, t, y)
-    assert value.dtype == torch.float32 and torch.isfinite(value)
-    value.backward()
-    assert torch.isfinite(s.grad.float()).all()
+def test_half_precision_inputs_give_a_float32_finite_loss(loss):
+    testing.check_loss_half_precision(loss)
 
 
-@pytest.mark.parametrize('which', ['student', 'teacher', 'both'])
-def test_constant_logits_never_give_nan_or_inf(loss, which):
-    s, t, y = student_and_teacher(4, 10)
-    if which in ('student', 'both'):
-        s = torch.full((4, 10), 2.5, requires_grad=True)
-    if which in ('teacher', 'both'):
-        t = torch.zeros(4, 10)
-    value = loss(s, t, y)
-    assert torch.isfinite(value)
-    value.backward()
-    assert torch.isfinite(s.grad).all()
+def test_constant_logits_never_give_nan_or_inf(loss):
+    testing.check_loss_constant_logits(loss)
 
 
 def test_an_empty_batch_gives_zero_in_the_graph(loss):
-    """No rows (an image without RoIs, a batch whose teacher rows were all left out): 0, still in the graph, so
-    every rank's backward runs, and a zero gradient of the right shape."""
-    s = torch.zeros(0, 10, requires_grad=True)
-    value = loss(s, torch.zeros(0, 10), torch.zeros(0, dtype=torch.long))
-    assert value.item() == 0.0 and value.requires_grad
-    value.backward()
-    assert s.grad is not None and s.grad.shape == (0, 10)
+    testing.check_loss_empty_batch(loss)
 
 
-@pytest.mark.parametrize('n,c', [(4, 1), (0, 0)])
-def test_fewer_than_two_classes_is_refused_not_a_silent_zero(loss, n, c):
-    """A softmax over one class is 1 whatever its logit: every loss would be 0 (USKD divided by C = 0)."""
-    s, t = torch.zeros(n, c, requires_grad=True), torch.zeros(n, c)
-    with pytest.raises(ValueError, match='needs at least 2 classes.*check num_classes'):
-        loss(s, t, torch.zeros(n, dtype=torch.long))
+def test_fewer_than_two_classes_is_refused_not_a_silent_zero(loss):
+    testing.check_loss_refuses_fewer_than_two_classes(loss)
 
 
-def test_a_row_of_weight_zero_is_left_out_and_weights_of_one_change_nothing(loss):
-    """Row weights are how a task's background policy and the distiller's non-finite teacher rows reach a loss:
-    weight 0 must remove the row (its value and its gradient), all-ones must be the unweighted loss. A loss without
-    ``weight`` is refused where rows are weighed (the distiller's check)."""
-    if 'weight' not in inspect.signature(loss.forward).parameters:
-        pytest.skip(f'{type(loss).__name__} takes no row weights')
-    s, t, y = student_and_teacher(6, 10)
-    torch.testing.assert_close(loss(s, t, y, weight=torch.ones(6)), loss(s, t, y))
-    weighted = loss(s, t, y, weight=torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.0]))
-    torch.testing.assert_close(weighted, loss(s[:5], t[:5], y[:5]))
-    weighted.backward()
-    assert s.grad[5].abs().max() == 0 and s.grad[:5].abs().max() > 0
+def test_a_row_of_weight_zero_is_left_out_and_bad_row_weights_are_refused(loss):
+    testing.check_loss_row_weights(loss)
 
 
-def test_row_weights_of_another_shape_or_negative_are_refused(loss):
-    """An (N, 1) or (1,) weight broadcast into another loss (4x the value for N = 4), a negative one rewarded the
-    loss (-1e8 for [1, -1, 1, -1]), one too many failed in torch's words: each is named."""
-    if 'weight' not in inspect.signature(loss.forward).parameters:
-        pytest.skip(f'{type(loss).__name__} takes no row weights')
-    s, t, y = student_and_teacher(4, 10)
-    for weight in (torch.ones(4, 1), torch.ones(1), torch.ones(5)):
-        with pytest.raises(ValueError, match=rf'weight of shape {re.escape(str(tuple(weight.shape)))}'):
-            loss(s, t, y, weight=weight)
-    for bad in (-1.0, float('nan'), float('inf')):
-        with pytest.raises(ValueError, match='weights must be finite and >= 0'):
-            loss(s, t, y, weight=torch.tensor([1.0, bad, 1.0, 1.0]))
+def test_the_contract_has_a_test_for_each_of_its_checks():
+    """A check added to kdplug.testing.LOGIT_LOSS_CHECKS runs in this file too."""
+    source = open(__file__).read()
+    assert all(f'testing.{check.__name__}(loss)' in source for check in testing.LOGIT_LOSS_CHECKS)
+
+
+class KL(torch.nn.Module):
+    """KD at T = 1 with row weights, correct: the base of the broken losses below."""
+
+    def per_row(self, student_logits, teacher_logits):
+        from kdplug.losses.functional import check_logits
+        student_logits, teacher_logits = check_logits(student_logits, teacher_logits)
+        q = teacher_logits.softmax(-1)
+        return (q * (q.clamp_min(1e-30).log() - student_logits.log_softmax(-1))).sum(-1)
+
+    def forward(self, student_logits, teacher_logits, target=None, weight=None):
+        from kdplug.losses.functional import reduce_per_sample
+        return reduce_per_sample(self.per_row(student_logits, teacher_logits), weight)
+
+
+class Swapped(KL):
+    def forward(self, teacher_logits, student_logits, target=None, weight=None):
+        return super().forward(student_logits.detach(), teacher_logits.detach(), target, weight)
+
+
+class Detached(KL):
+    def forward(self, student_logits, teacher_logits, target=None, weight=None):
+        return super().forward(student_logits.detach(), teacher_logits, target, weight)
+
+
+class Float64(KL):
+    def forward(self, student_logits, teacher_logits, target=None, weight=None):
+        return super().forward(student_logits, teacher_logits, target, weight).double()
+
+
+class IgnoresWeight(KL):
+    def forward(self, student_logits, teacher_logits, target=None, weight=None):
+        return super().forward(student_logits, teacher_logits, target)
+
+
+class NaNOnConstantLogits(KL):
+    def forward(self, student_logits, teacher_logits, target=None, weight=None):
+        spread = student_logits.float().std(-1, keepdim=True)  # 0 for a constant row: 0 / 0
+        return super().forward(student_logits / spread, teacher_logits, target, weight)
+
+
+class NoClassCheck(KL):
+    def forward(self, student_logits, teacher_logits, target=None, weight=None):
+        from kdplug.losses.functional import reduce_per_sample
+        q = teacher_logits.detach().float().softmax(-1)  # no check_logits: a softmax over 1 class is 1
+        return reduce_per_sample((q * (q.clamp_min(1e-30).log() - student_logits.float().log_softmax(-1))).sum(-1),
+                                 weight)
+
+
+@pytest.mark.parametrize('broken,message', [
+    (Swapped, 'carries no gradient'), (Detached, 'carries no gradient'), (Float64, 'float64: a float32 value'),
+    (IgnoresWeight, 'a row of weight 0 is not left out'), (NaNOnConstantLogits, 'constant student logits'),
+    (NoClassCheck, 'C = 1: not refused'),
+])
+def test_the_contract_names_what_a_broken_loss_breaks(broken, message):
+    """kdplug.testing.check_logit_loss, which a plugin's tests call, fails each broken loss on its defect."""
+    testing.check_logit_loss(KL())
+    with pytest.raises(AssertionError, match=message):
+        testing.check_logit_loss(broken())

@@ -68,6 +68,123 @@ def test_bad_teacher_rows_are_left_out_of_the_losses_with_zero_gradient(teacher_
     torch.testing.assert_close(value.detach(), expected)
 
 
+class NaNAfterFirstStep(torch.nn.Module):
+    """A plugin's loss with a bug: finite at the first call, then sqrt of negative logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, student_logits, teacher_logits, target=None, weight=None):
+        self.calls += 1
+        value = (student_logits.float() - teacher_logits.float()).square().mean()
+        return value if self.calls == 1 else value + student_logits.float().sqrt().mean()
+
+
+def test_a_loss_that_turns_nan_stops_the_run_before_the_optimizer_step(cifar10_root, teacher_checkpoint, tmp_path,
+                                                                       one_thread):
+    """mmengine trains on whatever the losses sum to: a NaN loss value made every weight NaN and the run went on
+    to its end (exit 0, a NaN 'best' checkpoint). It stops at that step, naming the loss, the student finite."""
+    cfg = run_config(cifar10_root, tmp_path / 'work', teacher_checkpoint, max_iters=4)
+    cfg.model.losses = dict(buggy=dict(type='KDLoss'))
+    runner = make_runner(cfg)
+    distiller = runner.model
+    distiller.losses['buggy'] = NaNAfterFirstStep()  # (the Runner dumps its config: a class there is no text)
+    with pytest.raises(FloatingPointError, match=r'distill\.loss_buggy \(NaNAfterFirstStep\) not finite \(NaN or inf\) '
+                       r'at distillation step 2: the loss computes a NaN or inf itself.*student\'s logits were finite'
+                       r'.*before the optimizer takes this step'):
+        runner.train()
+    assert all(torch.isfinite(p).all() for p in distiller.student.parameters())
+
+
+def test_a_diverged_student_is_named_as_such(cifar10_root, teacher_checkpoint, tmp_path, one_thread):
+    """NaN student logits make its own loss and the distillation losses NaN: the error says the student diverged
+    and how to tame it, not that a loss is broken."""
+    runner = make_runner(run_config(cifar10_root, tmp_path / 'work', teacher_checkpoint, max_iters=3))
+    distiller = runner.model
+
+    def diverged(module, args, output):
+        return output * float('inf')
+
+    distiller.student.head.fc.register_forward_hook(diverged)
+    with pytest.raises(FloatingPointError, match=r'student\.loss, distill\.loss_kd \(KDLoss\) not finite.*at '
+                       r'distillation step 1: the student\'s own logits are not finite: the student diverged: lower '
+                       r'the learning rate, clip its gradients'):
+        runner.train()
+
+
+def test_nonfinite_losses_on_an_accelerator_are_read_every_interval_and_before_validation(teacher_checkpoint):
+    """Reading a count waits for the device: between two reads the counts add up on it, and the error says how
+    many steps it covers; prediction (validation) reads it first."""
+    from mmengine.config import Config
+    from kdplug.tasks.base import StudentOutput
+    from runner_helpers import KD_CONFIG
+    cfg = Config.fromfile(str(KD_CONFIG)).model
+    cfg.teacher.checkpoint = teacher_checkpoint
+    distiller = MODELS.build(cfg)
+    student = StudentOutput(rows=[], losses={})
+    read = []
+    distiller.check_losses = lambda student=None: read.append(student)  # as on a GPU between two reads
+    for step in range(1, 4):
+        distiller._distill_steps = step
+        distiller.count_nonfinite_losses({'student.loss': torch.tensor(float('nan') if step == 2 else 1.0),
+                                          'distill.loss_kd': torch.tensor(1.0), 'distill.num_rois': 3}, student)
+    assert {key: int(count) for key, count in distiller._nonfinite_losses.items()} == \
+        {'student.loss': 1, 'distill.loss_kd': 0}
+    del distiller.check_losses
+    with pytest.raises(FloatingPointError, match=r'student\.loss not finite \(NaN or inf\) in the 3 distillation steps '
+                       r'so far.*the student diverged'):
+        distiller.forward(torch.zeros(1, 3, 32, 32), None, mode='predict')
+
+
+class Swapped(torch.nn.Module):
+    """The teacher's logits taken first, and detached as a loss does with its teacher's: it detaches the student."""
+
+    def forward(self, teacher_logits, student_logits, target=None, weight=None):
+        return (teacher_logits.detach().float().softmax(-1) - student_logits.float().softmax(-1)).square().mean()
+
+
+class DetachedThroughItsOwnParameter(torch.nn.Module):
+    """A value that carries a gradient (to its own temperature), none to the student."""
+
+    def __init__(self):
+        super().__init__()
+        self.temperature = torch.nn.Parameter(torch.tensor(4.0))
+
+    def forward(self, student_logits, teacher_logits, target=None, weight=None):
+        return (student_logits.detach() / self.temperature).log_softmax(-1).mean().neg()
+
+
+@pytest.mark.parametrize('broken', [Swapped, DetachedThroughItsOwnParameter])
+def test_a_loss_that_sends_no_gradient_to_the_student_is_named_at_its_first_step(teacher_checkpoint, broken):
+    """Such a loss was logged every step, trained nothing, and exited 0."""
+    from mmengine.config import Config
+    from runner_helpers import KD_CONFIG
+    cfg = Config.fromfile(str(KD_CONFIG)).model
+    cfg.teacher.checkpoint = teacher_checkpoint
+    cfg.losses = dict(kd=dict(type='KDLoss'), odd=dict(type=broken))
+    distiller = MODELS.build(cfg)
+    s, t = torch.randn(4, 10, requires_grad=True), torch.randn(4, 10)
+    with pytest.raises(TypeError, match=rf'losses\.odd \({broken.__name__}\) returned a value that does not depend on '
+                       r'the student\'s logits.*the student first'):
+        distiller.distill_losses(s, t, torch.arange(4))
+    with torch.no_grad():  # evaluation: nothing to check
+        distiller.distill_losses(s, t, torch.arange(4))
+
+
+def test_the_gradient_path_of_every_builtin_loss_passes_the_check(teacher_checkpoint):
+    from mmengine.config import Config
+    from runner_helpers import KD_CONFIG
+    cfg = Config.fromfile(str(KD_CONFIG)).model
+    cfg.teacher.checkpoint = teacher_checkpoint
+    cfg.losses = dict(kd=dict(type='KDLoss'), dkd=dict(type='DKDLoss'), nkd=dict(type='NKDLoss'),
+                      normkd=dict(type='NormKDLoss'), mtkd=dict(type='MultiTempKDLoss'))
+    distiller = MODELS.build(cfg)
+    s = torch.randn(4, 10, requires_grad=True)
+    values = distiller.distill_losses(s * 2, torch.randn(4, 10), torch.arange(4))  # s * 2: a node, as in a network
+    assert distiller._gradient_checked == set(cfg.losses) and all(v.requires_grad for v in values.values())
+
+
 class UnweightedSquaredError(torch.nn.Module):
     """A plugin's loss without row weights (allowed where the task weighs no rows)."""
 

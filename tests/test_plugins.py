@@ -1,5 +1,6 @@
 """The plugin system: entry points + pluggy hooks + mmengine registries, with clear errors."""
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -113,7 +114,18 @@ def test_name_clash_names_both_plugins(python, tmp_path):
             return [type('KDLoss', (nn.Module,), {})]''')
     result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
     assert "'KDLoss' from plugin 'clashing' (clashing)" in result.stderr
-    assert "plugin 'kdplug.losses.plugin'" in result.stderr and 'Rename the class' in result.stderr
+    # kdplug's own names stay: blocking kdplug.losses.plugin would drop every built-in loss
+    assert "already contributed by plugin 'kdplug.losses.plugin' (kdplug), and kdplug's own names stay: rename the " \
+        "class in 'clashing'" in result.stderr, result.stderr
+
+
+def test_a_clash_of_two_third_party_plugins_names_both_distributions(python, tmp_path):
+    for name in ('first', 'second'):
+        fake_distribution(tmp_path, name, ONE_LOSS.format(name='Same'))
+    result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
+    assert re.search(r"'SameLoss' from plugin '(first|second)' \((first|second)\) is already contributed by plugin "
+                     r"'(first|second)' \((first|second)\).*KDPLUG_BLOCK_PLUGINS=(first|second) or "
+                     r"KDPLUG_BLOCK_PLUGINS=(first|second)", result.stderr), result.stderr
 
 
 @pytest.mark.parametrize('code, message', [

@@ -192,12 +192,16 @@ def test_durations_read_as_minutes_and_seconds(demo):
 def test_a_teacher_without_a_network_says_why_it_is_not_evaluated():
     """With a cache store the hook returned without a word, where the docs promise the teacher's accuracy first."""
     from kdplug.engine.hooks import TeacherEvalHook
-    runner = fake_runner(3)
-    runner.model = types.SimpleNamespace(teacher_model=None,
-                                         teacher=types.SimpleNamespace(description='the cached teacher (store)'))
-    TeacherEvalHook(interval=10).before_train(runner)
-    assert runner.logger.lines == ['TeacherEvalHook: the cached teacher (store) is not a network to evaluate (for a '
-                                   'cache store, evaluate the checkpoint it was made from with tools/test.py)']
+    from kdplug.teachers.cached import CachedTeacher
+    cached = object.__new__(CachedTeacher)  # its store is not read here
+    cached.description = 'the cached teacher (store)'
+    plugin_source = types.SimpleNamespace(description='the virtual teacher')  # a plugin's source without a network
+    for source in (cached, plugin_source):
+        runner = fake_runner(3)
+        runner.model = types.SimpleNamespace(teacher_model=None, teacher=source)
+        TeacherEvalHook(interval=10).before_train(runner)
+        assert runner.logger.lines == [f'TeacherEvalHook: {source.description} is not a network to evaluate' + (
+            ' (evaluate the checkpoint its store was made from with tools/test.py)' if source is cached else '')]
 
 
 def test_an_ema_teacher_is_not_evaluated_before_training():

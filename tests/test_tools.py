@@ -126,6 +126,34 @@ def test_missing_data_is_named_with_the_way_to_get_it_before_anything_is_built(c
     check_data(cifar100)
 
 
+@pytest.mark.parametrize('options,message', [
+    ({'custom_hooks': [dict(type='kdplug.TeacherEvalHok')]},
+     r"custom_hooks\[0\]: 'kdplug.TeacherEvalHok' is not in the kdplug::hook registry. Did you mean 'TeacherEvalHook'"),
+    ({'custom_hooks': [dict(type='kdplug.LossWarmupHook', warmup=10, strat=3)]},
+     r"custom_hooks\[0\]: kdplug.LossWarmupHook\(warmup, strat\): got an unexpected keyword argument 'strat'.*"
+     r"It takes: warmup, losses, by_epoch"),
+    ({'train_dataloader.dataset.pipeline.1.type': 'kdplug.ReplayRandomCrp'},
+     r"train_dataloader.dataset.pipeline\[1\]: 'kdplug.ReplayRandomCrp' is not in the kdplug::transform registry. "
+     r"Did you mean 'ReplayRandomCrop'"),
+    ({'train_dataloader.dataset.pipeline.1.paddng': 4},
+     r"pipeline\[1\]: kdplug.ReplayRandomCrop\(.*paddng\).*Did you mean 'padding' for 'paddng'"),
+    ({'model.type': 'kdplug.Distiler'},
+     r"model: 'kdplug.Distiler' is not in the kdplug::model registry. Did you mean 'Distiller'"),
+])
+def test_a_misspelt_kdplug_hook_or_transform_is_named_by_kdplug_s_registry(options, message):
+    """mmengine builds engine hooks and transforms from the run's scope: its KeyError named the mmpretrain::hook
+    registry, no close match, and custom_imports (which kdplug never needs); its TypeError no parameter. The tools
+    check every 'kdplug.' type of the config before building anything."""
+    from mmengine.config import Config
+
+    from kdplug.tools import check_kdplug_types
+    cfg = Config.fromfile(str(CONFIG))
+    check_kdplug_types(cfg)
+    cfg.merge_from_dict(options)
+    with pytest.raises(SystemExit, match=message):
+        check_kdplug_types(cfg)
+
+
 def test_an_exported_student_predicts_with_mmpretrain_s_inferencer(cifar10_root, tmp_path, one_thread):
     """export_student's docstring: ImageClassificationInferencer(student_config, 'student.pth'). The inferencer loads
     the image itself and drops only transforms named LoadImageFromFile: kdplug.CachedLoadImageFromFile stayed in the

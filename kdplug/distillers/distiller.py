@@ -51,6 +51,36 @@ def takes_weight(loss: nn.Module) -> bool:
     return any(p.name == 'weight' or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
+def depends_on(value: Tensor, tensor: Tensor) -> bool:
+    """Whether ``tensor`` is in the autograd graph of ``value`` (a walk of the graph's nodes: nothing computed)."""
+    goal = tensor.grad_fn
+    stack, seen = [value.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        if node is goal or getattr(node, 'variable', None) is tensor:  # a leaf's node holds it as ``variable``
+            return True
+        seen.add(node)
+        stack.extend(child for child, _ in node.next_functions)
+    return False
+
+
+def total(value: Any) -> Tensor:
+    """A logged loss value as one float32 number, NaN or inf when any of its elements is: a tensor, or a non-empty
+    list of them (mmdet's per-level losses; mmengine sums each one's mean)."""
+    if isinstance(value, Tensor):
+        return value.detach().float().sum()
+    return torch.stack([total(item) for item in value]).sum()
+
+
+def loss_name_of(key: str, losses: Mapping[str, nn.Module]) -> Optional[str]:
+    """The name in ``losses`` of the logged key ``distill.<group>loss_<name>``, None for another key."""
+    if not key.startswith('distill.'):
+        return None
+    return next((name for name in losses if key.endswith(f'.loss_{name}')), None)
+
+
 def misplaced_options(keys: Any, **parts: Any) -> str:
     """`` (model.task.background is an option of TwoStageDetectionTask)`` for each unknown distiller key that is an
     option of the task's or the teacher source's class (``--cfg-options model.background=exclude``)."""
@@ -150,6 +180,8 @@ class Distiller(BaseModel):
         self._nonfinite_teacher_rows: Optional[Tensor] = None  # a device-side count: no host sync per step
         self._teacher_checks = 0
         self._distill_steps = 0
+        self._gradient_checked: set = set()  # the logit losses whose gradient path to the student was walked
+        self._nonfinite_losses: Optional[Dict[str, Tensor]] = None  # loss key -> device-side count of bad steps
         print_log(self.summary(), logger='current')
 
     def summary(self) -> str:
@@ -355,10 +387,83 @@ class Distiller(BaseModel):
                 raise TypeError(f'losses.{name} ({type(loss).__name__}) returned {shown}, not a scalar tensor: a '
                                 'logit loss reduces its rows itself (kdplug.losses.functional.reduce_per_sample; '
                                 'the loss contract, docs/plugins.md)')
+            self.check_student_gradient(name, value, student_logits)
             if all_finite is not None and not self._takes_weight[name]:
                 value = value * all_finite  # it cannot leave a zeroed row out: the whole batch is left out
             out[f'distill.{key}loss_{name}'] = (self.loss_scales[name] * scale) * value
         return out
+
+    def check_student_gradient(self, name: str, value: Tensor, student_logits: Tensor) -> None:
+        """A logit loss's value must carry a gradient to the student's logits when they take one (training): a
+        forward that takes the teacher's logits first, or detaches the student's, trains nothing and would be logged
+        every step as if it did. ``requires_grad`` is read every call (free); the path from the value to the
+        student's logits is walked once per loss (the autograd graph, nothing computed)."""
+        if not (student_logits.requires_grad and torch.is_grad_enabled()):
+            return
+        checked = name in self._gradient_checked
+        if value.requires_grad and (checked or not student_logits.numel()):
+            return
+        if not value.requires_grad or not depends_on(value, student_logits):
+            raise TypeError(
+                f'losses.{name} ({type(self.losses[name]).__name__}) returned a value that does not depend on the '
+                'student\'s logits: no gradient reaches the student, so it would train nothing while logged as a '
+                'loss. A logit loss is forward(student_logits, teacher_logits, target, weight=None), the student '
+                'first, and keeps the student\'s logits in the graph (no .detach(), torch.no_grad(), .item() or '
+                'numpy on them); kdplug.testing.check_logit_loss checks a loss against the whole contract')
+        self._gradient_checked.add(name)
+
+    # -- non-finite loss values ---------------------------------------------------------------------------------
+    def count_nonfinite_losses(self, losses: Mapping[str, Any], student: StudentOutput) -> None:
+        """Every value mmengine adds to the loss it trains on (a key with "loss") must be finite: a NaN or inf one
+        would train the student into NaN for the rest of the run, logged as ``loss: nan``. Counted on the device,
+        read as :meth:`finite_teacher_rows` reads its count (every step on the CPU, before the optimizer steps:
+        the weights stay those of the last finite step)."""
+        values = {key: value for key, value in losses.items()
+                  if 'loss' in key and (isinstance(value, Tensor) or value)}  # mmengine's parse_losses reads these
+        if not values:
+            return
+        sums = torch.stack([total(value) for value in values.values()])
+        bad = (~torch.isfinite(sums)).to(torch.int32)
+        if self._nonfinite_losses is None or list(self._nonfinite_losses) != list(values):
+            self.check_losses()  # the keys changed (another group of rows): read what was counted under the old
+            self._nonfinite_losses = dict(zip(values, bad))
+        else:
+            self._nonfinite_losses = {key: count + flag for (key, count), flag in zip(self._nonfinite_losses.items(),
+                                                                                        bad)}
+        if sums.device.type == 'cpu':
+            self.check_losses(student)  # this step's: its logits tell a diverged student from a broken loss
+        elif self._distill_steps % self.TEACHER_CHECK_INTERVAL == 0:
+            self.check_losses()
+
+    def check_losses(self, student: Optional[StudentOutput] = None) -> None:
+        """Raise if a loss value counted so far was not finite, saying whose it is; ``student``: this step's
+        output, whose logits tell a diverged student from a broken loss."""
+        counts = {key: int(count) for key, count in (self._nonfinite_losses or {}).items()}
+        bad = [key for key, count in counts.items() if count]
+        if not bad:
+            return
+        self._nonfinite_losses = None
+        named = ', '.join(f'{key}' + (f' ({type(self.losses[name]).__name__})' if name else '')
+                          for key, name in ((key, loss_name_of(key, self.losses)) for key in bad))
+        when = (f'at distillation step {self._distill_steps}' if student is not None else
+                f'in the {self._distill_steps} distillation steps so far ({self.TEACHER_CHECK_INTERVAL} between two '
+                'reads on an accelerator: resume from a checkpoint written before)')
+        student_finite = None if student is None else \
+            all(bool(torch.isfinite(rows.logits).all()) for rows in student.rows)
+        diverged = ('the student diverged: lower the learning rate, clip its gradients (optim_wrapper=dict('
+                    'clip_grad=dict(max_norm=...))), and under --amp check for float16 overflow')
+        if student_finite is False:
+            why = f'the student\'s own logits are not finite: {diverged}'
+        elif all(key.startswith('student.') for key in bad):
+            why = ('the student\'s own loss is not finite from finite logits: check its labels and its loss config'
+                   if student_finite else f'the student\'s own loss is not finite: {diverged}, or check its labels')
+        else:
+            why = ('the loss computes a NaN or inf itself (teacher rows with NaN or inf never reach a loss'
+                   + (', and the student\'s logits were finite' if student_finite else '') + '): a bug in it, or a '
+                   'hyper-parameter outside its range. kdplug.testing.check_logit_loss checks a logit loss against '
+                   'the contract (constant logits, half precision, empty batches)')
+        stop = 'before the optimizer takes this step' if student is not None else 'at the first read of the count'
+        raise FloatingPointError(f'{named} not finite (NaN or inf) {when}: {why}. The run stops here, {stop}')
 
     def module_losses_of(self, student: StudentOutput, teacher_feats: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """``distill.loss_<name>`` (and its diagnostics) of each student-module loss."""
@@ -444,6 +549,7 @@ class Distiller(BaseModel):
                 raise ValueError(f'{type(self.task).__name__}.student_forward gave the diagnostic {key!r}, which is '
                                  f'also the name of a distillation value (distill.{key}): rename it')
             losses[f'distill.{key}'] = value
+        self.count_nonfinite_losses(losses, student)
         return losses
 
     def check_schedules(self) -> None:
@@ -478,6 +584,7 @@ class Distiller(BaseModel):
         if mode == 'loss':
             return self.loss(inputs, data_samples)
         if mode == 'predict':
+            self.check_losses()
             if self.teacher.external:
                 self.check_teacher_rows()  # validation runs after the last training steps: nothing unreported
             return self.predict(inputs, data_samples)

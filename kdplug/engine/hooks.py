@@ -225,9 +225,11 @@ class TeacherEvalHook(Hook):
         model = unwrap(runner.model)
         if getattr(model, 'teacher_model', None) is None:  # no teacher network (the weak head, a cache store)
             source = getattr(model, 'teacher', None)
+            from kdplug.teachers.cached import CachedTeacher
+            cached = isinstance(source, CachedTeacher)
             runner.logger.info(f'TeacherEvalHook: {getattr(source, "description", "the teacher")} is not a network '
-                               'to evaluate (for a cache store, evaluate the checkpoint it was made from with '
-                               'tools/test.py)')
+                               'to evaluate' + (' (evaluate the checkpoint its store was made from with '
+                                                'tools/test.py)' if cached else ''))
             return
         source = getattr(model, 'teacher', None)
         if not getattr(source, 'trained_before_the_run', True):

@@ -61,3 +61,39 @@ def name_damaged_images(cfg) -> None:
         for transform in pipeline:
             if isinstance(transform, dict) and mmcv_loader(transform.get('type')):
                 transform['type'] = 'kdplug.CheckedLoadImageFromFile'
+
+
+def check_kdplug_types(cfg) -> None:
+    """Every ``dict(type='kdplug.X', ...)`` of ``cfg`` names a class of kdplug's registries, and an engine hook's or
+    a data transform's keys are its constructor's: mmengine builds those from the run's scope (mmpretrain, mmdet)
+    through ``build_from_cfg``, whose KeyError named the run's registry (``not in the mmpretrain::hook registry``),
+    no close match, and ``custom_imports``, which kdplug never needs, and whose TypeError named no parameter. Stops
+    the tool with kdplug's registry error, prefixed with the key's place in the config."""
+    from kdplug.registry import HOOKS, MODELS, TASKS, TEACHERS, TRANSFORMS
+
+    def walk(node, where: str):
+        if isinstance(node, (list, tuple)):
+            for index, item in enumerate(node):
+                yield from walk(item, f'{where}[{index}]')
+        elif isinstance(node, dict):
+            kind = node.get('type')
+            if isinstance(kind, str) and kind.startswith('kdplug.'):
+                yield node, kind, where
+            for key, value in node.items():
+                yield from walk(value, f'{where}.{key}' if where else str(key))
+
+    for node, kind, where in walk(dict(cfg.items()) if hasattr(cfg, 'items') else cfg, ''):
+        name = kind[len('kdplug.'):]
+        found = [(registry, registry.get(name)) for registry in (HOOKS, TRANSFORMS, MODELS, TASKS, TEACHERS)]
+        found = [(registry, cls) for registry, cls in found if cls is not None]
+        try:
+            if not found:
+                expected = HOOKS if 'hooks' in where else TRANSFORMS if 'pipeline' in where or 'transforms' in \
+                    where else MODELS
+                raise expected.unknown_type(kind)
+            registry, cls = found[0]
+            if registry in (HOOKS, TRANSFORMS):  # the others are built by kdplug's registries, which check keys
+                options = {key: value for key, value in node.items() if key not in ('type', '_scope_')}
+                registry.check_keys(cls, kind, options)
+        except (KeyError, TypeError) as err:
+            raise SystemExit(f'{where}: {err}') from err

@@ -41,7 +41,7 @@ from mmengine.runner import Runner
 from kdplug.engine.checkpoint import (load_checkpoint_file, load_checkpoints_strictly, route_local_checkpoint_loads,
                                      unreadable_reason)
 from kdplug.teachers.base import evaluating_the_student
-from kdplug.tools import drop_switched_off_hooks, name_damaged_images, read_config
+from kdplug.tools import check_kdplug_types, drop_switched_off_hooks, name_damaged_images, read_config
 from kdplug.tools.train import check_data
 
 
@@ -202,6 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cfg.merge_from_dict(args.cfg_options)
     drop_switched_off_hooks(cfg)
     name_damaged_images(cfg)
+    check_kdplug_types(cfg)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint

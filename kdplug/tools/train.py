@@ -19,7 +19,7 @@ from mmengine.runner import Runner
 
 from kdplug.engine.allocator import keep_freed_memory
 from kdplug.engine.checkpoint import load_checkpoints_strictly, route_local_checkpoint_loads, unreadable_reason
-from kdplug.tools import drop_switched_off_hooks, name_damaged_images, read_config
+from kdplug.tools import check_kdplug_types, drop_switched_off_hooks, name_damaged_images, read_config
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -186,6 +186,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         print(f'default hooks switched off (None): {", ".join(switched_off)}', flush=True)
     set_dataloader_defaults(cfg, args)
     name_damaged_images(cfg)
+    check_kdplug_types(cfg)
     return cfg
 
 
