@@ -172,17 +172,69 @@ def test_a_loss_that_sends_no_gradient_to_the_student_is_named_at_its_first_step
         distiller.distill_losses(s, t, torch.arange(4))
 
 
-def test_the_gradient_path_of_every_builtin_loss_passes_the_check(teacher_checkpoint):
+def test_the_gradient_path_of_every_builtin_loss_passes_the_check_and_each_reads_its_row_weights(teacher_checkpoint):
     from mmengine.config import Config
     from runner_helpers import KD_CONFIG
     cfg = Config.fromfile(str(KD_CONFIG)).model
     cfg.teacher.checkpoint = teacher_checkpoint
     cfg.losses = dict(kd=dict(type='KDLoss'), dkd=dict(type='DKDLoss'), nkd=dict(type='NKDLoss'),
-                      normkd=dict(type='NormKDLoss'), mtkd=dict(type='MultiTempKDLoss'))
+                      normkd=dict(type='NormKDLoss'), mtkd=dict(type='MultiTempKDLoss'), ctkd=dict(type='CTKDLoss'))
     distiller = MODELS.build(cfg)
     s = torch.randn(4, 10, requires_grad=True)
     values = distiller.distill_losses(s * 2, torch.randn(4, 10), torch.arange(4))  # s * 2: a node, as in a network
     assert distiller._gradient_checked == set(cfg.losses) and all(v.requires_grad for v in values.values())
+    # and each reads its row weights: one step told (the check is done), none was refused
+    assert distiller._weights_checked == dict.fromkeys(cfg.losses, distiller.WEIGHT_CHECK_STEPS)
+
+
+class IgnoresItsWeight(torch.nn.Module):
+    """Takes ``weight`` and drops it: a zeroed teacher row would be learnt as a uniform teacher."""
+
+    def forward(self, student_logits, teacher_logits, target=None, weight=None):
+        return (student_logits.softmax(-1) - teacher_logits.softmax(-1)).square().sum(-1).mean()
+
+
+class ReturnsDtype(torch.nn.Module):
+    def __init__(self, dtype):
+        super().__init__()
+        self.dtype = dtype
+
+    def forward(self, student_logits, teacher_logits, target=None, weight=None):
+        return (student_logits.to(self.dtype) - teacher_logits.to(self.dtype)).square().mean()
+
+
+def kd_distiller(teacher_checkpoint, **losses):
+    from mmengine.config import Config
+    from runner_helpers import KD_CONFIG
+    cfg = Config.fromfile(str(KD_CONFIG)).model
+    cfg.teacher.checkpoint = teacher_checkpoint
+    cfg.losses = losses
+    return MODELS.build(cfg)
+
+
+def test_a_loss_that_takes_row_weights_and_ignores_them_is_refused_at_its_first_step(teacher_checkpoint):
+    distiller = kd_distiller(teacher_checkpoint, kd=dict(type='KDLoss'), odd=dict(type=IgnoresItsWeight))
+    s = torch.randn(8, 10, requires_grad=True)
+    with pytest.raises(TypeError, match=r'losses\.odd \(IgnoresItsWeight\) takes a weight argument but ignores it: '
+                       r'weight 0 on 4 of 8 rows left its value unchanged.*sum\(w \* l\) / sum\(w\)'):
+        distiller.distill_losses(s, torch.randn(8, 10), torch.arange(8))
+
+
+def test_a_step_whose_rows_are_all_alike_tells_nothing_and_the_next_step_checks_again(teacher_checkpoint):
+    """An EMA teacher's first step equals the student: every row's loss is 0, whether or not it reads weights."""
+    distiller = kd_distiller(teacher_checkpoint, odd=dict(type=IgnoresItsWeight))
+    s = torch.randn(8, 10, requires_grad=True)
+    distiller.distill_losses(s, s.detach().clone(), torch.arange(8))
+    assert distiller._weights_checked == {'odd': 1}
+    with pytest.raises(TypeError, match='ignores it'):
+        distiller.distill_losses(s, torch.randn(8, 10), torch.arange(8))
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.float64])
+def test_a_loss_value_that_is_not_float32_is_refused(teacher_checkpoint, dtype):
+    distiller = kd_distiller(teacher_checkpoint, odd=dict(type=ReturnsDtype, dtype=dtype))
+    with pytest.raises(TypeError, match=rf'losses\.odd \(ReturnsDtype\) returned a {dtype} value.*\.float\(\)'):
+        distiller.distill_losses(torch.randn(4, 10, requires_grad=True), torch.randn(4, 10), torch.arange(4))
 
 
 class UnweightedSquaredError(torch.nn.Module):

@@ -181,6 +181,7 @@ class Distiller(BaseModel):
         self._teacher_checks = 0
         self._distill_steps = 0
         self._gradient_checked: set = set()  # the logit losses whose gradient path to the student was walked
+        self._weights_checked: Dict[str, int] = {}  # logit loss -> steps that tested its use of row weights
         self._nonfinite_losses: Optional[Dict[str, Tensor]] = None  # loss key -> device-side count of bad steps
         print_log(self.summary(), logger='current')
 
@@ -320,6 +321,8 @@ class Distiller(BaseModel):
     # -- non-finite teacher logits ------------------------------------------------------------------------------
     #: How often (in calls) the count of non-finite teacher rows is read on an accelerator; on the CPU, every call.
     TEACHER_CHECK_INTERVAL = DEVICE_READ_INTERVAL
+    #: Steps that test a loss taking row weights for reading them, until one step tells (check_weights_read)
+    WEIGHT_CHECK_STEPS = 5
 
     def finite_teacher_rows(self, teacher_logits: Tensor,
                             weight: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor], Tensor]:
@@ -387,7 +390,15 @@ class Distiller(BaseModel):
                 raise TypeError(f'losses.{name} ({type(loss).__name__}) returned {shown}, not a scalar tensor: a '
                                 'logit loss reduces its rows itself (kdplug.losses.functional.reduce_per_sample; '
                                 'the loss contract, docs/plugins.md)')
+            if value.dtype != torch.float32:  # float16 overflows once --amp scales it by 65536; float64 is slow
+                raise TypeError(f'losses.{name} ({type(loss).__name__}) returned a {value.dtype} value: a logit loss '
+                                'computes in float32 whatever its inputs (.float() on the logits first; under --amp '
+                                'they are float16, and a float16 loss overflows when the optimizer wrapper scales '
+                                'it). kdplug.testing.check_logit_loss checks a loss against the whole contract')
             self.check_student_gradient(name, value, student_logits)
+            training = student_logits.requires_grad and torch.is_grad_enabled()
+            if kwargs and training and self._weights_checked.get(name, 0) < self.WEIGHT_CHECK_STEPS:
+                self.check_weights_read(name, student_logits, teacher_logits, target)
             if all_finite is not None and not self._takes_weight[name]:
                 value = value * all_finite  # it cannot leave a zeroed row out: the whole batch is left out
             out[f'distill.{key}loss_{name}'] = (self.loss_scales[name] * scale) * value
@@ -411,6 +422,39 @@ class Distiller(BaseModel):
                 'first, and keeps the student\'s logits in the graph (no .detach(), torch.no_grad(), .item() or '
                 'numpy on them); kdplug.testing.check_logit_loss checks a loss against the whole contract')
         self._gradient_checked.add(name)
+
+    def check_weights_read(self, name: str, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor]
+                           ) -> None:
+        """A loss whose forward takes ``weight`` must weigh its rows by it: the distiller leaves a teacher's
+        non-finite rows out by weight 0, and a detection task weighs its RoIs. Checked once per loss, on this step's
+        rows (three forwards without gradients): weight 0 on the second half of the rows must give the loss of the
+        first half alone. Only a value that stays the unweighted one, where the halves' losses differ, is refused:
+        the loss ignores its weights. A step whose halves give the same loss (an EMA teacher's first step, equal to
+        the student) tells nothing: the next steps try again, up to WEIGHT_CHECK_STEPS."""
+        self._weights_checked[name] = self._weights_checked.get(name, 0) + 1
+        rows = student_logits.shape[0]
+        if rows < 2:
+            return
+        loss, kept = self.losses[name], (rows + 1) // 2
+        weight = torch.ones(rows, device=student_logits.device)
+        weight[kept:] = 0
+        half = None if target is None else target[:kept]
+        with torch.no_grad():
+            unweighted = loss(student_logits, teacher_logits, target).float()
+            weighted = loss(student_logits, teacher_logits, target, weight=weight).float()
+            scale = unweighted.abs().clamp_min(1e-6)
+            if bool((weighted - unweighted).abs() > 1e-6 * scale):
+                self._weights_checked[name] = self.WEIGHT_CHECK_STEPS  # the weights changed the value: it reads them
+                return
+            first_half = loss(student_logits[:kept], teacher_logits[:kept], half).float()
+        if bool((first_half - unweighted).abs() > 1e-3 * scale):
+            raise TypeError(
+                f'losses.{name} ({type(loss).__name__}) takes a weight argument but ignores it: weight 0 on '
+                f'{rows - kept} of {rows} rows left its value unchanged ({float(weighted):.6g}; those rows left '
+                f'out give {float(first_half):.6g}). The distiller leaves non-finite teacher rows out by weight 0 '
+                'and tasks weigh their rows, so it would train on them: reduce with sum(w * l) / sum(w) '
+                '(kdplug.losses.functional.reduce_per_sample), or drop weight from forward\'s signature; '
+                'kdplug.testing.check_logit_loss checks a loss against the whole contract')
 
     # -- non-finite loss values ---------------------------------------------------------------------------------
     def count_nonfinite_losses(self, losses: Mapping[str, Any], student: StudentOutput) -> None:
