@@ -165,11 +165,68 @@ def test_resume_from_a_checkpoint_of_another_model_is_refused(cifar10_root, teac
     and the optimizer over fresh weights, exit code 0."""
     from runner_helpers import save_teacher
     student = save_teacher(tmp_path / 'student.pth', backbone='ResNet8')
+    run_state = torch.load(student, weights_only=True)
+    torch.save({**run_state, 'optimizer': {}, 'meta': {'epoch': 1, 'iter': 2}}, student)  # a student-only run's
     with pytest.raises(SystemExit, match=r'(?s)the checkpoint .*student.pth does not fit the model of .*kd_resnet20'
                                          r'.*missing keys in source state_dict: student.backbone.*load_from='):
         train_tool().main([str(KD_CONFIG), '--work-dir', str(tmp_path / 'work'), '--resume', student,
                            '--cfg-options', f'model.teacher.checkpoint={teacher_checkpoint}',
                            *data_options(cifar10_root)])
+
+
+def test_resume_from_a_best_checkpoint_or_an_exported_student_is_refused(tmp_path):
+    """mmengine resumed from a best_*.pth (saved without the optimizer) without a word: the epoch count went on, the
+    warm-up and the momentum started over."""
+    torch.save({'state_dict': {}, 'meta': {'epoch': 2, 'iter': 20}}, tmp_path / 'best_accuracy_top1_epoch_2.pth')
+    torch.save({'state_dict': {}}, tmp_path / 'student.pth')
+    for name, missing in (('best_accuracy_top1_epoch_2.pth', 'no optimizer state'),
+                          ('student.pth', 'no optimizer state and no epoch / iteration count')):
+        with pytest.raises(SystemExit, match=rf'--resume .*{name}: the checkpoint holds {missing} .*restart the '
+                                             rf'optimizer.*load_from=.*{name}'):
+            train_tool().merge_args(*_args(tmp_path, '--resume', str(tmp_path / name)))
+
+
+def test_resume_in_a_copied_work_dir_takes_the_copy_s_checkpoints(tmp_path):
+    """last_checkpoint holds an absolute path: a copy of a work dir (its newest checkpoint deleted to branch from
+    an earlier epoch) resumed the original run's newest checkpoint."""
+    original, copy = tmp_path / 'run', tmp_path / 'branch'
+    for folder, epochs in ((original, (3, 4)), (copy, (3,))):
+        folder.mkdir()
+        for epoch in epochs:
+            torch.save({'meta': {'epoch': epoch, 'iter': epoch}}, folder / f'epoch_{epoch}.pth')
+        (folder / 'last_checkpoint').write_text(str(original / 'epoch_4.pth'))
+    checkpoint, note = train_tool().resumable_checkpoint(str(copy))
+    assert checkpoint == str(copy / 'epoch_3.pth')
+    assert f'outside this run\'s checkpoint folder {copy}' in note and '--resume PATH' in note
+    assert train_tool().resumable_checkpoint(str(original))[0] == str(original / 'epoch_4.pth')
+    # a checkpoint hook with out_dir writes to <out_dir>/<work dir's name>: last_checkpoint points there
+    from mmengine.config import Config
+    cfg = Config(dict(work_dir=str(copy), default_hooks=dict(checkpoint=dict(out_dir=str(tmp_path)))))
+    assert train_tool().checkpoint_folder(cfg) == str(tmp_path / 'branch')
+
+
+def test_a_resumed_run_never_deletes_a_best_checkpoint_outside_its_own_folder(tmp_path):
+    """mmengine deletes the previous best by the path the checkpoint's message hub recorded: a run resumed from
+    another work dir deleted that run's best_*.pth."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub, MMLogger
+
+    from kdplug.engine.hooks import AtomicCheckpointHook
+    other, work = tmp_path / 'other', tmp_path / 'work'
+    other.mkdir(), work.mkdir()
+    hub = MessageHub.get_instance('resumed_from_another_run')
+    runner = SimpleNamespace(work_dir=str(work), logger=MMLogger.get_current_instance(), message_hub=hub)
+    for save_best, info in (('accuracy/top1', 'best_ckpt'), (['accuracy/top1', 'loss'], 'best_ckpt_loss')):
+        hub.update_info(info, str(other / 'best_loss_epoch_2.pth'))
+        hook = AtomicCheckpointHook(interval=1, save_best=save_best, rule='greater' if info == 'best_ckpt' else
+                                    ['greater', 'less'])
+        hook.before_train(runner)
+        assert (hook.best_ckpt_path if info == 'best_ckpt' else hook.best_ckpt_path_dict['loss']) is None
+    hub.update_info('best_ckpt', str(work / 'best_accuracy_top1_epoch_1.pth'))  # its own: replaced as mmengine does
+    hook = AtomicCheckpointHook(interval=1, save_best='accuracy/top1', rule='greater')
+    hook.before_train(runner)
+    assert hook.best_ckpt_path == str(work / 'best_accuracy_top1_epoch_1.pth')
 
 
 def test_resume_with_nothing_to_resume_says_so(tmp_path):

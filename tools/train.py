@@ -4,7 +4,7 @@
 
 The code is kdplug.tools.train (also ``kdplug-train`` and ``python -m kdplug.tools.train`` from an installed kdplug).
 """
-from kdplug.tools.train import (main, merge_args, parse_args, resumable_checkpoint,  # noqa: F401
+from kdplug.tools.train import (checkpoint_folder, main, merge_args, parse_args, resumable_checkpoint,  # noqa: F401
                                 set_dataloader_defaults)
 
 if __name__ == '__main__':

@@ -153,6 +153,19 @@ def load_checkpoint_file(path: str, role: str = 'teacher', map_location: Any = '
                            'not a torch checkpoint, or it is damaged') from err
 
 
+def missing_run_state(path: str) -> List[str]:
+    """What a checkpoint to resume from lacks of a training run's state: 'optimizer state' and 'epoch / iteration
+    count' (mmengine's ``optimizer`` and ``meta``). A ``best_*.pth`` (saved without the optimizer) or an exported
+    student lacks them, and mmengine resumes from it without a word, its schedule restarted."""
+    checkpoint = load_checkpoint_file(path, role='the --resume')
+    if not isinstance(checkpoint, dict):
+        return ['optimizer state', 'epoch / iteration count']
+    meta = checkpoint.get('meta')
+    return [what for what, present in (('optimizer state', 'optimizer' in checkpoint),
+                                       ('epoch / iteration count', isinstance(meta, dict) and 'iter' in meta))
+            if not present]
+
+
 def checkpoint_identity(checkpoint: str) -> str:
     """What a file made from a teacher records of it (a teacher cache, letKD's codewords): the sha256 of a local
     checkpoint, which a copy or a move keeps and a retrained teacher does not; a URL stands for itself."""

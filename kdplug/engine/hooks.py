@@ -364,12 +364,32 @@ class AtomicCheckpointHook(CheckpointHook):
     ``max_keep_ckpts=1``, nothing to resume from. Here (for a local ``out_dir``) each checkpoint is written to
     ``.<name>.partial`` and renamed into place once complete; ``last_checkpoint`` is replaced the same way; old
     checkpoints are deleted only after that, keeping the ``max_keep_ckpts`` newest ``filename_tmpl`` files of the
-    folder. Remote back ends keep mmengine's behaviour. Best checkpoints (``save_best``) keep mmengine's order.
+    folder. Remote back ends keep mmengine's behaviour. Best checkpoints (``save_best``) keep mmengine's order, but
+    a resumed run never deletes a best checkpoint outside its own folder: mmengine deletes the previous best by the
+    path the checkpoint's message hub recorded, which for a run resumed from another work dir (or a copy of one) is
+    a file of that other run.
     """
 
     def __init__(self, *args, max_keep_ckpts: int = -1, **kwargs) -> None:
         super().__init__(*args, max_keep_ckpts=-1, **kwargs)  # pruning is ours, after the new file is complete
         self.keep_newest = max_keep_ckpts
+
+    def before_train(self, runner: 'Runner') -> None:
+        super().before_train(runner)
+        from mmengine.fileio import LocalBackend
+        if self.save_best is None or not isinstance(self.file_backend, LocalBackend):
+            return
+        own = os.path.realpath(self.out_dir)
+        recorded = ([('best_ckpt', self.best_ckpt_path)] if len(self.key_indicators) == 1 else
+                    [(f'best_ckpt_{key}', path) for key, path in self.best_ckpt_path_dict.items()])
+        for name, path in recorded:
+            if path and os.path.dirname(os.path.realpath(path)) != own:
+                runner.logger.info(f'the best checkpoint of the resumed run, {path}, is not in this run\'s folder '
+                                   f'{self.out_dir}: it stays; this run\'s best checkpoints go to its own folder')
+                if name == 'best_ckpt':
+                    self.best_ckpt_path = None
+                else:
+                    self.best_ckpt_path_dict[name[len('best_ckpt_'):]] = None
 
     def _save_checkpoint_with_step(self, runner: 'Runner', step: int, meta: dict) -> None:
         from mmengine.dist import is_main_process

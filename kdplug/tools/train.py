@@ -18,7 +18,8 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
 from kdplug.engine.allocator import keep_freed_memory
-from kdplug.engine.checkpoint import load_checkpoints_strictly, route_local_checkpoint_loads, unreadable_reason
+from kdplug.engine.checkpoint import (load_checkpoints_strictly, missing_run_state, route_local_checkpoint_loads,
+                                     unreadable_reason)
 from kdplug.tools import check_kdplug_types, drop_switched_off_hooks, name_damaged_images, read_config
 
 
@@ -50,28 +51,43 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 RUN_CHECKPOINT = re.compile(r'(epoch|iter)_(\d+)\.pth')
 
 
-def resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
+def checkpoint_folder(cfg: Config) -> str:
+    """Where the run's checkpoint hook writes: the work dir, or ``<out_dir>/<work dir's name>`` (mmengine's
+    CheckpointHook with ``out_dir``)."""
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
+    out_dir = hook.get('out_dir') if isinstance(hook, Mapping) else None
+    return osp.join(out_dir, osp.basename(cfg.work_dir.rstrip(osp.sep))) if out_dir else cfg.work_dir
+
+
+def resumable_checkpoint(work_dir: str, folder: Optional[str] = None) -> Tuple[Optional[str], str]:
     """The newest intact checkpoint of ``work_dir`` and a sentence saying where it came from (None: nothing).
 
-    ``last_checkpoint`` names it unless a crash left that file empty or pointing at a truncated checkpoint; then
-    the newest ``epoch_<n>.pth`` / ``iter_<n>.pth`` of the work dir that is complete is taken instead.
+    ``last_checkpoint`` names it unless a crash left that file empty or pointing at a truncated checkpoint, or it
+    names a file outside ``folder`` (the checkpoint hook's, default the work dir: a copied work dir names the
+    original run's checkpoints, which the copy would continue and then prune); then the newest ``epoch_<n>.pth`` /
+    ``iter_<n>.pth`` of ``folder`` that is complete is taken instead.
     """
+    folder = folder or work_dir
     pointer = osp.join(work_dir, 'last_checkpoint')
     named = open(pointer).read().strip() if osp.isfile(pointer) else ''
-    if named and unreadable_reason(named) is None:
+    elsewhere = bool(named) and '://' not in named and \
+        osp.dirname(osp.realpath(named)) != osp.realpath(folder)
+    if named and not elsewhere and unreadable_reason(named) is None:
         return named, f'resuming from {named} (last_checkpoint of {work_dir})'
     # a run's own checkpoints only: a best_*.pth holds no optimizer or scheduler state, an exported student no run
     # newest by the epoch / iteration in the name (a copied work dir has the copy's times), then by time
-    candidates = sorted((path for path in glob.glob(osp.join(work_dir, '*.pth'))
+    candidates = sorted((path for path in glob.glob(osp.join(folder, '*.pth'))
                          if RUN_CHECKPOINT.fullmatch(osp.basename(path))),
                         key=lambda path: (int(RUN_CHECKPOINT.fullmatch(osp.basename(path)).group(2)),
                                           osp.getmtime(path)), reverse=True)
     intact = next((path for path in candidates if unreadable_reason(path) is None), None)
-    problem = (f'last_checkpoint names {named}, which {unreadable_reason(named)}' if named else
+    problem = (f'last_checkpoint names {named}, outside this run\'s checkpoint folder {folder} (a copied work dir '
+               'names the original run\'s; --resume PATH resumes from that one on purpose)' if elsewhere else
+               f'last_checkpoint names {named}, which {unreadable_reason(named)}' if named else
                'last_checkpoint is empty' if osp.isfile(pointer) else 'there is no last_checkpoint')
     if intact is not None:
         return intact, f'{problem}; resuming from the newest intact checkpoint instead: {intact}'
-    return None, (f'nothing to resume in {work_dir} ({problem}, and no complete epoch_<n>.pth or iter_<n>.pth): '
+    return None, (f'nothing to resume in {folder} ({problem}, and no complete epoch_<n>.pth or iter_<n>.pth): '
                   'training starts from scratch')
 
 
@@ -166,7 +182,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
               'this run trains in float32. Use --amp (optim_wrapper=dict(type=\'AmpOptimWrapper\', ...)) on a GPU',
               file=sys.stderr, flush=True)
     if args.resume == 'auto' or (args.resume is None and cfg.get('resume') is True and not cfg.get('load_from')):
-        checkpoint, note = resumable_checkpoint(cfg.work_dir)  # resume=True without a path in the config: the same
+        checkpoint, note = resumable_checkpoint(cfg.work_dir, checkpoint_folder(cfg))  # resume=True: the same
         if int(os.environ.get('RANK', '0')) == 0:  # under torchrun every rank makes the same choice
             print(f'--resume: {note}', flush=True)
         cfg.resume, cfg.load_from = checkpoint is not None, checkpoint
@@ -175,6 +191,13 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         if reason is not None:
             raise SystemExit(f'--resume {args.resume}: the checkpoint {reason}. Give another checkpoint, or '
                              '--resume alone to take the newest intact one of the work dir')
+        missing = missing_run_state(args.resume)
+        if missing:
+            raise SystemExit(f'--resume {args.resume}: the checkpoint holds no {" and no ".join(missing)} (a '
+                             'best_*.pth or an exported student holds weights only): resuming from it would restart '
+                             'the optimizer\'s momentum and the learning-rate schedule from their first step. Resume '
+                             'from a run\'s epoch_<n>.pth / iter_<n>.pth, or start a new schedule from its weights '
+                             f'with --cfg-options load_from={args.resume}')
         cfg.resume, cfg.load_from = True, args.resume
     load_from = cfg.get('load_from')
     reason = unreadable_reason(load_from) if isinstance(load_from, str) and '://' not in load_from else None
