@@ -176,6 +176,39 @@ def test_export_never_writes_over_the_checkpoint_it_exports(tmp_path):
     assert list(torch.load(tmp_path / 'student.pth', weights_only=True)['state_dict']) == ['w']
 
 
+def test_export_replaces_only_files_an_export_wrote(tmp_path):
+    """Named after the run's config, an export replaced the config mmengine dumped into the work dir (a user's own
+    config the same way); given a folder, the tool stopped on [Errno 21] and left a .partial file."""
+    run = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': {'student.w': torch.ones(2)}, 'optimizer': {}}, run)
+    (tmp_path / 'kd.py').write_text('model = dict(type="Distiller")\n')
+    (tmp_path / 'other.pth').write_bytes(run.read_bytes())
+    tool = REPO / 'tools' / 'export_student.py'
+    for out in ('kd.pth', 'other.pth'):
+        refused = run_tool(tool, run, tmp_path / out, '--no-config' if out == 'other.pth' else '--config',
+                           *(() if out == 'other.pth' else (REPO / 'configs' / 'demo' / KD_CONFIG_NAME,)))
+        assert refused.returncode != 0 and 'Traceback' not in refused.stderr
+        name = 'kd.py' if out == 'kd.pth' else 'other.pth'
+        assert f"'{tmp_path / name}' exists and is not a file an export wrote" in refused.stderr and \
+            '--force' in refused.stderr
+    assert (tmp_path / 'kd.py').read_text() == 'model = dict(type="Distiller")\n'
+    assert not (tmp_path / 'kd.pth').exists() and not list(tmp_path.glob('*.partial'))
+    # an export replaces its own files, and --force any file
+    folder = tmp_path / 'export'
+    folder.mkdir()
+    config = ('--config', REPO / 'configs' / 'demo' / KD_CONFIG_NAME)
+    for _ in range(2):
+        again = run_tool(tool, run, folder, *config)
+        assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ['student.pth', 'student.py']
+    assert (folder / 'student.py').read_text().startswith("# The student's own config, written by kdplug's")
+    forced = run_tool(tool, run, tmp_path / 'kd.pth', '--force', *config)
+    assert forced.returncode == 0 and (tmp_path / 'kd.py').read_text().startswith('# The student')
+
+
+KD_CONFIG_NAME = 'kd_resnet20_resnet8_4e_cifar10-10k.py'
+
+
 def test_export_tool_messages_are_plain_sentences(tmp_path):
     plain = tmp_path / 'plain.pth'
     torch.save({'state_dict': {'backbone.w': torch.zeros(1)}}, plain)

@@ -16,16 +16,39 @@ import kdplug
 from kdplug.engine.checkpoint import load_checkpoint_file, replaced_whole
 
 PREFIX = 'student.'
+#: The first line of the config an export writes: an existing file that does not start with it is not replaced.
+CONFIG_HEADER = "# The student's own config, written by kdplug's export_student"
 
 
-def export_student(checkpoint: str, out: str, config_out: Optional[str] = None, config: Any = None
-                   ) -> Dict[str, Any]:
+def written_by_an_export(path: str) -> bool:
+    """Whether the existing file ``path`` is one an export wrote (a student's weights or its config), which a new
+    export may replace: a run's config dump or checkpoint, or a user's config, is not."""
+    if path.endswith('.py'):
+        with open(path, encoding='utf-8', errors='replace') as file:
+            return file.readline().startswith(CONFIG_HEADER)
+    try:
+        loaded = load_checkpoint_file(path, role='the existing output')
+    except (OSError, RuntimeError):
+        return False
+    return isinstance(loaded, dict) and isinstance(loaded.get('meta'), dict) and 'exported_from' in loaded['meta']
+
+
+
+def export_student(checkpoint: str, out: str, config_out: Optional[str] = None, config: Any = None,
+                   force: bool = False) -> Dict[str, Any]:
     """Write the student of ``checkpoint`` to ``out`` as ``{'state_dict', 'meta'}``; returns what was written. With
     ``config_out``, also the student's own config there (:func:`student_config`) from ``config``, the run's config,
-    by default the one mmengine saved in the checkpoint."""
+    by default the one mmengine saved in the checkpoint. An existing file that an export did not write (a run's
+    config dump, a checkpoint, a config of the user's) is replaced only with ``force``."""
     if os.path.exists(out) and os.path.exists(checkpoint) and os.path.samefile(out, checkpoint):
         raise ValueError(f'{out!r} is the checkpoint to export: writing the student there would replace the run\'s '
                          'checkpoint (its optimizer, teacher and training state). Give another output path')
+    for path in (out, config_out):
+        if path is not None and os.path.isdir(path):
+            raise ValueError(f'{path!r} is a folder: give the path of the file to write (e.g. {path}/student.pth)')
+        if path is not None and os.path.exists(path) and not force and not written_by_an_export(path):
+            raise ValueError(f'{path!r} exists and is not a file an export wrote (a run\'s config or checkpoint, or '
+                             'a config of yours): it stays. Give another output name, or --force to replace it')
     loaded = load_checkpoint_file(checkpoint, role='distillation run')
     state_dict = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else None
     if not isinstance(state_dict, dict) or not any(k.startswith(PREFIX) for k in state_dict):
@@ -57,7 +80,8 @@ def export_student(checkpoint: str, out: str, config_out: Optional[str] = None, 
     if own_config is not None:
         with replaced_whole(config_out) as partial:
             with open(partial, 'w', encoding='utf-8') as f:
-                f.write(own_config.pretty_text)
+                f.write(f'{CONFIG_HEADER} from {checkpoint}: tools/test.py and the inferencers take it with '
+                        f'{os.path.basename(out)}\n{own_config.pretty_text}')
     return exported
 
 

@@ -29,10 +29,15 @@ def replaced_whole(path: Union[str, 'os.PathLike']) -> Iterator[str]:
     flushed to disk and renamed over ``path``: a reader, or a crash at any moment, sees the old file or the new one,
     never a part (a killed export left a truncated student.pth, a killed cache job half a header)."""
     partial = f'{os.fspath(path)}.partial'
-    yield partial
-    with open(partial, 'rb') as file:
-        os.fsync(file.fileno())
-    os.replace(partial, path)
+    try:
+        yield partial
+        with open(partial, 'rb') as file:
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    except BaseException:  # an error (not a kill) leaves no stray part behind
+        if os.path.isfile(partial):
+            os.remove(partial)
+        raise
 
 
 def history_buffer_method(owner: Any, name: Any) -> Callable:
