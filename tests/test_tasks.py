@@ -493,6 +493,12 @@ def test_the_distiller_logs_its_losses_and_names_an_option_given_to_a_loss_it_do
     cfg['losses']['kdd'] = dict(temperature=2)
     with pytest.raises(ValueError, match=r"losses.kdd = \{'temperature': 2\} has no type \(did you mean losses.kd\?\)"):
         MODELS.build(cfg)
+    # None drops a loss (--cfg-options model.losses.kd=None), as None switches a default hook off
+    cfg['losses'] = dict(kd=None, normkd=dict(type='NormKDLoss'))
+    assert list(MODELS.build(cfg).losses) == ['normkd']
+    cfg['losses'] = dict(kd=None)
+    with pytest.raises(ValueError, match=r'a distiller needs at least one loss, .*\(the config set kd to None\)'):
+        MODELS.build(cfg)
 
 
 @pytest.mark.parametrize('change,error', [

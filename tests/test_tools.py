@@ -111,9 +111,18 @@ def test_missing_data_is_named_with_the_way_to_get_it_before_anything_is_built(c
     cfg = Config.fromfile(str(CONFIG))
     cfg.merge_from_dict({f'{loader}.dataset.data_root': str(tmp_path / 'nowhere')
                          for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')})
-    with pytest.raises(SystemExit, match=r"train_dataloader: the data_root '.*nowhere' does not exist. Prepare the "
-                                         r"data \(python tools/prepare_data.py cifar10"):
+    with pytest.raises(SystemExit, match=r"train_dataloader: the data_root '.*nowhere' does not exist. To fix: "
+                                         r"prepare the data \(python tools/prepare_data.py cifar10"):
         check_data(cfg)
+    # an empty list: mmengine's "need at least one array to concatenate" after the models were built
+    (tmp_path / 'empty' / 'meta').mkdir(parents=True)
+    (tmp_path / 'empty' / 'meta' / 'train.txt').write_text('\n')
+    empty = Config.fromfile(str(CONFIG))
+    empty.merge_from_dict({'train_dataloader.dataset.data_root': str(tmp_path / 'empty'),
+                           'train_dataloader.dataset.ann_file': 'meta/train.txt'})
+    with pytest.raises(SystemExit, match=r"train_dataloader: the ann_file '.*meta/train.txt' is empty: it lists no "
+                                         r"images. To fix: write one line per image"):
+        check_data(empty)
     cfg.merge_from_dict({f'{loader}.dataset.data_root': str(cifar10_root)
                          for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')})
     with pytest.raises(SystemExit, match=r"train_dataloader: the ann_file '.*meta/train_10000.txt' does not exist"):

@@ -137,8 +137,12 @@ class Distiller(BaseModel):
                          init_cfg=init_cfg)
         self.task = self_task
         example = 'losses=dict(kd=dict(type="KDLoss", temperature=4.0, loss_weight=0.9))'
+        switched_off = [name for name, cfg in losses.items() if cfg is None] if isinstance(losses, Mapping) else []
+        if switched_off:  # --cfg-options model.losses.kd=None drops a base config's loss, as None drops a hook
+            losses = {name: cfg for name, cfg in losses.items() if cfg is not None}
         if not losses:
-            raise ValueError(f'a distiller needs at least one loss, e.g. {example}')
+            raise ValueError(f'a distiller needs at least one loss, e.g. {example}'
+                             + (f' (the config set {", ".join(switched_off)} to None)' if switched_off else ''))
         if not isinstance(losses, Mapping):
             raise TypeError(f'losses={losses!r}: losses is a dict of named losses (each name is logged as '
                             f'distill.loss_<name>), e.g. {example}')
@@ -192,7 +196,7 @@ class Distiller(BaseModel):
         unread = ' (set up to evaluate the student: nothing of the teacher read)' if self.student_only else ''
         return (f'kdplug.Distiller: task {type(self.task).__name__}, teacher {type(self.teacher).__name__}{unread}, '
                 f'losses {losses} (a loss of a _base_ config stays beside the config\'s own unless its losses say '
-                '_delete_=True)')
+                '_delete_=True, or that loss is set to None: --cfg-options model.losses.<name>=None)')
 
     # -- checks at build time -----------------------------------------------------------------------------------
     def _check_views(self) -> int:

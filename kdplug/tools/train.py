@@ -125,17 +125,23 @@ def downloads_itself(dataset: Mapping, scope: Optional[str]) -> bool:
 
 
 def missing_data(dataset: Mapping, scope: Optional[str]) -> Optional[str]:
-    """The dataset's local ``data_root`` or ``ann_file`` when it is not there (None: present, remote, or fetched by
-    the dataset itself)."""
+    """What is wrong with the dataset's local ``data_root`` or ``ann_file``: 'the data_root ... does not exist', 'the
+    ann_file ... is empty' (None: present, remote, or fetched by the dataset itself)."""
     root = dataset.get('data_root') or ''
     if not isinstance(root, str) or '://' in root or downloads_itself(dataset, scope):
         return None
     if root and not osp.isdir(root):
-        return f'data_root {root!r}'
+        return f'the data_root {root!r} does not exist'
     ann = dataset.get('ann_file') or ''
-    path = ann if not isinstance(ann, str) or osp.isabs(ann) else osp.join(root, ann)
-    if isinstance(ann, str) and ann and '://' not in ann and not osp.exists(path):
-        return f'ann_file {path!r}'
+    if not isinstance(ann, str) or not ann or '://' in ann:
+        return None
+    path = ann if osp.isabs(ann) else osp.join(root, ann)
+    if not osp.exists(path):
+        return f'the ann_file {path!r} does not exist'
+    if osp.isfile(path) and osp.getsize(path) < (1 << 16):  # a list of no image is short; a real one is not read
+        with open(path, 'rb') as file:
+            if not file.read().strip():
+                return f'the ann_file {path!r} is empty: it lists no images'
     return None
 
 
@@ -148,9 +154,12 @@ def check_data(cfg: Config, loaders: Sequence[str] = ('train_dataloader', 'val_d
         while isinstance(dataset, Mapping):  # wrappers (RepeatDataset, ClassBalancedDataset) hold theirs inside
             missing = missing_data(dataset, cfg.get('default_scope'))
             if missing:
-                raise SystemExit(f'{loader}: the {missing} does not exist. Prepare the data (python '
-                                 'tools/prepare_data.py cifar10 | tiny-imagenet | coco128: docs/get_started.md, '
-                                 f'"Data"), or point {loader}.dataset.data_root at your copy with --cfg-options')
+                fix = (f'write one line per image into it (mmpretrain\'s list format: "folder/image.jpg label"), '
+                       f'or point {loader}.dataset.ann_file at another list, or set it to \'\' to read the class '
+                       'folders' if missing.endswith('lists no images') else
+                       'prepare the data (python tools/prepare_data.py cifar10 | tiny-imagenet | coco128: '
+                       f'docs/get_started.md, "Data"), or point {loader}.dataset.data_root at your copy')
+                raise SystemExit(f'{loader}: {missing}. To fix: {fix}, with --cfg-options')
             dataset = dataset.get('dataset')
 
 
