@@ -237,6 +237,10 @@ def test_table_from_the_command_line(two_runs):
     assert rows['run'] == ['best accuracy/top1', 'at', 'last accuracy/top1', 'at']
     assert rows['KD'] == ['45.5', 'epoch 2', '41.25', 'epoch 3']
     assert rows['NormKD (first log)'] == ['50', 'epoch 2', '50', 'epoch 2']
+    misspelt = subprocess.run([sys.executable, str(TOOLS / 'analyze_logs.py'), str(two_runs['kd']), '--table',
+                               '--metric', 'acuracy/top1'], capture_output=True, text=True, timeout=120)
+    assert misspelt.returncode == 2 and '|' not in misspelt.stdout  # it printed a table of dashes, exit code 0
+    assert '--metric acuracy/top1: no run logged it; logged: ' in misspelt.stderr and 'accuracy/top1' in misspelt.stderr
 
 
 def test_curves_of_several_runs_to_png(two_runs, tmp_path):

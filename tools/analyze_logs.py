@@ -233,6 +233,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         except (FileNotFoundError, ValueError) as error:
             parser.error(str(error))
     if args.table:
+        if not any(args.metric in keys_of(records) for records in runs.values()):  # a table of dashes says nothing
+            logged = sorted({k for records in runs.values() for k in keys_of(records)})
+            parser.error(f'--metric {args.metric}: no run logged it; logged: {", ".join(logged)}')
         print(best_last_table(runs, args.metric, args.rule))
     if args.out is not None:
         keys = args.keys or [k for k in DEFAULT_KEYS if any(k in keys_of(r) for r in runs.values())]
