@@ -155,7 +155,8 @@ def test_a_store_the_disk_cannot_hold_is_refused_before_anything_is_written(tmp_
 def test_a_copy_of_the_dataset_with_the_same_names_and_other_files_is_refused(tmp_path):
     """Images are matched by their last two path components (the data root may move): a copy whose files have the
     same names and other pixels (another resize or encoding) was served the store's logits without a word. The
-    store records each file's size; a store without sizes (made before) and a dataset of arrays are not compared."""
+    store records each file's fingerprint (size, CRC-32 of its ends); a store without (made before) and a dataset of
+    arrays are not compared."""
     files = []
     for root in ('made', 'copy'):
         for i in range(4):
@@ -169,7 +170,34 @@ def test_a_copy_of_the_dataset_with_the_same_names_and_other_files_is_refused(tm
     with pytest.raises(TeacherCacheError, match=r'image 2 of this run, .*copy/c2/2.jpg, has 109 bytes; the store was '
                                                 r'made from a file of 102 bytes under that name: another copy'):
         store.check_images([2], [copy[2]])
+    # two files of one size swapped: the audit's copy of CIFAR-10, bird/2588.jpg and deer/2722.jpg
+    swapped = [tmp_path / 'swapped' / f'c{i}' / f'{i}.jpg' for i in range(2)]
+    for i, path in enumerate(swapped):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(bytes([1 - i]) * 100)
+    two = TeacherCacheStore.create(str(tmp_path / 'store_of_two'), header(), [str(p) for p in swapped], [[0], [1]])
+    swapped[0].write_bytes(swapped[1].read_bytes())  # the other image's file, of the same size
+    with pytest.raises(TeacherCacheError, match=r'image 0 of this run, .*c0/0.jpg, has other bytes \(CRC-32 \w+\) '
+                                                r'than the store\'s file of its size.*files swapped'):
+        two.check_images([0], [str(swapped[0])])
+    # a large file: its first and last 8 KiB are read, a change in either end is seen
+    large = tmp_path / 'large' / 'c0' / '0.jpg'
+    large.parent.mkdir(parents=True)
+    large.write_bytes(bytes(100_000))
+    one = TeacherCacheStore.create(str(tmp_path / 'store_large'), header(), [str(large)], [[0]])
+    for offset in (0, 99_999):
+        data = bytearray(bytes(100_000))
+        data[offset] = 1
+        large.write_bytes(bytes(data))
+        with pytest.raises(TeacherCacheError, match='has other bytes'):
+            one.check_images([0], [str(large)])
+    # an older store recorded sizes only: they are compared; one with neither, names only
     images = json.loads((tmp_path / 'store' / 'images.json').read_text())
+    images['sizes'] = [int(p.partition(':')[0]) for p in images.pop('fingerprints')]
+    (tmp_path / 'store' / 'images.json').write_text(json.dumps(images))
+    store._images = None  # read again
+    with pytest.raises(TeacherCacheError, match='has 109 bytes; the store was made from a file of 102 bytes'):
+        store.check_images([2], [copy[2]])
     del images['sizes']
     (tmp_path / 'store' / 'images.json').write_text(json.dumps(images))
     store._images = None  # read again

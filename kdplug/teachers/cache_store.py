@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import shutil
+import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -98,10 +99,10 @@ class TeacherCacheStore:
             return cls(path, old, mode='r+')
         path.mkdir(parents=True, exist_ok=True)
         reserve_space(path, sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in arrays.values()))
-        # each file's size too: a copy of the dataset whose files have the same names and other pixels (another
-        # resize, a re-encoding) was served the logits of the store's images without a word
+        # each file's fingerprint too: a copy of the dataset whose files have the same names and other pixels
+        # (another resize, a re-encoding, two files swapped) was served the logits of the store's images
         write_json(path / IMAGES, {'images': [image_key(p) for p in images or []],
-                                   'sizes': [file_size(p) for p in images or []],
+                                   'fingerprints': [file_fingerprint(p) for p in images or []],
                                    'labels': [[int(v) for v in label] for label in labels or []]})
         for name, (shape, dtype) in arrays.items():
             np.lib.format.open_memmap(path / name, mode='w+', dtype=dtype, shape=shape).flush()
@@ -164,14 +165,16 @@ class TeacherCacheStore:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TeacherCacheError(f'{self.path / IMAGES} cannot be read ({exc.__class__.__name__}: {exc}): the '
                                     f'store is damaged; {REMAKE}') from None
+        # stores made before fingerprints recorded each file's size alone
         sizes = recorded.get('sizes', []) if isinstance(recorded.get('sizes', []), list) else []
-        return {'file': images, 'label': labels, 'size': sizes}
+        prints = recorded.get('fingerprints', []) if isinstance(recorded.get('fingerprints', []), list) else []
+        return {'file': images, 'label': labels, 'fingerprint': prints or [f'{size}:' for size in sizes]}
 
     def check_images(self, sample_idx: Sequence[int], paths: Optional[Sequence[str]] = None,
                      labels: Optional[Sequence[Sequence[int]]] = None, sizes: bool = True) -> None:
         """Raise unless image ``sample_idx[k]`` of the store is the file ``paths[k]`` (and, with ``sizes``, of the
-        recorded size) and has the label(s) ``labels[k]``; what the store or the run does not record is not
-        compared."""
+        recorded fingerprint: size and the CRC-32 of its first and last 8 KiB, :func:`file_fingerprint`) and has the
+        label(s) ``labels[k]``; what the store or the run does not record is not compared."""
         if self._images is None:
             self._images = self._recorded_images()
         for what, values in (('file', None if paths is None else [image_key(p) for p in paths]),
@@ -186,15 +189,23 @@ class TeacherCacheStore:
                         f'image {int(index)} of this run has the {what} {value!r}, in the teacher cache {there!r}: '
                         'the store was made from another dataset (list, order, subset or split); make it again '
                         'from this config')
-        recorded = self._images['size']
+        recorded = self._images['fingerprint']
         if sizes and recorded and paths is not None:
             for index, path in zip(sample_idx, paths):
-                there, here = recorded[int(index)] if 0 <= int(index) < len(recorded) else -1, file_size(path)
-                if there >= 0 and here >= 0 and there != here:
+                there = str(recorded[int(index)]) if 0 <= int(index) < len(recorded) else ''
+                here = file_fingerprint(path)
+                if not there or not here:  # no file then (a dataset of arrays) or now: nothing to compare
+                    continue
+                size_there, _, crc_there = there.partition(':')
+                size_here, _, crc_here = here.partition(':')
+                if size_there != size_here or (crc_there and crc_there != crc_here):
+                    what = (f'has {size_here} bytes; the store was made from a file of {size_there} bytes'
+                            if size_there != size_here else
+                            f'has other bytes (CRC-32 {crc_here}) than the store\'s file of its size ({crc_there})')
                     raise TeacherCacheError(
-                        f'image {int(index)} of this run, {path}, has {here} bytes; the store was made from a file '
-                        f'of {there} bytes under that name: another copy of the dataset (the same names, other '
-                        'pixels: another resize or encoding). Make the store again from this copy')
+                        f'image {int(index)} of this run, {path}, {what} under that name: another copy of the '
+                        'dataset (the same names, other pixels: another resize or encoding, files swapped). Make '
+                        'the store again from this copy')
 
     def lookup(self, sample_idx: Sequence[int], views: Sequence[Mapping[str, Sequence]]) -> np.ndarray:
         """The rows of (image, view) pairs, (B, C): for each, the slot whose recorded view is that view."""
@@ -278,12 +289,25 @@ def allocate(path: Path) -> None:
                 raise
 
 
-def file_size(path: str) -> int:
-    """The size of an image file in bytes, -1 where there is none (a dataset held as arrays)."""
+#: The bytes at each end of an image file that its fingerprint reads: a JPEG's tables, its size and the start of
+#: its scan, which another encoding, resize or image changes; the whole of a CIFAR or Tiny-ImageNet file.
+FINGERPRINT_BYTES = 8192
+
+
+def file_fingerprint(path: str) -> str:
+    """``'<size>:<crc32>'`` of an image file, the CRC-32 over its first and last FINGERPRINT_BYTES (two reads
+    whatever its size: an ImageNet store reads 16 KiB of each file, not the dataset); '' where there is no file
+    (a dataset held as arrays)."""
     try:
-        return os.path.getsize(path)
+        with open(path, 'rb') as file:
+            size = os.fstat(file.fileno()).st_size
+            head = file.read(FINGERPRINT_BYTES)
+            if size > 2 * FINGERPRINT_BYTES:
+                file.seek(size - FINGERPRINT_BYTES)
+            tail = file.read(FINGERPRINT_BYTES)
     except (OSError, TypeError):
-        return -1
+        return ''
+    return f'{size}:{zlib.crc32(tail, zlib.crc32(head)):08x}'
 
 
 def image_key(path: str) -> str:
