@@ -299,3 +299,31 @@ def test_mmdet_2_fp16_switch_is_said_to_be_ignored(tmp_path, capsys):
         capsys.readouterr().err
     train_tool().merge_args(*_args(tmp_path))
     assert 'fp16' not in capsys.readouterr().err
+
+
+def test_a_resume_with_another_teacher_is_refused_and_load_from_takes_any(cifar10_root, teacher_checkpoint, tmp_path,
+                                                                         one_thread):
+    """The online teacher was not pinned: --resume with another model.teacher.checkpoint went on learning from
+    another network, exit code 0. The checkpoints record the teacher's sha256 (a copy of its file is the same
+    teacher); load_from starts a new schedule and may take any teacher."""
+    import shutil
+
+    from runner_helpers import make_runner, run_config, save_teacher
+    first = run_config(cifar10_root, tmp_path / 'work', teacher_checkpoint, max_iters=2)
+    make_runner(first).train()
+    assert torch.load(tmp_path / 'work' / 'iter_2.pth', weights_only=False)['meta']['kdplug_teacher']['identity']
+    moved = str(shutil.copy(teacher_checkpoint, tmp_path / 'moved_teacher.pth'))
+    other = save_teacher(tmp_path / 'other_teacher.pth', seed=7)
+    for teacher, refused in ((moved, False), (other, True)):
+        cfg = run_config(cifar10_root, tmp_path / 'work', teacher, max_iters=4, resume=True,
+                         load_from=str(tmp_path / 'work' / 'iter_2.pth'))
+        if refused:
+            with pytest.raises(RuntimeError, match=r'(?s)resumes a run that learnt from the teacher \(.*\) \(sha256 '
+                                                   r'\w+\.\.\.\), and the teacher \(.*other_teacher.pth\) is another '
+                                                   r'teacher.*load_from=CHECKPOINT instead of --resume'):
+                make_runner(cfg).train()
+        else:
+            make_runner(cfg).train()
+    cfg = run_config(cifar10_root, tmp_path / 'new', other, max_iters=1,
+                     load_from=str(tmp_path / 'work' / 'iter_2.pth'))
+    make_runner(cfg).train()

@@ -207,6 +207,31 @@ class TeacherDataCheckHook(Hook):
         if classes:
             source.check_classes(tuple(classes))
 
+    def before_save_checkpoint(self, runner: 'Runner', checkpoint: dict) -> None:
+        """Record the teacher's :meth:`~kdplug.teachers.base.TeacherSource.identity` in the checkpoint's meta."""
+        source = getattr(unwrap(runner.model), 'teacher', None)
+        identity = None if source is None else source.identity()
+        if identity is not None:
+            checkpoint.setdefault('meta', {})['kdplug_teacher'] = {'identity': identity,
+                                                                  'description': source.description}
+
+    def after_load_checkpoint(self, runner: 'Runner', checkpoint: dict) -> None:
+        """A resumed run goes on with the teacher it started with: another one (another checkpoint file, a
+        retrained teacher under the same path) is refused. ``load_from`` starts a new schedule from the weights and
+        may take any teacher."""
+        recorded = (checkpoint.get('meta') or {}).get('kdplug_teacher')
+        source = getattr(unwrap(runner.model), 'teacher', None)
+        if not getattr(runner, '_resume', False) or not isinstance(recorded, dict) or source is None:
+            return
+        identity = source.identity()
+        if identity is not None and identity != recorded.get('identity'):
+            raise RuntimeError(
+                f'this run resumes a run that learnt from {recorded.get("description")} (sha256 '
+                f'{str(recorded.get("identity"))[:16]}...), and {source.description} is another teacher (sha256 '
+                f'{identity[:16]}...): the student would go on learning from another network. Resume with the '
+                f'teacher the run started with (--cfg-options model.teacher.checkpoint=...), or start a new '
+                'schedule from this checkpoint\'s weights with load_from=CHECKPOINT instead of --resume')
+
 
 class TeacherEvalHook(Hook):
     """Evaluate the teacher once, before training, with the run's validation dataloader and evaluator, and log its

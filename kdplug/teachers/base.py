@@ -96,6 +96,13 @@ class TeacherSource(nn.Module):
         dataset: a source whose teacher was trained on named classes (a checkpoint's meta) refuses other ones, or
         the same ones in another order, which the class count alone lets through."""
 
+    def identity(self) -> Optional[str]:
+        """What the teacher is, recorded in the run's checkpoints by ``kdplug.TeacherDataCheckHook`` so that a resume
+        with another teacher is refused (the run would go on learning from another network without a word): the
+        sha256 of a teacher checkpoint, which a copy or a move keeps. None: nothing outside the run's checkpoint
+        (a self-teacher: its state is in the checkpoint itself)."""
+        return None
+
     def before_step(self, student: nn.Module) -> None:
         """Called at the start of every training step (the EMA teacher starts as a copy of the student)."""
 

@@ -119,6 +119,7 @@ class CachedTeacher(TeacherSource):
         super().__init__()
         check_model_config(model, 'model.teacher.model: the teacher\'s')
         self.store_path, self.model_cfg, self.checkpoint = str(store), dict(model), str(checkpoint)
+        self._identity: Optional[str] = None  # identity(): read when a checkpoint first records it
         self.description = f'the cached teacher ({self.store_path})'
         self.store: Optional[TeacherCacheStore] = None
 
@@ -173,6 +174,13 @@ class CachedTeacher(TeacherSource):
             return False
         on_cpu = torch.as_tensor(data_samples[0].gt_label).device.type == 'cpu'
         return on_cpu or self.steps % self.LABEL_CHECK_INTERVAL == 1
+
+    def identity(self) -> Optional[str]:
+        """The teacher checkpoint's sha256, as the online teacher's: a run may resume from the store of its teacher
+        or from that teacher online, not from another teacher."""
+        if self._identity is None:
+            self._identity = checkpoint_identity(self.checkpoint)
+        return self._identity
 
     def check_data(self, dataset: Optional[Mapping[str, Any]], num_images: int) -> None:
         """Refuse a run whose training pipeline (every transform before the packer: the pixels of each view), dataset

@@ -16,7 +16,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from kdplug.engine.checkpoint import load_weights_and_classes
+from kdplug.engine.checkpoint import checkpoint_identity, load_weights_and_classes
 from kdplug.tasks.base import Task, check_model_config
 
 from .base import ModelTeacher
@@ -107,6 +107,7 @@ class CheckpointTeacher(ModelTeacher):
         self.model_cfg, self.checkpoint = dict(model), str(checkpoint)
         self.description = f'the teacher ({self.checkpoint})'
         self.classes: Optional[Tuple[str, ...]] = None  # as its checkpoint records them
+        self._identity: Optional[str] = None  # identity(): read when a checkpoint first records it
         object.__setattr__(self, '_model', None)
 
     def setup(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
@@ -121,6 +122,12 @@ class CheckpointTeacher(ModelTeacher):
 
     def setup_to_evaluate(self, task: Task, student: nn.Module, data_preprocessor: nn.Module) -> None:
         """Nothing: the network is outside the run's checkpoints and the student's predictions do not use it."""
+
+    def identity(self) -> Optional[str]:
+        """The sha256 of the checkpoint file (a URL stands for itself), read once."""
+        if self._identity is None:
+            self._identity = checkpoint_identity(self.checkpoint)
+        return self._identity
 
     def check_classes(self, classes: Sequence[str]) -> None:
         from mmengine.logging import print_log
