@@ -3,6 +3,7 @@ mmengine checkpoint (message hub with history buffers) was loaded in the same pr
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -288,6 +289,21 @@ def trained_run(cifar10_root, teacher_checkpoint, tmp_path) -> tuple:
     make_runner(cfg).train()
     cfg.dump(str(tmp_path / 'run.py'))
     return tmp_path / 'run.py', tmp_path / 'run' / 'iter_2.pth', teacher
+
+
+def test_test_py_says_a_distillation_checkpoint_given_with_the_student_s_config_is_to_be_exported(
+        cifar10_root, teacher_checkpoint, tmp_path, one_thread):
+    """The student's config with a run's checkpoint: ten kilobytes of missing and unexpected keys came before the
+    advice."""
+    from kdplug.tools.test import main as test_main
+    _, checkpoint, _ = trained_run(cifar10_root, teacher_checkpoint, tmp_path)
+    with pytest.raises(SystemExit) as refused:
+        test_main([str(STUDENT_CONFIG), str(checkpoint), '--work-dir', str(tmp_path / 'test'), '--cfg-options',
+                   *data_options(cifar10_root)])
+    message = str(refused.value)
+    assert re.search(r"it is a distillation run's checkpoint \(its weights are named student\.\*\) .* export the "
+                     r'student first \(python tools/export_student.py .*iter_2.pth student.pth\)', message), message
+    assert len(message) < 2500
 
 
 def test_test_py_evaluates_a_distillation_checkpoint_without_its_teacher(cifar10_root, teacher_checkpoint, tmp_path,

@@ -151,6 +151,9 @@ def test_missing_checkpoint_names_the_file_and_the_fix(tmp_path):
     cfg = distiller_cfg(str(tmp_path / 'nope.pth'))
     with pytest.raises(FileNotFoundError, match=r"nope.pth' does not exist. Train the teacher first"):
         MODELS.build(cfg)
+    with pytest.raises(FileNotFoundError, match=r"'work_dirs/nope.pth' \(relative to the working directory "
+                                                r".*\) does not exist"):
+        MODELS.build(distiller_cfg('work_dirs/nope.pth'))
     with pytest.raises(ValueError, match="the teacher's checkpoint is missing"):
         MODELS.build(distiller_cfg(None))
 

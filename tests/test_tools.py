@@ -172,3 +172,29 @@ def test_an_exported_student_predicts_with_mmpretrain_s_inferencer(cifar10_root,
     image = next((cifar10_root / 'test').rglob('*.jpg'))
     (result,) = ImageClassificationInferencer(str(STUDENT_CONFIG), checkpoint, device='cpu')(str(image))
     assert 0 <= result['pred_label'] < 10 and len(result['pred_scores']) == 10
+
+
+def test_a_launcher_started_without_its_environment_says_what_sets_it(monkeypatch):
+    """tools/train.py --launcher pytorch run by hand stopped on a bare KeyError: 'RANK'."""
+    from mmengine.config import Config
+
+    from kdplug.tools.train import merge_args, parse_args
+    for name in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID'):
+        monkeypatch.delenv(name, raising=False)
+    for launcher, said in (('pytorch', r'--launcher pytorch reads RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT from the '
+                                       r'environment, which torchrun \(bash tools/dist_train.sh'),
+                           ('slurm', r'--launcher slurm reads SLURM_PROCID, .* which srun')):
+        with pytest.raises(SystemExit, match=said):
+            merge_args(Config.fromfile(str(CONFIG)), parse_args([str(CONFIG), '--launcher', launcher]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='AMP trains on a GPU')
+def test_amp_without_a_gpu_is_refused_by_flag_or_by_option():
+    """--cfg-options optim_wrapper.type=AmpOptimWrapper on a CPU met mmengine's bare assertion."""
+    from mmengine.config import Config
+
+    from kdplug.tools.train import merge_args, parse_args
+    for argv, how in ((['--amp'], '--amp'), (['--cfg-options', 'optim_wrapper.type=AmpOptimWrapper'],
+                                            'optim_wrapper.type=AmpOptimWrapper')):
+        with pytest.raises(SystemExit, match=rf"{how}: mmengine's AmpOptimWrapper needs a GPU .* train without {how}"):
+            merge_args(Config.fromfile(str(CONFIG)), parse_args([str(CONFIG), *argv]))

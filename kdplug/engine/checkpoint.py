@@ -132,12 +132,13 @@ def load_checkpoint_file(path: str, role: str = 'teacher', map_location: Any = '
                                f'Download it where the network is reachable and set {where} to the local file '
                                f'(or put it in {torch.hub.get_dir()}/checkpoints)') from err
     reason = unreadable_reason(path)
+    where = '' if os.path.isabs(path) else f' (relative to the working directory {os.getcwd()})'
     if reason == 'does not exist':
         raise FileNotFoundError(
-            f'{role} checkpoint {path!r} does not exist. Train the {role} first (tools/train.py with its config: '
-            f'configs/teachers/, configs/detection/teachers/, or a plugin\'s), then set model.teacher.checkpoint to '
-            'the .pth it wrote, or give a URL' if role == 'teacher' else
-            f'{role} checkpoint {path!r} does not exist: check the path')
+            f'{role} checkpoint {path!r}{where} does not exist. Train the {role} first (tools/train.py with its '
+            f'config: configs/teachers/, configs/detection/teachers/, or a plugin\'s), then set '
+            'model.teacher.checkpoint to the .pth it wrote, or give a URL' if role == 'teacher' else
+            f'{role} checkpoint {path!r}{where} does not exist: check the path')
     if reason is not None:
         raise RuntimeError(f'{role} checkpoint {path!r} {reason}. {remedy}')
     try:
@@ -148,7 +149,9 @@ def load_checkpoint_file(path: str, role: str = 'teacher', map_location: Any = '
         found = lines[-1].replace('WeightsUnpickler error:', '').strip() if lines else type(err).__name__
         if found.startswith('Unsupported operand'):  # not a pickle stream at all: damaged, or another format
             raise RuntimeError(f'{role} checkpoint {path!r} could not be read ({found}): it is not a torch '
-                               'checkpoint, or it is damaged') from err
+                               'checkpoint, or it is damaged (a pickle of another kind is not loaded: the '
+                               'weights-only loader reads tensors and plain data, and never runs what a file holds)'
+                               ) from err
         raise RuntimeError(
             f'{role} checkpoint {path!r} was refused by the weights-only loader ({found}): kdplug only loads '
             'checkpoints that hold weights and mmengine\'s own training state, never code. If the file is yours '
@@ -240,6 +243,16 @@ def load_checkpoints_strictly(runner: Any, config: str, fix: str) -> None:
         except RuntimeError as err:
             if 'do not match exactly' not in str(err):  # mmengine's words for a model / state dict mismatch
                 raise
-            raise SystemExit(f'the checkpoint {filename} does not fit the model of {config}: {str(err).strip()}\n'
+            detail = str(err).strip()
+            if len(detail) > 1500:  # every key of a model: the cause drowned in ten kilobytes
+                detail = f'{detail[:1500]} ... ({len(detail)} characters in all)'
+            model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+            distilled = 'unexpected key in source state_dict: student.' in str(err) and \
+                not any(key.startswith('student.') for key in model.state_dict())
+            cause = (f'it is a distillation run\'s checkpoint (its weights are named student.*) and {config} a '
+                     'model of its own: export the student first (python tools/export_student.py '
+                     f'{filename} student.pth) and use student.py student.pth, or the distillation config. '
+                     if distilled else '')
+            raise SystemExit(f'the checkpoint {filename} does not fit the model of {config}: {cause}{detail}\n'
                              f'{fix}') from None
     runner.load_checkpoint = load_all

@@ -17,6 +17,25 @@ def read_config(path: str):
     return Config.fromfile(path)
 
 
+#: What each launcher of mmengine reads from the environment, and what sets it.
+LAUNCHER_ENVIRONMENT = {
+    'pytorch': (('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+                'torchrun (bash tools/dist_train.sh CONFIG GPUS, or torchrun --nproc-per-node=GPUS tools/train.py '
+                'CONFIG --launcher pytorch)'),
+    'slurm': (('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'), 'srun (bash tools/slurm_train.sh ...)'),
+}
+
+
+def check_launcher(launcher: str) -> None:
+    """A launcher's variables must be set: ``--launcher pytorch`` run by hand stopped on a bare KeyError: 'RANK'."""
+    names, setter = LAUNCHER_ENVIRONMENT.get(launcher, ((), ''))
+    import os
+    missing = [name for name in names if name not in os.environ]
+    if missing:
+        raise SystemExit(f'--launcher {launcher} reads {", ".join(missing)} from the environment, which {setter} '
+                         'sets; started without it, leave --launcher out to run one process')
+
+
 #: The default hooks mmengine's Runner registers by itself (``Runner.register_default_hooks``): only these may be
 #: switched off there with None; it answered any other None with a bare ``assert hook is not None``.
 MMENGINE_DEFAULT_HOOKS = ('runtime_info', 'timer', 'sampler_seed', 'logger', 'param_scheduler', 'checkpoint')

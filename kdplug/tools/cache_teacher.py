@@ -39,7 +39,7 @@ from mmengine.config import DictAction
 
 from kdplug.engine.allocator import keep_freed_memory
 from kdplug.engine.checkpoint import allow_mmengine_checkpoints
-from kdplug.tools import check_kdplug_types, name_damaged_images, read_config
+from kdplug.tools import check_kdplug_types, check_launcher, name_damaged_images, read_config
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -347,6 +347,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     allow_mmengine_checkpoints()
     keep_freed_memory()  # as tools/train.py: the teacher's activations are not faulted in again at every batch
+    check_launcher(args.launcher)
     if args.launcher != 'none':  # with the config's dist_cfg (e.g. backend='gloo'), as the Runner initialises it
         cfg = read_config(args.config)
         if args.cfg_options:

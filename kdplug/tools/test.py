@@ -41,7 +41,7 @@ from mmengine.runner import Runner
 from kdplug.engine.checkpoint import (load_checkpoint_file, load_checkpoints_strictly, route_local_checkpoint_loads,
                                      unreadable_reason)
 from kdplug.teachers.base import evaluating_the_student
-from kdplug.tools import check_kdplug_types, drop_switched_off_hooks, name_damaged_images, read_config
+from kdplug.tools import check_kdplug_types, check_launcher, drop_switched_off_hooks, name_damaged_images, read_config
 from kdplug.tools.train import check_data
 
 
@@ -197,6 +197,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if reason is not None:  # before the model and the data are built
         parser.error(f'the checkpoint {args.checkpoint} {reason}')
     route_local_checkpoint_loads()
+    check_launcher(args.launcher)
     cfg.launcher = args.launcher
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -20,7 +20,7 @@ from mmengine.runner import Runner
 from kdplug.engine.allocator import keep_freed_memory
 from kdplug.engine.checkpoint import (load_checkpoints_strictly, missing_run_state, route_local_checkpoint_loads,
                                      unreadable_reason)
-from kdplug.tools import check_kdplug_types, drop_switched_off_hooks, name_damaged_images, read_config
+from kdplug.tools import check_kdplug_types, check_launcher, drop_switched_off_hooks, name_damaged_images, read_config
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -164,16 +164,13 @@ def check_data(cfg: Config, loaders: Sequence[str] = ('train_dataloader', 'val_d
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
+    check_launcher(args.launcher)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
-        from mmengine.device import get_device
-        if get_device() == 'cpu':  # mmengine's own test: CUDA, NPU, MLU or MUSA
-            raise SystemExit('--amp uses mmengine\'s AmpOptimWrapper, which needs a GPU (float16 autocast + '
-                             'GradScaler); this machine has none: train without --amp')
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
             print('AMP is already enabled in the config')
         else:
@@ -186,6 +183,12 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.merge_from_dict(args.cfg_options)
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if str((cfg.get('optim_wrapper') or {}).get('type', '')).split('.')[-1] == 'AmpOptimWrapper':
+        from mmengine.device import get_device
+        if get_device() == 'cpu':  # mmengine's own test (CUDA, NPU, MLU or MUSA), which it makes a bare assert
+            how = '--amp' if args.amp else 'optim_wrapper.type=AmpOptimWrapper'
+            raise SystemExit(f'{how}: mmengine\'s AmpOptimWrapper needs a GPU (float16 autocast + GradScaler); '
+                             f'this machine has none: train without {how}')
     if cfg.get('fp16') is not None and int(os.environ.get('RANK', '0')) == 0:  # mmdet 2.x's switch: nobody reads it
         print(f'warning: fp16={cfg.fp16} is mmdet / mmcls 2.x\'s mixed-precision switch, which mmengine ignores: '
               'this run trains in float32. Use --amp (optim_wrapper=dict(type=\'AmpOptimWrapper\', ...)) on a GPU',
