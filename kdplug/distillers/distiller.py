@@ -430,11 +430,12 @@ class Distiller(BaseModel):
     def check_weights_read(self, name: str, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor]
                            ) -> None:
         """A loss whose forward takes ``weight`` must weigh its rows by it: the distiller leaves a teacher's
-        non-finite rows out by weight 0, and a detection task weighs its RoIs. Checked once per loss, on this step's
-        rows (three forwards without gradients): weight 0 on the second half of the rows must give the loss of the
-        first half alone. Only a value that stays the unweighted one, where the halves' losses differ, is refused:
-        the loss ignores its weights. A step whose halves give the same loss (an EMA teacher's first step, equal to
-        the student) tells nothing: the next steps try again, up to WEIGHT_CHECK_STEPS."""
+        non-finite rows out by weight 0, and a detection task weighs its RoIs. Checked at a loss's first training
+        step, on that step's rows (two or three forwards without gradients): weight 0 on the second half of the rows
+        must give the loss of the first half alone. Only a value that stays the unweighted one, where the halves'
+        losses differ, is refused: the loss ignores its weights. A step whose halves give the same loss (an EMA
+        teacher's first step, equal to the student) tells nothing: the next steps try again, up to
+        WEIGHT_CHECK_STEPS."""
         self._weights_checked[name] = self._weights_checked.get(name, 0) + 1
         rows = student_logits.shape[0]
         if rows < 2:

@@ -33,7 +33,6 @@ def written_by_an_export(path: str) -> bool:
     return isinstance(loaded, dict) and isinstance(loaded.get('meta'), dict) and 'exported_from' in loaded['meta']
 
 
-
 def export_student(checkpoint: str, out: str, config_out: Optional[str] = None, config: Any = None,
                    force: bool = False) -> Dict[str, Any]:
     """Write the student of ``checkpoint`` to ``out`` as ``{'state_dict', 'meta'}``; returns what was written. With
