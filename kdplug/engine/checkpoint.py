@@ -243,9 +243,9 @@ def load_checkpoints_strictly(runner: Any, config: str, fix: str) -> None:
         except RuntimeError as err:
             if 'do not match exactly' not in str(err):  # mmengine's words for a model / state dict mismatch
                 raise
-            detail = str(err).strip()
-            if len(detail) > 1500:  # every key of a model: the cause drowned in ten kilobytes
-                detail = f'{detail[:1500]} ... ({len(detail)} characters in all)'
+            # every key of a model, unexpected then missing: the cause drowned in ten kilobytes; each list is cut
+            detail = '\n'.join(line if len(line) <= 500 else f'{line[:500]} ... ({line.count(",") + 1} in all)'
+                                for line in str(err).strip().splitlines())
             model = runner.model.module if hasattr(runner.model, 'module') else runner.model
             distilled = 'unexpected key in source state_dict: student.' in str(err) and \
                 not any(key.startswith('student.') for key in model.state_dict())
