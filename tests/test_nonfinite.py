@@ -138,10 +138,11 @@ def test_nonfinite_losses_on_an_accelerator_are_read_every_interval_and_before_v
 
 
 class Swapped(torch.nn.Module):
-    """The teacher's logits taken first, and detached as a loss does with its teacher's: it detaches the student."""
+    """The teacher's logits taken first, and detached as a loss does with its teacher's: it detaches the student.
+    Its arguments' names do not say so (one named teacher_logits first is refused at build)."""
 
-    def forward(self, teacher_logits, student_logits, target=None, weight=None):
-        return (teacher_logits.detach().float().softmax(-1) - student_logits.float().softmax(-1)).square().mean()
+    def forward(self, reference, logits, target=None, weight=None):
+        return (reference.detach().float().softmax(-1) - logits.float().softmax(-1)).square().mean()
 
 
 class DetachedThroughItsOwnParameter(torch.nn.Module):
@@ -216,8 +217,36 @@ def test_a_loss_that_takes_row_weights_and_ignores_them_is_refused_at_its_first_
     distiller = kd_distiller(teacher_checkpoint, kd=dict(type='KDLoss'), odd=dict(type=IgnoresItsWeight))
     s = torch.randn(8, 10, requires_grad=True)
     with pytest.raises(TypeError, match=r'losses\.odd \(IgnoresItsWeight\) takes a weight argument but ignores it: '
-                       r'weight 0 on 4 of 8 rows left its value unchanged.*sum\(w \* l\) / sum\(w\)'):
+                       r'weight 0 on the rows of half the images left its value unchanged.*sum\(w \* l\) / sum\(w\)'):
         distiller.distill_losses(s, torch.randn(8, 10), torch.arange(8))
+
+
+class MeanOfWeighted(torch.nn.Module):
+    """(w * l).mean(): with 20 foreground RoIs of 1024 (background='exclude'), 50 times too small."""
+
+    def forward(self, student_logits, teacher_logits, target=None, weight=None):
+        per_row = (student_logits.softmax(-1) - teacher_logits.softmax(-1)).square().sum(-1)
+        return (per_row * (1 if weight is None else weight)).mean()
+
+
+def test_a_loss_that_weighs_rows_otherwise_than_the_weighted_mean_is_refused(teacher_checkpoint):
+    distiller = kd_distiller(teacher_checkpoint, odd=dict(type=MeanOfWeighted))
+    with pytest.raises(TypeError, match=r'losses\.odd \(MeanOfWeighted\) weighs its rows otherwise than '
+                                        r'sum\(w \* l\) / sum\(w\)'):
+        distiller.distill_losses(torch.randn(8, 10, requires_grad=True), torch.randn(8, 10), torch.arange(8))
+
+
+class TeacherFirst(torch.nn.Module):
+    def forward(self, teacher_logits, student_logits, target=None, weight=None):
+        return torch.nn.functional.kl_div(student_logits.log_softmax(-1), teacher_logits.softmax(-1),
+                                          reduction='batchmean')
+
+
+def test_a_loss_whose_first_argument_is_the_teacher_s_is_refused_at_build(teacher_checkpoint):
+    """Without a detach the swapped loss trained, a reversed KL, exit code 0."""
+    with pytest.raises(TypeError, match=r"losses\.odd \(TeacherFirst\) names its first argument 'teacher_logits', "
+                                        r"but the distiller passes the student's logits first"):
+        kd_distiller(teacher_checkpoint, odd=dict(type=TeacherFirst))
 
 
 def test_a_step_whose_rows_are_all_alike_tells_nothing_and_the_next_step_checks_again(teacher_checkpoint):

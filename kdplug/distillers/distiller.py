@@ -229,6 +229,12 @@ class Distiller(BaseModel):
                     f'(student_logits, teacher_logits, target) ({err}). {contract}') from None
             # mmdet's and mmpretrain's losses take (pred, label, weight, avg_factor, ...): the target would be their
             # weight (class 0: a silent 0), and the distiller's row weights a second weight
+            first = next(iter(bound.arguments), '')
+            if first.startswith('teacher') or first in ('t', 't_logits', 'soft_target', 'soft_label'):
+                raise TypeError(
+                    f'losses.{name} ({type(loss).__name__}) names its first argument {first!r}, but the distiller '
+                    f'passes the student\'s logits first: its forward{signature} would compute with the two '
+                    f'swapped (a reversed KL, or a gradient sent to the teacher). {contract}')
             taken = [parameter for parameter in bound.arguments if parameter in OPENMMLAB_LOSS_OPTIONS]
             if taken:
                 raise TypeError(
@@ -429,37 +435,45 @@ class Distiller(BaseModel):
 
     def check_weights_read(self, name: str, student_logits: Tensor, teacher_logits: Tensor, target: Optional[Tensor]
                            ) -> None:
-        """A loss whose forward takes ``weight`` must weigh its rows by it: the distiller leaves a teacher's
-        non-finite rows out by weight 0, and a detection task weighs its RoIs. Checked at a loss's first training
-        step, on that step's rows (two or three forwards without gradients): weight 0 on the second half of the rows
-        must give the loss of the first half alone. Only a value that stays the unweighted one, where the halves'
-        losses differ, is refused: the loss ignores its weights. A step whose halves give the same loss (an EMA
+        """A loss whose forward takes ``weight`` must reduce its rows as sum(w * l) / sum(w): the distiller leaves a
+        teacher's non-finite rows out by weight 0, and a detection task weighs its RoIs (background ones 0). Checked
+        at a loss's first training step, on that step's rows (three forwards without gradients): weight 0 on the
+        second half of the images (in every view) must give the loss of the first half alone. A loss that ignores
+        its weights, or divides by the number of rows, is refused. A step whose halves give the same loss (an EMA
         teacher's first step, equal to the student) tells nothing: the next steps try again, up to
         WEIGHT_CHECK_STEPS."""
         self._weights_checked[name] = self._weights_checked.get(name, 0) + 1
-        rows = student_logits.shape[0]
-        if rows < 2:
+        rows, views = student_logits.shape[0], self.num_views
+        images = rows // views if rows % views == 0 else rows
+        if images < 2:
             return
-        loss, kept = self.losses[name], (rows + 1) // 2
-        weight = torch.ones(rows, device=student_logits.device)
-        weight[kept:] = 0
-        half = None if target is None else target[:kept]
+        loss, half = self.losses[name], (images + 1) // 2
+        # the first half of the images in each view (views are stacked: weak rows, then strong rows)
+        kept = torch.cat([torch.arange(half) + view * images for view in range(rows // images)]).to(
+            student_logits.device)
+        weight = torch.zeros(rows, device=student_logits.device).index_fill_(0, kept, 1.0)
         with torch.no_grad():
             unweighted = loss(student_logits, teacher_logits, target).float()
             weighted = loss(student_logits, teacher_logits, target, weight=weight).float()
-            scale = unweighted.abs().clamp_min(1e-6)
-            if bool((weighted - unweighted).abs() > 1e-6 * scale):
-                self._weights_checked[name] = self.WEIGHT_CHECK_STEPS  # the weights changed the value: it reads them
-                return
-            first_half = loss(student_logits[:kept], teacher_logits[:kept], half).float()
-        if bool((first_half - unweighted).abs() > 1e-3 * scale):
-            raise TypeError(
-                f'losses.{name} ({type(loss).__name__}) takes a weight argument but ignores it: weight 0 on '
-                f'{rows - kept} of {rows} rows left its value unchanged ({float(weighted):.6g}; those rows left '
-                f'out give {float(first_half):.6g}). The distiller leaves non-finite teacher rows out by weight 0 '
-                'and tasks weigh their rows, so it would train on them: reduce with sum(w * l) / sum(w) '
-                '(kdplug.losses.functional.reduce_per_sample), or drop weight from forward\'s signature; '
-                'kdplug.testing.check_logit_loss checks a loss against the whole contract')
+            first_half = loss(student_logits[kept], teacher_logits[kept],
+                              None if target is None else target[kept]).float()
+        if not bool(torch.isfinite(torch.stack([unweighted, weighted, first_half])).all()):
+            return  # nothing to compare: the count of non-finite values names the loss (count_nonfinite_losses)
+        scale = torch.stack([unweighted.abs(), first_half.abs()]).max().clamp_min(1e-6)
+        if bool((weighted - first_half).abs() <= 1e-3 * scale):
+            if bool((first_half - unweighted).abs() > 1e-3 * scale):
+                self._weights_checked[name] = self.WEIGHT_CHECK_STEPS  # the halves differ: the weights are read
+            return
+        ignored = bool((weighted - unweighted).abs() <= 1e-6 * scale)
+        how = ('takes a weight argument but ignores it: weight 0 on the rows of half the images left its value '
+               'unchanged' if ignored else
+               'weighs its rows otherwise than sum(w * l) / sum(w): weight 0 on the rows of half the images gave')
+        raise TypeError(
+            f'losses.{name} ({type(loss).__name__}) {how} ({float(weighted):.6g}; those rows left out give '
+            f'{float(first_half):.6g}). The distiller leaves non-finite teacher rows out by weight 0 and tasks weigh '
+            'their rows, so it would learn from left-out rows or at another scale: reduce with sum(w * l) / sum(w) '
+            '(kdplug.losses.functional.reduce_per_sample), or drop weight from forward\'s signature; '
+            'kdplug.testing.check_logit_loss checks a loss against the whole contract')
 
     # -- non-finite loss values ---------------------------------------------------------------------------------
     def count_nonfinite_losses(self, losses: Mapping[str, Any], student: StudentOutput) -> None:
