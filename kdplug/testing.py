@@ -208,7 +208,9 @@ def check_loss_value_and_gradient(loss: nn.Module) -> None:
                                     '(student_logits, teacher_logits, target, weight=None), the student first')
         assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0, f'{_name(loss)}: student gradient {s.grad}'
         if getattr(type(loss), 'teacher_based', True):
-            assert t.grad is None, f'{_name(loss)}: a gradient reaches the teacher\'s logits (detach them)'
+            assert t.grad is None, (f'{_name(loss)}: a gradient reaches the teacher\'s logits: detach them, or, if '
+                                    'forward takes the teacher\'s logits first, swap its arguments (the student\'s '
+                                    'come first)')
 
 
 def check_loss_half_precision(loss: nn.Module) -> None:
@@ -260,11 +262,12 @@ def _refused(call: Any, error: type, pattern: str, what: str) -> None:
 
 def check_loss_refuses_fewer_than_two_classes(loss: nn.Module) -> None:
     """A softmax over one class is 1 whatever its logit, so every loss would be a silent 0: C < 2 is a ValueError
-    saying 'needs at least 2 classes' and 'check num_classes' (:func:`kdplug.losses.functional.check_class_count`)."""
+    with a message (its words are the loss's own; kdplug's say 'needs at least 2 classes' and 'check num_classes':
+    :func:`kdplug.losses.functional.check_class_count`)."""
     for n, c in ((4, 1), (0, 0)):
         s, t = torch.zeros(n, c, requires_grad=True), torch.zeros(n, c)
-        _refused(lambda: loss(s, t, torch.zeros(n, dtype=torch.long)), ValueError,
-                 'needs at least 2 classes.*check num_classes', f'{_name(loss)} with C = {c}')
+        _refused(lambda: loss(s, t, torch.zeros(n, dtype=torch.long)), ValueError, r'\w',
+                 f'{_name(loss)} with C = {c}')
 
 
 def check_loss_row_weights(loss: nn.Module) -> None:
@@ -305,8 +308,18 @@ def check_logit_loss(loss: Union[Mapping, nn.Module]) -> None:
     weight=None)``): every check of :data:`LOGIT_LOSS_CHECKS`. ``loss``: a built loss, or its config
     (``dict(type='MyLoss')``: built from kdplug's registry, as a distiller's ``losses`` builds it; from its defaults,
     it is the paper's setting)."""
+    if isinstance(loss, type):
+        raise TypeError(f'check_logit_loss({loss.__name__}): pass a built loss ({loss.__name__}()) or its config '
+                        f'(dict(type={loss.__name__!r})), not the class')
     if isinstance(loss, Mapping):
         from kdplug.registry import MODELS
         loss = MODELS.build(copy.deepcopy(dict(loss)))
-    for check in LOGIT_LOSS_CHECKS:
-        check(loss)
+    failed = []
+    for check in LOGIT_LOSS_CHECKS:  # every property, so that one defect does not hide another
+        try:
+            check(loss)
+        except Exception as err:  # an assertion, or the loss's own error on the contract's inputs
+            failed.append(f'{check.__name__}: {type(err).__name__}: {err}')
+    if failed:
+        raise AssertionError(f'{_name(loss)} breaks {len(failed)} of the {len(LOGIT_LOSS_CHECKS)} properties of the '
+                             'logit-loss contract (docs/plugins.md):\n' + '\n'.join(failed))

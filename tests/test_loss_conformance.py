@@ -56,6 +56,9 @@ def test_an_empty_batch_gives_zero_in_the_graph(loss):
 
 def test_fewer_than_two_classes_is_refused_not_a_silent_zero(loss):
     testing.check_loss_refuses_fewer_than_two_classes(loss)
+    if type(loss).__module__.startswith('kdplug.'):  # kdplug's own say what to check (a plugin's, its own words)
+        with pytest.raises(ValueError, match='needs at least 2 classes.*check num_classes'):
+            loss(torch.zeros(4, 1, requires_grad=True), torch.zeros(4, 1), torch.zeros(4, dtype=torch.long))
 
 
 def test_a_row_of_weight_zero_is_left_out_and_bad_row_weights_are_refused(loss):
@@ -126,3 +129,27 @@ def test_the_contract_names_what_a_broken_loss_breaks(broken, message):
     testing.check_logit_loss(KL())
     with pytest.raises(AssertionError, match=message):
         testing.check_logit_loss(broken())
+
+
+class OwnWords(KL):
+    def forward(self, student_logits, teacher_logits, target=None, weight=None):
+        if student_logits.shape[-1] < 2:
+            raise ValueError(f'OwnWords: got {student_logits.shape[-1]} class(es), a softmax needs two or more')
+        return super().forward(student_logits, teacher_logits, target, weight)
+
+
+class MeanOfWeighted(KL):
+    def forward(self, student_logits, teacher_logits, target=None, weight=None):
+        per_row = self.per_row(student_logits, teacher_logits)
+        return (per_row * (1 if weight is None else weight)).mean()
+
+
+def test_the_contract_reports_every_broken_property_and_takes_a_loss_s_own_words():
+    """A correct loss refusing C < 2 in its own words failed on kdplug's wording, and check_logit_loss stopped at the
+    first failure: (w * l).mean(), NaN on an empty batch and wrong with row weights, showed one defect of two."""
+    testing.check_logit_loss(OwnWords())
+    with pytest.raises(AssertionError, match=r'(?s)MeanOfWeighted breaks 2 of the 6 properties.*'
+                                             r'check_loss_empty_batch: .*nan.*check_loss_row_weights: .*not left out'):
+        testing.check_logit_loss(MeanOfWeighted())
+    with pytest.raises(TypeError, match=r"pass a built loss \(KL\(\)\) or its config \(dict\(type='KL'\)\)"):
+        testing.check_logit_loss(KL)
