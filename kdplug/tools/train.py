@@ -131,7 +131,8 @@ def missing_data(dataset: Mapping, scope: Optional[str]) -> Optional[str]:
     if not isinstance(root, str) or '://' in root or downloads_itself(dataset, scope):
         return None
     if root and not osp.isdir(root):
-        return f'the data_root {root!r} does not exist'
+        where = '' if osp.isabs(root) else f' (relative to the working directory {os.getcwd()})'
+        return f'the data_root {root!r}{where} does not exist'
     ann = dataset.get('ann_file') or ''
     if not isinstance(ann, str) or not ann or '://' in ann:
         return None
@@ -157,7 +158,8 @@ def check_data(cfg: Config, loaders: Sequence[str] = ('train_dataloader', 'val_d
                 fix = (f'write one line per image into it (mmpretrain\'s list format: "folder/image.jpg label"), '
                        f'or point {loader}.dataset.ann_file at another list, or set it to \'\' to read the class '
                        'folders' if missing.endswith('lists no images') else
-                       'prepare the data (python tools/prepare_data.py cifar10 | tiny-imagenet | coco128: '
+                       'prepare the data (python tools/prepare_data.py cifar10 | tiny-imagenet | coco128, which '
+                       'writes under the repository\'s data/: run from the repository, or give --root; '
                        f'docs/get_started.md, "Data"), or point {loader}.dataset.data_root at your copy')
                 raise SystemExit(f'{loader}: {missing}. To fix: {fix}, with --cfg-options')
             dataset = dataset.get('dataset')
