@@ -37,8 +37,9 @@ def export_student(checkpoint: str, out: str, config_out: Optional[str] = None, 
                    force: bool = False) -> Dict[str, Any]:
     """Write the student of ``checkpoint`` to ``out`` as ``{'state_dict', 'meta'}``; returns what was written. With
     ``config_out``, also the student's own config there (:func:`student_config`) from ``config``, the run's config,
-    by default the one mmengine saved in the checkpoint. An existing file that an export did not write (a run's
-    config dump, a checkpoint, a config of the user's) is replaced only with ``force``."""
+    by default the one mmengine saved in the checkpoint. A plain run's checkpoint (no ``student.*``: a teacher's)
+    gives its weights as they are and the run's config (:func:`inference_config`). An existing file that an export
+    did not write (a run's config dump, a checkpoint, a config of the user's) is replaced only with ``force``."""
     if os.path.exists(out) and os.path.exists(checkpoint) and os.path.samefile(out, checkpoint):
         raise ValueError(f'{out!r} is the checkpoint to export: writing the student there would replace the run\'s '
                          'checkpoint (its optimizer, teacher and training state). Give another output path')
@@ -50,11 +51,14 @@ def export_student(checkpoint: str, out: str, config_out: Optional[str] = None, 
                              'a config of yours): it stays. Give another output name, or --force to replace it')
     loaded = load_checkpoint_file(checkpoint, role='distillation run')
     state_dict = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else None
-    if not isinstance(state_dict, dict) or not any(k.startswith(PREFIX) for k in state_dict):
-        raise ValueError(f'{checkpoint!r} holds no "student.*" weights: it is not the checkpoint of a kdplug '
-                         'distillation run. Give an epoch_<n>.pth / iter_<n>.pth that a kdplug distiller wrote; a '
-                         'plain mmpretrain / mmdet checkpoint is already a student and needs no export')
-    student = {key[len(PREFIX):]: value for key, value in state_dict.items() if key.startswith(PREFIX)}
+    if not isinstance(state_dict, dict) or not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
+        raise ValueError(f'{checkpoint!r} holds no state dict of weights: give an epoch_<n>.pth / iter_<n>.pth that '
+                         'an mmengine run wrote')
+    # a plain mmpretrain / mmdet run (a teacher): its weights as they are, without the training state (the
+    # optimizer, mmengine's message hub), which torch's weights-only loading in the libraries' inferencers refuses
+    distilled = any(key.startswith(PREFIX) for key in state_dict)
+    student = {key[len(PREFIX):]: value for key, value in state_dict.items() if key.startswith(PREFIX)} \
+        if distilled else dict(state_dict)
     meta = dict(loaded.get('meta') or {})
     own_config = None
     if config_out is not None:  # before anything is written: a config that cannot become the student's stops here
@@ -62,7 +66,7 @@ def export_student(checkpoint: str, out: str, config_out: Optional[str] = None, 
         if config is None:
             raise ValueError(f'{checkpoint!r} holds no config (mmengine saves the run\'s in its meta): give the run\'s '
                              'config with --config, or --no-config for the weights alone')
-        own_config = student_config(config)
+        own_config = student_config(config) if distilled else inference_config(config)
     exported = {
         'state_dict': student,
         'meta': {
@@ -134,6 +138,19 @@ def student_config(cfg: Any) -> Any:
         hooks.pop(name)
     if out.get('custom_hooks'):
         out.custom_hooks = [hook for hook in out.custom_hooks if not distiller_only(hook)]
+    return out
+
+
+def inference_config(cfg: Any) -> Any:
+    """A plain run's config (a teacher's) for inference and testing: the run's, without its ``resume``,
+    ``load_from``, work dir and launcher."""
+    from mmengine.config import Config
+    if str((cfg.get('model') or {}).get('type', '')).split('.')[-1] == 'Distiller':
+        raise ValueError('the config\'s model is a kdplug.Distiller, and the checkpoint holds no "student.*" weights: '
+                         'give the config of the run that wrote it (--config)')
+    out = Config(copy.deepcopy(cfg.to_dict()))
+    out.resume, out.load_from, out.launcher = False, None, 'none'
+    out.pop('work_dir', None)
     return out
 
 

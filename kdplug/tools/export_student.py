@@ -5,6 +5,10 @@ plain mmpretrain / mmdet, and that config beside them (student.pth -> student.py
     # then: mmpretrain.apis.ImageClassificationInferencer('student.py', 'student.pth'), mmdet's
     # DetInferencer('student.py', 'student.pth'), or tools/test.py student.py student.pth
 
+Given a plain mmpretrain / mmdet run's checkpoint (a teacher's), it writes that model's weights alone, without the
+optimizer and mmengine's message hub, which torch's weights-only loading in the libraries' inferencers refuses, and
+the run's config beside them.
+
 A student built only from mmpretrain / mmdet components needs no kdplug to load; one that uses kdplug's components
 (its CIFAR backbones, letKD's KD layers, which stay at inference) needs kdplug installed beside mmpretrain, which
 then finds them by name (``kdplug.ResNet8x4``): no custom_imports.
