@@ -198,3 +198,14 @@ def test_amp_without_a_gpu_is_refused_by_flag_or_by_option():
                                             'optim_wrapper.type=AmpOptimWrapper')):
         with pytest.raises(SystemExit, match=rf"{how}: mmengine's AmpOptimWrapper needs a GPU .* train without {how}"):
             merge_args(Config.fromfile(str(CONFIG)), parse_args([str(CONFIG), *argv]))
+
+
+def test_an_init_cfg_download_that_fails_names_the_cache_folder_and_init_cfg_none(cifar10_root, tmp_path):
+    """Offline, a coco128 config stopped 8 s in on urllib's bare URLError from mmengine's weight initialisation."""
+    from kdplug.tools.train import main as train_main
+    config = tmp_path / 'offline.py'
+    config.write_text(f"_base_ = ['{STUDENT_CONFIG}']\nmodel = dict(backbone=dict(init_cfg=dict(type='Pretrained', "
+                      "checkpoint='http://127.0.0.1:9/resnet8.pth')))\n")  # port 9: nothing listens, refused at once
+    with pytest.raises(SystemExit, match=r'a download failed \(.*\): the weights a model\'s init_cfg names .* put the '
+                                         r'file in .*/checkpoints .*init_cfg=None'):
+        train_main([str(config), '--work-dir', str(tmp_path / 'work'), '--cfg-options', *data_options(cifar10_root)])

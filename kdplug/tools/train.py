@@ -13,6 +13,7 @@ import os.path as osp
 import re
 import sys
 from typing import Mapping, Optional, Sequence, Tuple
+from urllib.error import URLError
 
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
@@ -272,7 +273,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     else:
         load_student_weights_into_the_student(runner)
     runner.logger.info(allocator)
-    runner.train()
+    try:
+        runner.train()
+    except URLError as err:  # mmengine's init_cfg downloads (torchvision://, open-mmlab://, http): a bare traceback
+        import torch
+        raise SystemExit(f'a download failed ({err.reason}): the weights a model\'s init_cfg names (e.g. '
+                         'torchvision://resnet50, the ImageNet backbones of the detection configs) are fetched when '
+                         f'the run starts. Offline, put the file in {torch.hub.get_dir()}/checkpoints (its name is '
+                         'the last part of the URL), or train from random weights with --cfg-options '
+                         'model.student.backbone.init_cfg=None (model.backbone.init_cfg=None in a teacher\'s own '
+                         'config; a distillation\'s teacher needs none: its checkpoint replaces them)') from None
 
 
 if __name__ == '__main__':
