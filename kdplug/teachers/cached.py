@@ -140,6 +140,7 @@ class CachedTeacher(TeacherSource):
                                     f'made from ({str(recorded.get("teacher_checkpoint"))[:12]}...). Give '
                                     'model.teacher.checkpoint the path of that file')
         ours = made_from(task, self.model_cfg, self.checkpoint, data_preprocessor)
+        self._identity = ours['teacher_checkpoint']  # read once: the checkpoints record it (identity)
         for key in ('teacher_checkpoint', 'teacher_model', 'preprocess'):
             if recorded.get(key) != ours[key]:
                 raise TeacherCacheError(
