@@ -251,8 +251,11 @@ def _collect_contributions(pm: pluggy.PluginManager) -> None:
             base = getattr(importlib.import_module(module_name), base_name)
             for cls in contributed:
                 if not isinstance(cls, type):
+                    fix = ('return the class, not its name' if isinstance(cls, str) else
+                           f'return the class itself ([{type(cls).__name__}], not an instance: kdplug builds it from '
+                           'the config)')
                     raise PluginError(f'kdplug plugin {info.name!r} ({info.distribution}): {hook_name}() must '
-                                      f'return classes, got {cls!r}')
+                                      f'return classes, got {cls!r}: {fix}. {_fixes(info)}')
                 if not issubclass(cls, base):
                     raise PluginError(
                         f'kdplug plugin {info.name!r} ({info.distribution}): {hook_name}() returned '

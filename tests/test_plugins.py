@@ -206,6 +206,23 @@ def test_broken_plugin_names_its_distribution_and_the_fixes(python, tmp_path):
     assert python(BUILD_KD, env={**env, 'KDPLUG_BLOCK_PLUGINS': 'other,broken'}).stdout.strip() == 'KDLoss'
 
 
+@pytest.mark.parametrize('returned, said', [
+    ('[MyLoss()]', r'must return classes, got MyLoss\(\): return the class itself \(\[MyLoss\], not an instance'),
+    ("['MyLoss']", "must return classes, got 'MyLoss': return the class, not its name"),
+])
+def test_hook_returning_instances_or_names_in_its_list_says_to_return_the_classes(python, tmp_path, returned, said):
+    fake_distribution(tmp_path, 'single', f'''
+        from torch import nn
+        from kdplug import hookimpl
+        class MyLoss(nn.Module):
+            pass
+        @hookimpl
+        def kdplug_losses():
+            return {returned}''')
+    result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
+    assert result.returncode != 0 and re.search(said, result.stderr), result.stderr
+
+
 @pytest.mark.parametrize('returned, shown', [
     ('MyLoss', 'the class MyLoss itself'),  # the usual slip: a bare TypeError before
     ("'MyLoss'", "str 'MyLoss'"),
