@@ -94,11 +94,13 @@ def _plugin_entry_points() -> List[EntryPoint]:
     return sorted(entry_points(group=GROUP), key=lambda e: e.name)
 
 
-def misspelled_groups() -> List[str]:
-    """Entry-point groups of the installed packages whose name is close to kdplug's (``kdplg``, ``kd_plug``): a
-    plugin declared there is never loaded, without a word."""
+def misspelled_groups() -> Dict[str, List[str]]:
+    """Entry-point groups of the installed packages whose name is close to kdplug's (``kdplg``, ``kd_plug``), each
+    with the distributions that declare entry points there: a plugin declared there is never loaded, without a
+    word."""
     groups = set(entry_points().groups) - {GROUP}
-    return difflib.get_close_matches(GROUP, sorted(groups), n=3, cutoff=0.75)
+    return {group: sorted({_entry_point_dist(ep)[0] for ep in entry_points(group=group)})
+            for group in difflib.get_close_matches(GROUP, sorted(groups), n=3, cutoff=0.75)}
 
 
 def _check_blocked(blocked: set, eps: Sequence[EntryPoint]) -> None:
@@ -330,8 +332,8 @@ def format_plugins() -> str:
             if names:
                 lines.append(f'    {hook_name}: {", ".join(names)}')
     lines.extend(f'{name}  skipped: {why}' for name, why in skipped_plugins().items())
-    lines.extend(f'entry points in the group {group!r} are not read: did their package mean "{GROUP}"?'
-                 for group in misspelled_groups())
+    lines.extend(f'entry points in the group {group!r} are not read: did their package ({", ".join(dists)}) mean '
+                 f'"{GROUP}"?' for group, dists in misspelled_groups().items())
     return '\n'.join(lines)
 
 

@@ -79,8 +79,8 @@ class PluginRegistry(Registry):
         from .plugins import misspelled_groups, skipped_plugins
         skipped = ''.join(f' The installed plugin {name!r} is not loaded: {why}.'
                           for name, why in skipped_plugins().items())
-        skipped += ''.join(f' Installed entry points in the group {group!r} are not read: did their package mean '
-                           f'"{SCOPE}"?' for group in misspelled_groups())
+        skipped += ''.join(f' Installed entry points in the group {group!r} are not read: did their package '
+                           f'({", ".join(dists)}) mean "{SCOPE}"?' for group, dists in misspelled_groups().items())
         return UnknownTypeError(
             f'{obj_type!r} is not in the kdplug::{self.name} registry.{hint} Registered: {", ".join(names)}.'
             f'{skipped} A component of a third-party plugin appears once its package is installed (entry-point '

@@ -187,11 +187,12 @@ def test_a_misspelled_entry_point_group_is_named_where_the_type_is_missing(pytho
     entry_points.write_text(entry_points.read_text().replace('[kdplug]', '[kdplg]'))
     env = {'PYTHONPATH': str(tmp_path)}
     result = python("from kdplug.registry import MODELS; MODELS.build(dict(type='TypoLoss'))", env=env)
-    assert "Installed entry points in the group 'kdplg' are not read: did their package mean \"kdplug\"?" in \
+    assert "Installed entry points in the group 'kdplg' are not read: did their package (typo) mean \"kdplug\"?" in \
         result.stderr, result.stderr
     listed = subprocess.run([sys.executable, str(REPO / 'tools' / 'list_plugins.py')], capture_output=True, text=True,
                             cwd=REPO, env={**os.environ, **env})
-    assert "entry points in the group 'kdplg' are not read" in listed.stdout, listed.stdout + listed.stderr
+    assert "entry points in the group 'kdplg' are not read: did their package (typo)" in listed.stdout, \
+        listed.stdout + listed.stderr
 
 
 def test_broken_plugin_names_its_distribution_and_the_fixes(python, tmp_path):

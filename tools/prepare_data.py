@@ -90,8 +90,8 @@ def given_source(source: str | os.PathLike | None) -> Path | None:
 # ---------------------------------------------------------------------------------------------- progress
 
 class Progress:
-    """Progress through ``total`` files on stdout: mmengine's ProgressBar (count, rate, elapsed, ETA), redrawn about
-    every 1% so that a log file gets ~100 updates, not one per file; a line per 10% without mmengine."""
+    """Progress through ``total`` files on stdout: on a terminal, mmengine's ProgressBar (count, rate, elapsed, ETA),
+    redrawn about every 1%; into a log file (or without mmengine), a line per 10%, not a hundred carriage returns."""
 
     def __init__(self, total: int, what: str) -> None:
         self.total, self.done, self.shown = total, 0, 0
@@ -102,7 +102,7 @@ class Progress:
         except ImportError:
             self.bar = None
         else:  # file= given here: the default is bound to the sys.stdout of import time
-            self.bar = ProgressBar(total, file=sys.stdout) if total else None
+            self.bar = ProgressBar(total, file=sys.stdout) if total and sys.stdout.isatty() else None
 
     def update(self, n: int = 1) -> None:
         self.done += n
