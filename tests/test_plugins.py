@@ -207,11 +207,8 @@ def test_broken_plugin_names_its_distribution_and_the_fixes(python, tmp_path):
     assert python(BUILD_KD, env={**env, 'KDPLUG_BLOCK_PLUGINS': 'other,broken'}).stdout.strip() == 'KDLoss'
 
 
-@pytest.mark.parametrize('returned, said', [
-    ('[MyLoss()]', r'must return classes, got MyLoss\(\): return the class itself \(\[MyLoss\], not an instance'),
-    ("['MyLoss']", "must return classes, got 'MyLoss': return the class, not its name"),
-])
-def test_hook_returning_instances_or_names_in_its_list_says_to_return_the_classes(python, tmp_path, returned, said):
+def build_with_a_hook_returning(python, tmp_path, returned: str):
+    """Build KDLoss with a plugin installed whose kdplug_losses() returns the expression ``returned``."""
     fake_distribution(tmp_path, 'single', f'''
         from torch import nn
         from kdplug import hookimpl
@@ -220,7 +217,15 @@ def test_hook_returning_instances_or_names_in_its_list_says_to_return_the_classe
         @hookimpl
         def kdplug_losses():
             return {returned}''')
-    result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
+    return python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
+
+
+@pytest.mark.parametrize('returned, said', [
+    ('[MyLoss()]', r'must return classes, got MyLoss\(\): return the class itself \(\[MyLoss\], not an instance'),
+    ("['MyLoss']", "must return classes, got 'MyLoss': return the class, not its name"),
+])
+def test_hook_returning_instances_or_names_in_its_list_says_to_return_the_classes(python, tmp_path, returned, said):
+    result = build_with_a_hook_returning(python, tmp_path, returned)
     assert result.returncode != 0 and re.search(said, result.stderr), result.stderr
 
 
@@ -231,15 +236,7 @@ def test_hook_returning_instances_or_names_in_its_list_says_to_return_the_classe
     ('42', 'int 42'),
 ])
 def test_hook_returning_something_else_than_a_list_names_the_plugin_and_the_fix(python, tmp_path, returned, shown):
-    fake_distribution(tmp_path, 'single', f'''
-        from torch import nn
-        from kdplug import hookimpl
-        class MyLoss(nn.Module):
-            pass
-        @hookimpl
-        def kdplug_losses():
-            return {returned}''')
-    result = python(BUILD_KD, env={'PYTHONPATH': str(tmp_path)})
+    result = build_with_a_hook_returning(python, tmp_path, returned)
     assert result.returncode != 0
     assert "PluginError: kdplug plugin 'single' (single, single_plugin)" in result.stderr, result.stderr
     assert f'its hook kdplug_losses() returned {shown}, not a list of classes' in result.stderr, result.stderr
