@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, require_detection_stack
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -419,6 +419,7 @@ def test_every_shipped_config_with_a_checkpoint_teacher_can_be_cached_as_it_is_o
     from mmengine.registry import TRANSFORMS, init_default_scope
 
     from kdplug.tools.cache_teacher import replayable_split
+    require_detection_stack()  # the detection configs are among them: their _base_ is mmdet's
     init_default_scope('mmpretrain')
     configs = shipped_checkpoint_teacher_configs()
     modes, refused = {}, {}

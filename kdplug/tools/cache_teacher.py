@@ -40,6 +40,7 @@ from mmengine.config import DictAction
 from kdplug.engine.allocator import keep_freed_memory
 from kdplug.engine.checkpoint import allow_mmengine_checkpoints
 from kdplug.tools import check_kdplug_types, check_launcher, name_damaged_images, read_config
+from kdplug.tools.config_keys import check_runner_keys
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -129,6 +130,7 @@ class Setup:
         init_default_scope(cfg.get('default_scope', 'mmpretrain'))
         name_damaged_images(cfg)  # as tools/train.py: the store's pipeline is the students'
         check_kdplug_types(cfg)
+        check_runner_keys(cfg)
         if 'teacher' not in cfg.model:  # a teacher's own config: the registry said ImageClassifier is unknown
             raise SystemExit(f'cache_teacher.py: {args.config} is not a distillation config (its model has no '
                              'teacher): give the distillation config whose model.teacher is the CheckpointTeacher to '

@@ -42,6 +42,7 @@ from kdplug.engine.checkpoint import (load_checkpoint_file, load_checkpoints_str
                                      unreadable_reason)
 from kdplug.teachers.base import evaluating_the_student
 from kdplug.tools import check_kdplug_types, check_launcher, drop_switched_off_hooks, name_damaged_images, read_config
+from kdplug.tools.config_keys import check_runner_keys
 from kdplug.tools.train import check_data
 
 
@@ -204,6 +205,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     drop_switched_off_hooks(cfg)
     name_damaged_images(cfg)
     check_kdplug_types(cfg)
+    check_runner_keys(cfg)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint

@@ -22,6 +22,7 @@ from kdplug.engine.allocator import keep_freed_memory
 from kdplug.engine.checkpoint import (load_checkpoints_strictly, missing_run_state, route_local_checkpoint_loads,
                                      unreadable_reason)
 from kdplug.tools import check_kdplug_types, check_launcher, drop_switched_off_hooks, name_damaged_images, read_config
+from kdplug.tools.config_keys import check_runner_keys
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -225,6 +226,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     set_dataloader_defaults(cfg, args)
     name_damaged_images(cfg)
     check_kdplug_types(cfg)
+    check_runner_keys(cfg)
     return cfg
 
 
