@@ -165,13 +165,13 @@ def dataloader_problems(cfg: Mapping) -> List[str]:
                 problems.append(f'{section}: it has no {needed} (mmengine builds the loader from it): add '
                                 f'{needed}={example}')
         takes = [*DATALOADER_KEYS_OF_MMENGINE, *(key for key in accepted_keys(DataLoader) or ()
-                                                       if key not in DATALOADER_KEYS_OF_MMENGINE)]
+                                                 if key not in DATALOADER_KEYS_OF_MMENGINE)]
         problems += unknown_key_problems(section, loader, takes, 'torch\'s DataLoader or mmengine\'s dataloader')
         sampler = loader.get('sampler')
         if isinstance(sampler, Mapping) and 'type' in sampler:
             problems += class_key_problems(f'{section}.sampler', sampler,
-                                             resolve(DATA_SAMPLERS, sampler['type'], cfg.get('default_scope')),
-                                             passed=('dataset', 'seed'))
+                                           resolve(DATA_SAMPLERS, sampler['type'], cfg.get('default_scope')),
+                                           passed=('dataset', 'seed'))
     return problems
 
 
@@ -187,11 +187,11 @@ def optimizer_problems(cfg: Mapping) -> List[str]:
     optimizer = wrapper.get('optimizer')
     if isinstance(optimizer, Mapping) and 'type' in optimizer:
         problems += class_key_problems('optim_wrapper.optimizer', optimizer,
-                                         resolve(OPTIMIZERS, optimizer['type'], scope), passed=('params', ))
+                                       resolve(OPTIMIZERS, optimizer['type'], scope), passed=('params', ))
     options = {key: value for key, value in wrapper.items() if key not in ('optimizer', 'paramwise_cfg', 'constructor')}
     problems += class_key_problems('optim_wrapper', options,
-                                     resolve(OPTIM_WRAPPERS, wrapper.get('type', 'OptimWrapper'), scope),
-                                     passed=('optimizer', ))
+                                   resolve(OPTIM_WRAPPERS, wrapper.get('type', 'OptimWrapper'), scope),
+                                   passed=('optimizer', ))
     paramwise = wrapper.get('paramwise_cfg')
     if isinstance(paramwise, Mapping):
         problems += unknown_key_problems('optim_wrapper.paramwise_cfg', paramwise, PARAMWISE_KEYS,
